@@ -1,0 +1,1 @@
+"""Tollway researcher service."""

@@ -1,0 +1,1 @@
+"""Tollway router service."""
