@@ -1,0 +1,30 @@
+# Tollway: `make dev` runs the whole system locally; `make test` runs every test.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export UV_LINK_MODE ?= copy
+
+.PHONY: deps dev test test-unit test-integration lint fmt clean
+
+deps: ## install uv, PostgreSQL server binaries (Debian) and the locked Python environment
+	@./deploy/scripts/install-deps.sh
+
+dev: deps ## run the whole system on embedded defaults and print how to call it
+	@$(UV) run --frozen python -m tollway.devstack
+
+test: deps ## every test, on an embedded Postgres and Kafka-protocol broker
+	@$(UV) run --frozen pytest -q
+
+test-unit: deps
+	@$(UV) run --frozen pytest -q tests/unit
+
+lint: deps ## ruff and mypy (strict)
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen mypy libs services
+
+fmt: deps
+	@$(UV) run --frozen ruff format .
+	@$(UV) run --frozen ruff check --fix .
+
+clean: ## remove local state (databases, logs)
+	rm -rf .tollway

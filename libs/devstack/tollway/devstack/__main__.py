@@ -1,0 +1,5 @@
+import sys
+
+from tollway.devstack.dev import main
+
+sys.exit(main())

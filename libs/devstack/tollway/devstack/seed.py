@@ -1,0 +1,113 @@
+"""The demo tenant: an account with Credit and Wallet balances, an API key, and a route tree of
+two brands, each with a direct route (Credit) and a pool route (Wallet), with backups.
+
+Channels and routes are written to the router's tables; the account, key and top-ups go through
+the admin API, the same path an operator uses, and the seed waits until the ledger shows the
+money.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+
+# name, brand, route type, bucket, price in / out (micro-units per 1M tokens)
+CHANNELS: tuple[tuple[str, str, str, str, int, int], ...] = (
+    ("openai-direct", "openai", "direct", "credit", 150_000, 600_000),
+    ("openai-backup", "openai", "direct", "credit", 150_000, 600_000),
+    ("openai-pool", "openai", "pool", "wallet", 1_000_000, 4_000_000),
+    ("anthropic-direct", "anthropic", "direct", "credit", 800_000, 4_000_000),
+    ("anthropic-backup", "anthropic", "direct", "credit", 800_000, 4_000_000),
+    ("anthropic-pool", "anthropic", "pool", "wallet", 5_000_000, 25_000_000),
+)
+# catalog model -> [(channel, upstream model, tier)]
+ROUTES: dict[str, list[tuple[str, str, int]]] = {
+    "gpt-4o-mini": [("openai-direct", "gpt-4o-mini-2024-07-18", 0),
+                    ("openai-backup", "gpt-4o-mini-2024-07-18", 1),
+                    ("openai-pool", "gpt-4o-mini", 2)],
+    "claude-3-5-haiku": [("anthropic-direct", "claude-3-5-haiku-20241022", 0),
+                         ("anthropic-backup", "claude-3-5-haiku-20241022", 1),
+                         ("anthropic-pool", "claude-3-5-haiku", 2)],
+}
+BUCKET_UNITS = {"credit": "credit", "wallet": "CNY"}
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """What a client needs to call the gateway as the seeded tenant."""
+
+    account_id: str
+    api_key: str
+
+
+async def seed_routes(dsn: str, upstream_url: str) -> None:
+    """Write channels, catalog models and routes (idempotent)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            for name, brand, route_type, bucket, p_in, p_out in CHANNELS:
+                await conn.execute(
+                    "INSERT INTO router.channels (id, name, route_type, brand, bucket, base_url,"
+                    " secret, price_input, price_output) VALUES ($1,$1,$2,$3,$4,$5,$6,$7,$8)"
+                    " ON CONFLICT (id) DO UPDATE SET base_url = EXCLUDED.base_url",
+                    name, route_type, brand, bucket, f"{upstream_url}/{name}/v1",
+                    f"sk-demo-{name}", p_in, p_out)
+            for model, routes in ROUTES.items():
+                await conn.execute(
+                    "INSERT INTO router.catalog_models (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                    model)
+                for channel, upstream_model, tier in routes:
+                    await conn.execute(
+                        "INSERT INTO router.routes (catalog_model, channel_id, upstream_model,"
+                        " tier) VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING",
+                        model, channel, upstream_model, tier)
+    finally:
+        await conn.close()
+
+
+def admin(edge_url: str, token: str) -> httpx.Client:
+    """An HTTP client for the admin API."""
+    return httpx.Client(base_url=f"{edge_url}/admin/v1", timeout=10,
+                        headers={"authorization": f"Bearer {token}"})
+
+
+def create_tenant(
+    edge_url: str, token: str, account_id: str, topups: dict[str, str],
+    route_types: tuple[str, ...] = ("direct", "pool"),
+) -> Tenant:
+    """Open an account, issue a key, top up its buckets and wait until the ledger shows them."""
+    with admin(edge_url, token) as client:
+        _ok(client.post("/accounts", json={"name": account_id, "id": account_id}))
+        key = _ok(client.post("/keys", json={"account_id": account_id,
+                                             "route_types": list(route_types)}))["key"]
+        for bucket, amount in topups.items():
+            _ok(client.post("/topups", json={
+                "account_id": account_id, "bucket": bucket, "unit": BUCKET_UNITS[bucket],
+                "amount": amount, "idempotency_key": f"seed-{account_id}-{bucket}"}))
+    if topups:
+        wait_for_balances(edge_url, key, set(topups))
+    return Tenant(account_id=account_id, api_key=key)
+
+
+def wait_for_balances(edge_url: str, key: str, buckets: set[str], timeout: float = 60) -> None:
+    """Poll /v1/balance until every bucket in ``buckets`` exists."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=edge_url, timeout=5,
+                      headers={"authorization": f"Bearer {key}"}) as client:
+        while time.monotonic() < deadline:
+            seen = {b["bucket"] for b in client.get("/v1/balance").json().get("buckets", [])}
+            if buckets <= seen:
+                return
+            time.sleep(0.1)
+    raise TimeoutError(f"the ledger did not apply the top-ups within {timeout}s")
+
+
+def _ok(response: httpx.Response) -> Any:
+    if response.status_code >= 300:
+        raise RuntimeError(f"admin API {response.request.url.path}: {response.status_code}"
+                           f" {response.text}")
+    return response.json()

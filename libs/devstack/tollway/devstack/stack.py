@@ -1,0 +1,214 @@
+"""The embedded local stack, one implementation for ``make dev`` and the test suite.
+
+Brings up, in order: PostgreSQL (unless ``DATABASE_URL`` is set), the Kafka-protocol broker
+(unless ``KAFKA_BOOTSTRAP_SERVERS`` is set), migrations of every service, the topics, the demo
+upstream, then the five services as separate processes configured only by environment
+variables, exactly as a deployment runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import asyncpg
+import httpx
+import structlog
+
+from tollway.devstack.broker import EmbeddedBroker, wait_for_port
+from tollway.devstack.postgres import EmbeddedPostgres
+from tollway.events import topics
+from tollway.runtime.kafka import ensure_topics
+from tollway.runtime.migrations import ALL_SERVICES, migrate
+
+log = structlog.get_logger(__name__)
+
+SERVICES = ("ledger", "router", "limits", "researcher", "edge")
+SCHEMAS = ("edge", "router", "ledger", "limits", "researcher")
+
+
+@dataclass
+class StackConfig:
+    """Where the stack lives and which ports it uses."""
+
+    root: Path
+    pg_port: int = 54329
+    broker_port: int = 19092
+    edge_port: int = 8787
+    upstream_port: int = 8900
+    researcher_port: int = 8790
+    admin_token: str = "tw-admin-dev"
+    edge_id: str = "edge-1"
+    fast_unsafe: bool = False
+    partitions: int = 4
+    database_url: str | None = field(default_factory=lambda: os.environ.get("DATABASE_URL"))
+    kafka_bootstrap: str | None = field(
+        default_factory=lambda: os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Stack:
+    """A running stack; ``stop`` tears it down in reverse order."""
+
+    config: StackConfig
+    dsn: str = ""
+    bootstrap: str = ""
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _postgres: EmbeddedPostgres | None = None
+    _broker: EmbeddedBroker | None = None
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def edge_url(self) -> str:
+        """Base URL of the edge."""
+        return f"http://127.0.0.1:{self.config.edge_port}"
+
+    @property
+    def upstream_url(self) -> str:
+        """Base URL of the demo upstream."""
+        return f"http://127.0.0.1:{self.config.upstream_port}"
+
+    @property
+    def log_dir(self) -> Path:
+        """Where each process writes its log."""
+        return self.config.root / "logs"
+
+    def start_infra(self) -> None:
+        """Postgres and the broker (or the configured ones), migrations and topics."""
+        cfg = self.config
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        fresh_broker = cfg.kafka_bootstrap is None
+        if cfg.database_url:
+            self.dsn = cfg.database_url
+        else:
+            self._postgres = EmbeddedPostgres(cfg.root, cfg.pg_port, fast_unsafe=cfg.fast_unsafe)
+            _step("postgres", f"starting on port {cfg.pg_port}")
+            self.dsn = self._postgres.start()
+        if cfg.kafka_bootstrap:
+            self.bootstrap = cfg.kafka_bootstrap
+        else:
+            _step("broker", f"starting Tansu on port {cfg.broker_port}")
+            self._broker = EmbeddedBroker(cfg.broker_port, self.log_dir / "broker.log")
+            self.bootstrap = self._broker.start()
+        if fresh_broker and not cfg.database_url:
+            # The embedded broker keeps its log in memory: state derived from an older log
+            # would point at offsets that no longer exist, so start from an empty database.
+            asyncio.run(reset_schemas(self.dsn))
+        _step("migrations", "applying")
+        asyncio.run(migrate(self.dsn, ALL_SERVICES))
+        asyncio.run(ensure_topics(self.bootstrap, topics.core_topics(cfg.partitions)))
+
+    def service_env(self) -> dict[str, str]:
+        """The environment every service process gets (nothing else configures them)."""
+        cfg = self.config
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLWAY_")}
+        env.update({
+            "DATABASE_URL": self.dsn,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "TOLLWAY_TOPIC_PARTITIONS": str(cfg.partitions),
+            "TOLLWAY_ADMIN_TOKEN": cfg.admin_token,
+            "TOLLWAY_EDGE_EDGE_ID": cfg.edge_id,
+            "TOLLWAY_EDGE_PORT": str(cfg.edge_port),
+            "TOLLWAY_RESEARCHER_PORT": str(cfg.researcher_port),
+            "TOLLWAY_RESEARCHER_EDGE_URL": f"http://127.0.0.1:{cfg.edge_port}",
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(cfg.extra_env)
+        return env
+
+    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        """Start one process with its own log file."""
+        out = (self.log_dir / f"{name}.log").open("ab")
+        self._logs.append(out)
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
+            [sys.executable, *args], env=self.service_env(), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.processes[name] = proc
+        return proc
+
+    def start_upstream(self) -> None:
+        """The demo upstream provider."""
+        _step("upstream", f"demo provider on port {self.config.upstream_port}")
+        self.spawn("upstream", ["-m", "tollway.devstack.upstream", "--host", "127.0.0.1",
+                                "--port", str(self.config.upstream_port)])
+        wait_for_port("127.0.0.1", self.config.upstream_port)
+
+    def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
+        """The services, each ``python -m tollway.<name>``; waits until the edge is healthy."""
+        for name in names:
+            _step(name, "starting")
+            self.spawn(name, ["-m", f"tollway.{name}"])
+        if "edge" in names:
+            self.wait_healthy(f"{self.edge_url}/healthz", "edge")
+
+    def wait_healthy(self, url: str, name: str, timeout: float = 60.0) -> None:
+        """Poll ``url`` until it answers 200; fail with the process's log path."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.processes.get(name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({proc.returncode}); see {self.log_dir}/{name}.log")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not healthy after {timeout}s; see {self.log_dir}/{name}.log")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal one process (tests use SIGKILL to prove crash safety) and reap it."""
+        proc = self.processes.pop(name)
+        _signal(proc, sig)
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop services (SIGTERM, then SIGKILL after 10 s), then the broker, then Postgres."""
+        procs = list(reversed(self.processes.values()))
+        self.processes.clear()
+        for proc in procs:
+            _signal(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal(proc, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if self._broker is not None:
+            self._broker.stop()
+        if self._postgres is not None:
+            self._postgres.stop()
+        for out in self._logs:
+            out.close()
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+
+async def reset_schemas(dsn: str) -> None:
+    """Drop every Tollway schema and the migration record (embedded, throwaway state only)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for schema in SCHEMAS:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.execute("DROP TABLE IF EXISTS public.tollway_migrations")
+    finally:
+        await conn.close()
+
+
+def _step(what: str, detail: str) -> None:
+    print(f"  · {what:<11} {detail}", file=sys.stderr, flush=True)  # noqa: T201 - progress

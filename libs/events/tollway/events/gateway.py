@@ -1,0 +1,152 @@
+"""Events of a request's life: received at the edge, authorized or rejected by the ledger,
+attempted and finished by the router, answered on the edge's reply topic.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tollway.events.envelope import Payload, register
+from tollway.events.pricing import Price, Usage
+
+RouteType = Literal["direct", "pool"]
+Protocol = Literal["openai", "anthropic"]
+Endpoint = Literal["chat", "embeddings", "messages"]
+
+
+class Candidate(BaseModel):
+    """One step of a route plan: which channel serves, as which upstream model, paid from where."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel_id: str
+    channel: str
+    brand: str
+    route_type: RouteType
+    bucket: str
+    upstream_model: str
+    price: Price
+    tier: int = 0
+
+
+@register
+class RequestReceived(Payload):
+    """The edge accepted a well-formed, authenticated request (gw.requests, key: account)."""
+
+    TYPE = "request.received"
+
+    request_id: str
+    edge_id: str
+    account_id: str
+    key_id: str
+    project_id: str
+    task_id: str | None = None
+    user: str | None = None
+    protocol: Protocol = "openai"
+    endpoint: Endpoint = "chat"
+    catalog_model: str
+    stream: bool = False
+    body: dict[str, Any]
+    plan: list[Candidate] = Field(min_length=1)
+    estimated_input_tokens: int = Field(ge=0)
+    max_output_tokens: int = Field(ge=0)
+    deadline_at: datetime
+
+
+@register
+class TopUpRequested(Payload):
+    """An operator asked to credit a bucket (gw.requests, key: account); idempotent by key."""
+
+    TYPE = "topup.requested"
+
+    account_id: str
+    bucket: str
+    unit: str
+    amount_micro: int = Field(gt=0)
+    idempotency_key: str
+    reason: str = ""
+
+
+@register
+class RequestAuthorized(Payload):
+    """The ledger placed a hold; the router may call upstream (gw.authorized, key: account)."""
+
+    TYPE = "request.authorized"
+
+    request: RequestReceived
+    hold_id: str
+    bucket: str
+    held_micro: int
+
+
+@register
+class RequestRejected(Payload):
+    """The ledger refused the request before any upstream call (to the edge's reply topic)."""
+
+    TYPE = "request.rejected"
+
+    request_id: str
+    status: int
+    code: str
+    message: str
+    limit: str | None = None
+
+
+@register
+class ReplyFinal(Payload):
+    """The router's final answer for the client (to the edge's reply topic)."""
+
+    TYPE = "reply.final"
+
+    request_id: str
+    status: int
+    body: dict[str, Any]
+
+
+AttemptOutcome = Literal["ok", "http_error", "timeout", "connect_error", "protocol_error"]
+
+
+@register
+class AttemptFinished(Payload):
+    """One upstream attempt ended, failed ones included (gw.usage, key: account)."""
+
+    TYPE = "attempt.finished"
+
+    request_id: str
+    account_id: str
+    attempt: int = Field(ge=1)
+    channel_id: str
+    channel: str
+    brand: str
+    route_type: RouteType
+    bucket: str
+    upstream_model: str
+    price: Price
+    outcome: AttemptOutcome
+    status: int | None = None
+    error_class: str | None = None
+    latency_ms: int = Field(ge=0)
+    ttft_ms: int | None = None
+    usage: Usage = Usage()
+    upstream_request_id: str | None = None
+
+
+@register
+class RequestFinished(Payload):
+    """The router is done with a request: which attempt (if any) produced the answer.
+
+    Published after every ``AttemptFinished`` of the request on the same partition, so the
+    ledger has seen all attempts when it settles.
+    """
+
+    TYPE = "request.finished"
+
+    request_id: str
+    account_id: str
+    hold_id: str
+    served_attempt: int | None = None
+    status: int
+    attempts: int = Field(ge=0)

@@ -1,0 +1,106 @@
+"""The ledger's journal (ledger.events, key: account): every money movement as postings.
+
+Each money event carries its postings so the journal is self-describing: postings of one event
+sum to zero per unit (double entry), and a reader can rebuild balances from this topic alone.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from tollway.events.envelope import Payload, register
+
+
+class Posting(BaseModel):
+    """Signed amount on one ledger account, in micro-units of ``unit``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    unit: str
+    amount: int
+
+
+class MoneyEvent(Payload):
+    """Common fields of journal events."""
+
+    account_id: str
+    cause_id: str
+    postings: list[Posting] = []
+
+
+@register
+class ToppedUp(MoneyEvent):
+    """A bucket was credited from a top-up source."""
+
+    TYPE = "ledger.topped_up"
+
+    bucket: str
+    unit: str
+    amount_micro: int
+    idempotency_key: str
+
+
+@register
+class TopUpRefused(MoneyEvent):
+    """A top-up was refused (same idempotency key, different payload; or a unit mismatch)."""
+
+    TYPE = "ledger.topup_refused"
+
+    idempotency_key: str
+    reason: str
+
+
+@register
+class HoldPlaced(MoneyEvent):
+    """Money reserved for a request before any upstream call."""
+
+    TYPE = "ledger.hold_placed"
+
+    hold_id: str
+    request_id: str
+    bucket: str
+    unit: str
+    amount_micro: int
+
+
+@register
+class HoldRejected(MoneyEvent):
+    """A hold was refused; ``limit`` names what stopped it (``bucket:credit``, …)."""
+
+    TYPE = "ledger.hold_rejected"
+
+    request_id: str
+    bucket: str
+    requested_micro: int
+    available_micro: int
+    limit: str
+
+
+@register
+class HoldSettled(MoneyEvent):
+    """A hold was captured for ``charged_micro``; the remainder went back to the bucket."""
+
+    TYPE = "ledger.hold_settled"
+
+    hold_id: str
+    request_id: str
+    bucket: str
+    unit: str
+    held_micro: int
+    charged_micro: int
+    released_micro: int
+    upstream_loss_micro: int = 0
+
+
+@register
+class HoldReleased(MoneyEvent):
+    """A hold ended with no charge (nothing was served)."""
+
+    TYPE = "ledger.hold_released"
+
+    hold_id: str
+    request_id: str
+    bucket: str
+    unit: str
+    released_micro: int

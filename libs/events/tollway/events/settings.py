@@ -1,0 +1,26 @@
+"""Settings every service shares, read from the environment (``TOLLWAY_*`` and the standard
+``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS``). Services subclass and read them in ``app.py``.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Connection and logging settings common to all services."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLWAY_", extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql://tollway@127.0.0.1:54329/tollway",
+        validation_alias=AliasChoices("DATABASE_URL", "TOLLWAY_DATABASE_URL"),
+    )
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:19092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "TOLLWAY_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    topic_partitions: int = 4
+    log_level: str = "info"
+    log_json: bool = True

@@ -1,0 +1,252 @@
+"""The exactly-once batch consumer: Kafka offsets live in Postgres, in the same transaction as
+the effects they cover (ARCHITECTURE invariant 4).
+
+For each batch: one transaction locks the stored offset row of every partition in the batch,
+drops records below it (a zombie or a redelivery already applied them), lets the handler write
+its effects and outbox rows, then advances the stored offsets — only from the value it read
+(fencing). On (re)assignment the consumer seeks to the offsets in Postgres, never to Kafka's
+committed ones, so ``kill -9`` at any moment neither loses nor repeats an effect.
+
+A record that cannot be decoded, or whose handling fails with a non-infrastructure error, is a
+poison message: it goes to ``<topic>.dlq`` (via the outbox, so that too is exactly once) with the
+reason, and the partition keeps moving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from pydantic import ValidationError
+
+from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode
+from tollway.events.topics import dlq_topic
+from tollway.runtime.outbox import Outgoing, write_outbox
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tollway.runtime.outbox import OutboxRelay
+
+log = structlog.get_logger(__name__)
+
+RETRYABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A decoded message and where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    envelope: Envelope[Payload]
+
+
+class BatchHandler(Protocol):
+    """Applies records inside the caller's transaction; returns what to publish after commit."""
+
+    async def __call__(
+        self, conn: asyncpg.Connection, records: Sequence[Record]
+    ) -> list[Outgoing]:
+        """Apply ``records`` in order."""
+        ...
+
+
+class FencedError(RuntimeError):
+    """Another consumer advanced this partition's stored offset first; re-seek and go on."""
+
+
+def offsets_ddl(schema: str) -> str:
+    """DDL for a service's consumer offsets table (used by its migrations)."""
+    return (
+        f"CREATE TABLE {schema}.consumer_offsets (group_id text NOT NULL, topic text NOT NULL,"
+        " partition int NOT NULL, next_offset bigint NOT NULL,"
+        " PRIMARY KEY (group_id, topic, partition))"
+    )
+
+
+class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: TransactionalConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions_revoked", partitions=sorted(str(tp) for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._owner.seek_to_stored(list(assigned))
+
+
+class TransactionalConsumer:
+    """Consumes ``topics`` in a group, applying each batch in one Postgres transaction."""
+
+    def __init__(  # noqa: PLR0913 - a composition-root constructor
+        self,
+        *,
+        pool: asyncpg.Pool,
+        schema: str,
+        bootstrap: str,
+        group_id: str,
+        topics: Sequence[str],
+        handler: BatchHandler,
+        relay: OutboxRelay | None = None,
+        max_records: int = 500,
+    ) -> None:
+        """Wire the consumer; nothing connects until :meth:`run`."""
+        self._pool = pool
+        self._schema = schema
+        self._group = group_id
+        self._topics = list(topics)
+        self._handler = handler
+        self._relay = relay
+        self._max_records = max_records
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_records,
+            fetch_max_wait_ms=5,
+            # Range keeps partition N of gw.requests and gw.usage on one consumer: one writer
+            # per account across both topics.
+            partition_assignment_strategy=(RangePartitionAssignor,),
+        )
+        self._select_offsets = (
+            f"SELECT topic, partition, next_offset FROM {schema}.consumer_offsets"  # noqa: S608
+            " WHERE group_id = $1 AND topic = ANY($2::text[])"
+        )
+        self._lock_offset = (
+            f"SELECT next_offset FROM {schema}.consumer_offsets"  # noqa: S608
+            " WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE"
+        )
+        self._store_offset = (
+            f"INSERT INTO {schema}.consumer_offsets AS o (group_id, topic, partition, next_offset)"  # noqa: S608
+            " VALUES ($1, $2, $3, $5) ON CONFLICT (group_id, topic, partition) DO UPDATE"
+            " SET next_offset = EXCLUDED.next_offset WHERE o.next_offset = $4"
+            " RETURNING next_offset"
+        )
+        self.applied = 0
+
+    async def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
+        """Position each assigned partition at the offset stored with the effects."""
+        rows = await self._pool.fetch(self._select_offsets, self._group, self._topics)
+        stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+        for tp in partitions:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
+        log.info("partitions_assigned", group=self._group, count=len(partitions))
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        self._consumer.subscribe(self._topics, listener=_SeekToStored(self))
+        await self._consumer.start()
+        try:
+            while True:
+                batch = await self._consumer.getmany(
+                    timeout_ms=100, max_records=self._max_records
+                )
+                if batch:
+                    await self._apply_with_retry(batch)
+        finally:
+            await self._consumer.stop()
+
+    async def _apply_with_retry(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._apply(batch)
+            except FencedError:
+                log.warning("consumer_fenced", group=self._group)
+                await self.seek_to_stored(list(batch))
+                return
+            except RETRYABLE as exc:
+                log.warning("batch_retry", group=self._group, error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if self._relay is not None:
+                self._relay.kick()
+            return
+
+    async def _apply(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            fresh: list[Any] = []
+            ends: list[tuple[TopicPartition, int, int]] = []
+            for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+                stored = await conn.fetchval(self._lock_offset, self._group, tp.topic, tp.partition)
+                msgs = [m for m in batch[tp] if stored is None or m.offset >= stored]
+                fresh.extend(msgs)
+                if msgs:
+                    ends.append((tp, -1 if stored is None else stored, msgs[-1].offset + 1))
+            records, outgoing = _decode_all(fresh)
+            outgoing.extend(await self._handle(conn, records))
+            await write_outbox(conn, self._schema, outgoing)
+            for tp, expected, next_offset in ends:
+                stored_now = await conn.fetchval(
+                    self._store_offset, self._group, tp.topic, tp.partition, expected, next_offset
+                )
+                if stored_now is None:
+                    raise FencedError(str(tp))
+        self.applied += len(fresh)
+
+    async def _handle(self, conn: asyncpg.Connection, records: list[Record]) -> list[Outgoing]:
+        if not records:
+            return []
+        try:
+            async with conn.transaction():
+                return await self._handler(conn, records)
+        except RETRYABLE:
+            raise
+        except Exception:  # noqa: BLE001 - isolate the poison record below
+            log.warning("batch_failed_isolating", group=self._group, size=len(records))
+        out: list[Outgoing] = []
+        for record in records:
+            try:
+                async with conn.transaction():
+                    out.extend(await self._handler(conn, [record]))
+            except RETRYABLE:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a poison message must not stop the partition
+                out.append(_dead_letter(record.topic, record.key, None, record, exc))
+        return out
+
+
+def _decode_all(messages: list[Any]) -> tuple[list[Record], list[Outgoing]]:
+    records: list[Record] = []
+    dead: list[Outgoing] = []
+    for m in messages:
+        key = m.key.decode() if m.key is not None else None
+        try:
+            envelope = decode(m.value)
+        except (UnknownEventTypeError, ValidationError, ValueError) as exc:
+            dead.append(_dead_letter(m.topic, key, m.value, None, exc))
+            continue
+        records.append(Record(m.topic, m.partition, m.offset, key, envelope))
+    return records, dead
+
+
+def _dead_letter(
+    topic: str, key: str | None, raw: bytes | None, record: Record | None, exc: Exception
+) -> Outgoing:
+    from tollway.events.envelope import encode
+
+    value = raw if raw is not None else encode(record.envelope) if record else b""
+    reason = f"{type(exc).__name__}: {exc}"[:500]
+    log.error("dead_lettered", topic=topic, reason=reason)
+    return Outgoing(dlq_topic(topic), key or "", value, (("x-dlq-reason", reason.encode("ascii", "replace")),))

@@ -1,0 +1,65 @@
+"""Kafka adapters: idempotent topic creation and a producer that speaks envelopes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tollway.events.envelope import Envelope, encode
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from tollway.events.topics import TopicSpec
+
+log = structlog.get_logger(__name__)
+
+
+def _topic_config(spec: TopicSpec) -> dict[str, str]:
+    if spec.compacted:
+        return {"cleanup.policy": "compact"}
+    return {"retention.ms": str(spec.retention_ms)}
+
+
+async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> None:
+    """Create missing topics with their partition counts; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tollway-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(s.name, s.partitions, 1, topic_configs=_topic_config(s))
+            for s in specs
+            if s.name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except Exception as exc:  # noqa: BLE001 - a racing creator is fine; verify below
+                log.info("topic_create_raced", error=type(exc).__name__)
+            log.info("topics_created", topics=[t.name for t in missing])
+    finally:
+        await admin.close()
+
+
+def new_producer(bootstrap: str, client_id: str, **overrides: Any) -> AIOKafkaProducer:
+    """A producer tuned for the money path: acks from all replicas, small linger for batching."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id,
+        "acks": "all",
+        "linger_ms": 1,
+        "max_batch_size": 256 * 1024,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+async def publish(
+    producer: AIOKafkaProducer, topic: str, key: str, envelope: Envelope[Any]
+) -> None:
+    """Send one envelope and wait for the broker's acknowledgement."""
+    await producer.send_and_wait(topic, value=encode(envelope), key=key.encode())

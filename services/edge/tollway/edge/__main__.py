@@ -1,0 +1,3 @@
+from tollway.edge.app import main
+
+main()

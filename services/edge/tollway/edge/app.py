@@ -1,0 +1,129 @@
+"""Composition root of the edge: settings -> pool, producer, reply hub -> Litestar app."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import structlog
+from litestar import Litestar, Request, Response, get
+from litestar.exceptions import HTTPException
+from litestar.middleware import ASGIMiddleware
+
+from tollway.edge import admin, api, errors
+from tollway.edge.chat import ChatService
+from tollway.edge.replies import ReplyHub
+from tollway.edge.settings import EdgeSettings
+from tollway.edge.store import EdgeStore
+from tollway.events import topics
+from tollway.events.logging import configure_logging
+from tollway.runtime.kafka import ensure_topics, new_producer
+from tollway.runtime.migrations import apply_migrations
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from litestar.types import ASGIApp, Receive, Scope, Send
+
+log = structlog.get_logger(__name__)
+
+
+class RequestIdMiddleware(ASGIMiddleware):
+    """Give every request an id and echo it as ``x-request-id`` on every response."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        """Stamp the id into scope state and the response headers."""
+        request_id = api.new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await next_app(scope, receive, send_with_id)
+
+
+def gateway_error(_: Request[Any, Any, Any], exc: errors.GatewayError) -> Response[Any]:
+    """The one place a domain error becomes an HTTP response (OpenAI shape)."""
+    return Response(exc.openai_body(), status_code=exc.status, headers=exc.headers)
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Framework errors (unknown route, wrong method, bad admin body) in the same shape."""
+    cls = errors.STATUS_TO_ERROR.get(exc.status_code, errors.InvalidRequestError)
+    detail = exc.detail if isinstance(exc.detail, str) else "Invalid request."
+    extra = getattr(exc, "extra", None)
+    if extra:
+        detail = f"{detail}: {extra}"
+    body = cls(detail).openai_body()
+    return Response(body, status_code=exc.status_code)
+
+
+@get("/healthz")
+async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """Readiness: Postgres answers and the reply topic is being read."""
+    state = request.app.state
+    checks = {"replies": bool(state.replies.ready)}
+    try:
+        checks["postgres"] = await state.pool.fetchval("SELECT true")
+    except (OSError, asyncpg.PostgresError):
+        checks["postgres"] = False
+    ok = all(checks.values())
+    return Response({"ok": ok, "checks": checks, "edge_id": state.settings.edge_id},
+                    status_code=200 if ok else 503)
+
+
+def create_app(settings: EdgeSettings) -> Litestar:
+    """Build the edge application; resources open in the lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=2,
+                                         max_size=settings.pool_size)
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, "edge", "tollway.edge")
+        reply_topic = topics.replies_topic(settings.edge_id)
+        await ensure_topics(settings.kafka_bootstrap_servers,
+                            [*topics.core_topics(settings.topic_partitions),
+                             topics.reply_topic_spec(settings.edge_id)])
+        producer = new_producer(settings.kafka_bootstrap_servers, settings.edge_id)
+        await producer.start()
+        replies = ReplyHub(settings.kafka_bootstrap_servers, reply_topic)
+        await replies.start()
+        store = EdgeStore(pool, settings.cache_ttl_seconds)
+        app.state.update(
+            settings=settings, pool=pool, producer=producer, replies=replies, store=store,
+            admin_token=settings.admin_token,
+            chat=ChatService(store, producer, replies, settings.edge_id,
+                             settings.request_timeout_seconds),
+        )
+        log.info("edge_started", edge_id=settings.edge_id, port=settings.port)
+        try:
+            yield
+        finally:
+            await replies.stop()
+            await producer.stop()
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[api.chat_completions, api.receipt, api.balance, healthz,
+                        admin.AdminController],
+        lifespan=[lifespan],
+        middleware=[RequestIdMiddleware()],
+        exception_handlers={errors.GatewayError: gateway_error, HTTPException: http_error},
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )
+
+
+def main() -> None:
+    """Entry point: ``python -m tollway.edge``."""
+    import uvicorn
+
+    settings = EdgeSettings()
+    configure_logging("edge", settings.log_level, settings.log_json)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                access_log=False, loop="uvloop", http="httptools")

@@ -1,0 +1,86 @@
+"""This edge instance's reply topic: answers for its in-flight requests, matched by request id.
+
+A future is registered before the request is published, so a fast answer is never missed. The
+consumer reads every partition from the end: replies for requests this process did not send
+(a previous incarnation's) are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+log = structlog.get_logger(__name__)
+
+
+class ReplyHub:
+    """Routes reply envelopes to the coroutine waiting for them."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        """Listen on ``topic``."""
+        self._topic = topic
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+            fetch_max_wait_ms=5, auto_offset_reset="latest",
+        )
+        self._waiting: dict[str, asyncio.Future[Envelope[Payload]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.ready = False
+
+    async def start(self) -> None:
+        """Assign every partition at its end and start reading."""
+        await self._consumer.start()
+        partitions = self._consumer.partitions_for_topic(self._topic) or {0}
+        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Stop reading; waiting requests are failed by their own deadlines."""
+        self.ready = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+    @contextlib.contextmanager
+    def expect(self, request_id: str) -> Iterator[asyncio.Future[Envelope[Payload]]]:
+        """Register interest in ``request_id``'s reply for the duration of the block."""
+        future: asyncio.Future[Envelope[Payload]] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            yield future
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+            for messages in batch.values():
+                for message in messages:
+                    self._deliver(message.key, message.value)
+
+    def _deliver(self, key: bytes | None, value: bytes) -> None:
+        request_id = key.decode() if key else ""
+        future = self._waiting.get(request_id)
+        if future is None or future.done():
+            return
+        try:
+            future.set_result(decode(value))
+        except (UnknownEventTypeError, ValidationError, ValueError) as exc:
+            log.error("reply_undecodable", request_id=request_id, error=type(exc).__name__)

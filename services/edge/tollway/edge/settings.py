@@ -1,0 +1,33 @@
+"""Edge settings (environment: ``TOLLWAY_EDGE_*`` plus the common ones)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from tollway.events.settings import CommonSettings
+
+
+def _default_edge_id() -> str:
+    return f"edge-{socket.gethostname()}-{os.getpid()}"
+
+
+class EdgeSettings(CommonSettings):
+    """HTTP listener, identity of this instance's reply topic, limits of the client API."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLWAY_EDGE_", extra="ignore")
+
+    edge_id: str = Field(default_factory=_default_edge_id)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_token: str = Field(
+        default="", validation_alias="TOLLWAY_ADMIN_TOKEN",
+        description="Bearer token of the admin API; empty disables it.",
+    )
+    request_timeout_seconds: float = 60.0
+    max_body_bytes: int = 4 * 1024 * 1024
+    cache_ttl_seconds: float = 1.0
+    pool_size: int = 10

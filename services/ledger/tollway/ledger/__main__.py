@@ -1,0 +1,3 @@
+from tollway.ledger.app import main
+
+main()

@@ -1,0 +1,53 @@
+"""Composition root of the ledger: settings -> pool -> migrations -> producer, relay, consumer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import structlog
+
+from tollway.events import topics
+from tollway.events.logging import configure_logging
+from tollway.ledger.handlers import LedgerHandler
+from tollway.ledger.settings import LedgerSettings
+from tollway.runtime.consumer import TransactionalConsumer
+from tollway.runtime.kafka import ensure_topics, new_producer
+from tollway.runtime.migrations import apply_migrations
+from tollway.runtime.outbox import OutboxRelay
+from tollway.runtime.service import run_until_signalled
+
+log = structlog.get_logger(__name__)
+
+
+async def serve(settings: LedgerSettings) -> None:
+    """Run the ledger until SIGTERM."""
+    pool = await asyncpg.create_pool(settings.database_url, min_size=2,
+                                     max_size=settings.pool_size)
+    try:
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, "ledger", "tollway.ledger")
+        await ensure_topics(settings.kafka_bootstrap_servers,
+                            topics.core_topics(settings.topic_partitions))
+        producer = new_producer(settings.kafka_bootstrap_servers, "ledger")
+        await producer.start()
+        try:
+            relay = OutboxRelay(pool, "ledger", producer)
+            consumer = TransactionalConsumer(
+                pool=pool, schema="ledger", bootstrap=settings.kafka_bootstrap_servers,
+                group_id=settings.group_id, topics=[topics.REQUESTS, topics.USAGE],
+                handler=LedgerHandler(), relay=relay, max_records=settings.batch_size,
+            )
+            log.info("ledger_started", group=settings.group_id)
+            await run_until_signalled(relay.run(), consumer.run())
+        finally:
+            await producer.stop()
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    """Entry point: ``python -m tollway.ledger``."""
+    settings = LedgerSettings()
+    configure_logging("ledger", settings.log_level, settings.log_json)
+    asyncio.run(serve(settings))

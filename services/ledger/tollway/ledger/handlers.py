@@ -1,0 +1,250 @@
+"""The ledger's use cases, one per input event type: load -> decide -> append.
+
+Called by the exactly-once consumer inside its batch transaction. Emitted events take ids
+derived from their cause and the cause's ``occurred_at``, never the wall clock, so replaying the
+same log reproduces the same journal byte for byte (ARCHITECTURE invariant 5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from tollway.events import topics
+from tollway.events.envelope import Envelope, Payload, make
+from tollway.events.gateway import (
+    AttemptFinished,
+    RequestAuthorized,
+    RequestFinished,
+    RequestReceived,
+    RequestRejected,
+    TopUpRequested,
+)
+from tollway.events.ids import derived_id
+from tollway.events.ledger import (
+    HoldPlaced,
+    HoldRejected,
+    HoldReleased,
+    HoldSettled,
+    MoneyEvent,
+    ToppedUp,
+    TopUpRefused,
+)
+from tollway.events.pricing import cost_micro
+from tollway.ledger import domain, receipts, store
+from tollway.runtime.outbox import Outgoing
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import asyncpg
+
+    from tollway.runtime.consumer import Record
+
+log = structlog.get_logger(__name__)
+
+
+def _emit(cause: Envelope[Any], payload: Payload, salt: str) -> Envelope[Payload]:
+    return make(payload, trace=cause.trace, occurred_at=cause.occurred_at,
+                event_id=derived_id(cause.id, salt))
+
+
+async def _journal(conn: asyncpg.Connection, env: Envelope[Any]) -> Outgoing:
+    await store.append(conn, env)
+    event: MoneyEvent = env.payload
+    return Outgoing.of(topics.LEDGER_EVENTS, event.account_id, env)
+
+
+class LedgerHandler:
+    """Applies gw.requests and gw.usage records; returns the events to publish after commit."""
+
+    async def __call__(
+        self, conn: asyncpg.Connection, records: Sequence[Record]
+    ) -> list[Outgoing]:
+        """Apply each record once (duplicates by event id are skipped)."""
+        out: list[Outgoing] = []
+        for record in records:
+            env = record.envelope
+            if not await store.mark_applied(conn, env.id, env.type):
+                log.info("duplicate_skipped", event_id=env.id, type=env.type)
+                continue
+            out.extend(await self._apply(conn, env))
+        return out
+
+    async def _apply(self, conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:
+        payload = env.payload
+        if isinstance(payload, RequestReceived):
+            return await authorize(conn, env)
+        if isinstance(payload, TopUpRequested):
+            return await top_up(conn, env)
+        if isinstance(payload, AttemptFinished):
+            await record_attempt(conn, env)
+            return []
+        if isinstance(payload, RequestFinished):
+            return await finish(conn, env)
+        log.info("event_ignored", type=env.type)
+        return []
+
+
+def _fingerprint(p: TopUpRequested) -> str:
+    return hashlib.sha256(f"{p.account_id}|{p.bucket}|{p.unit}|{p.amount_micro}".encode()).hexdigest()
+
+
+async def top_up(conn: asyncpg.Connection, env: Envelope[TopUpRequested]) -> list[Outgoing]:
+    """Credit a bucket once per idempotency key; a reused key with another payload is refused."""
+    p = env.payload
+    seen = await store.topup_fingerprint(conn, p.idempotency_key)
+    if seen == _fingerprint(p):
+        return []
+    unit = await store.bucket_unit(conn, p.account_id, p.bucket)
+    reason = None
+    if seen is not None:
+        reason = "idempotency key reused with a different payload"
+    elif unit is not None and unit != p.unit:
+        reason = f"bucket {p.bucket} is in {unit}, not {p.unit}"
+    if reason is not None:
+        refused = TopUpRefused(account_id=p.account_id, cause_id=env.id,
+                               idempotency_key=p.idempotency_key, reason=reason)
+        return [await _journal(conn, _emit(env, refused, "topup_refused"))]
+    if unit is None:
+        await store.open_bucket(conn, p.account_id, p.bucket, p.unit)
+    topped = ToppedUp(
+        account_id=p.account_id, cause_id=env.id, bucket=p.bucket, unit=p.unit,
+        amount_micro=p.amount_micro, idempotency_key=p.idempotency_key,
+        postings=domain.transfer(domain.SYSTEM_TOPUP, domain.bucket_account(p.account_id, p.bucket),
+                                 p.unit, p.amount_micro),
+    )
+    journal_env = _emit(env, topped, "topped_up")
+    await store.record_topup(conn, p.idempotency_key, _fingerprint(p), journal_env.id)
+    return [await _journal(conn, journal_env)]
+
+
+async def authorize(conn: asyncpg.Connection, env: Envelope[RequestReceived]) -> list[Outgoing]:
+    """Place a hold when the bucket covers the worst case; otherwise reject (HTTP 402)."""
+    req = env.payload
+    bucket = req.plan[0].bucket
+    unit = await store.bucket_unit(conn, req.account_id, bucket)
+    account = domain.bucket_account(req.account_id, bucket)
+    available = await store.balance(conn, account, unit) if unit else 0
+    decision = domain.decide_hold(domain.hold_amount(req), available, bucket)
+    receipt = receipts.opened(env, bucket, unit)
+    if not decision.placed:
+        return await _reject(conn, env, decision, unit or "", receipt)
+    hold_id = "hold_" + derived_id(env.id, "hold")
+    placed = HoldPlaced(
+        account_id=req.account_id, cause_id=env.id, hold_id=hold_id, request_id=req.request_id,
+        bucket=bucket, unit=unit or "", amount_micro=decision.amount,
+        postings=domain.transfer(account, domain.held_account(req.account_id, bucket),
+                                 unit or "", decision.amount),
+    )
+    await store.insert_hold(conn, hold_id=hold_id, request_id=req.request_id,
+                            account_id=req.account_id, bucket=bucket, unit=unit or "",
+                            amount=decision.amount, deadline_at=req.deadline_at,
+                            opened_at=env.occurred_at)
+    receipts.hold_placed(receipt, hold_id, decision.amount)
+    await _create_receipt(conn, env, "authorized", receipt)
+    authorized = RequestAuthorized(request=req, hold_id=hold_id, bucket=bucket,
+                                   held_micro=decision.amount)
+    return [
+        await _journal(conn, _emit(env, placed, "hold_placed")),
+        Outgoing.of(topics.AUTHORIZED, req.account_id, _emit(env, authorized, "authorized")),
+    ]
+
+
+async def _reject(
+    conn: asyncpg.Connection, env: Envelope[RequestReceived], decision: domain.HoldDecision,
+    unit: str, receipt: dict[str, Any],
+) -> list[Outgoing]:
+    req = env.payload
+    limit = decision.limit or "unknown"
+    rejected = HoldRejected(
+        account_id=req.account_id, cause_id=env.id, request_id=req.request_id,
+        bucket=req.plan[0].bucket, requested_micro=decision.amount,
+        available_micro=decision.available, limit=limit,
+    )
+    message = (
+        f"Insufficient balance in the {req.plan[0].bucket} bucket: this request needs up to"
+        f" {decision.amount} micro-{unit or 'units'} and {decision.available} are available."
+    )
+    reply = RequestRejected(request_id=req.request_id, status=402, code="insufficient_balance",
+                            message=message, limit=limit)
+    receipts.rejected(receipt, limit, message)
+    await _create_receipt(conn, env, "rejected", receipt)
+    return [
+        await _journal(conn, _emit(env, rejected, "hold_rejected")),
+        Outgoing.of(topics.replies_topic(req.edge_id), req.request_id,
+                    _emit(env, reply, "rejected")),
+    ]
+
+
+async def _create_receipt(
+    conn: asyncpg.Connection, env: Envelope[RequestReceived], status: str, body: dict[str, Any]
+) -> None:
+    req = env.payload
+    await store.insert_receipt(conn, request_id=req.request_id, account_id=req.account_id,
+                               key_id=req.key_id, project_id=req.project_id,
+                               task_id=req.task_id, catalog_model=req.catalog_model,
+                               status=status, created_at=env.occurred_at, body=body)
+
+
+async def record_attempt(conn: asyncpg.Connection, env: Envelope[AttemptFinished]) -> None:
+    """Add an upstream attempt, failed ones included, to the request's receipt."""
+    attempt = env.payload
+    receipt = await store.get_receipt(conn, attempt.request_id)
+    if receipt is None:
+        log.warning("attempt_without_receipt", request_id=attempt.request_id)
+        return
+    receipts.add_attempt(receipt, attempt, cost_micro(attempt.usage, attempt.price))
+    await store.update_receipt(conn, attempt.request_id, receipt["status"], receipt)
+
+
+async def finish(conn: asyncpg.Connection, env: Envelope[RequestFinished]) -> list[Outgoing]:
+    """Settle the hold to the served attempt's cost, or release it when nothing was served."""
+    fin = env.payload
+    hold = await store.get_hold(conn, fin.hold_id)
+    receipt = await store.get_receipt(conn, fin.request_id)
+    if hold is None or receipt is None or hold["status"] != "open":
+        log.warning("finish_without_open_hold", request_id=fin.request_id)
+        return []
+    served = receipts.served_attempt(receipt, fin.served_attempt)
+    journal_env = _settlement(env, hold, served)
+    closed = "settled" if isinstance(journal_env.payload, HoldSettled) else "released"
+    await store.close_hold(conn, fin.hold_id, closed, env.occurred_at)
+    out = await _journal(conn, journal_env)
+    available = await store.balance(
+        conn, domain.bucket_account(hold["account_id"], hold["bucket"]), hold["unit"])
+    receipts.finished(receipt, journal_env.payload, fin, available)
+    await store.update_receipt(conn, fin.request_id, closed, receipt)
+    return [out]
+
+
+def _settlement(
+    env: Envelope[RequestFinished], hold: dict[str, Any], served: dict[str, Any] | None
+) -> Envelope[Payload]:
+    fin = env.payload
+    account, bucket, unit = hold["account_id"], hold["bucket"], hold["unit"]
+    held_acct = domain.held_account(account, bucket)
+    if served is None:
+        released = HoldReleased(
+            account_id=account, cause_id=env.id, hold_id=fin.hold_id, request_id=fin.request_id,
+            bucket=bucket, unit=unit, released_micro=hold["amount"],
+            postings=domain.transfer(held_acct, domain.bucket_account(account, bucket), unit,
+                                     hold["amount"]),
+        )
+        return _emit(env, released, "hold_released")
+    s = domain.settle(hold["amount"], receipts.usage_of(served), receipts.price_of(served))
+    settled = HoldSettled(
+        account_id=account, cause_id=env.id, hold_id=fin.hold_id, request_id=fin.request_id,
+        bucket=bucket, unit=unit, held_micro=hold["amount"], charged_micro=s.charged,
+        released_micro=s.released,
+        postings=[
+            *domain.transfer(held_acct, domain.revenue_account(served["channel_id"]), unit,
+                             s.charged),
+            *domain.transfer(held_acct, domain.bucket_account(account, bucket), unit, s.released),
+        ],
+    )
+    return _emit(env, settled, "hold_settled")
+
+

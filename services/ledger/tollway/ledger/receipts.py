@@ -1,0 +1,138 @@
+"""The receipt projection: one JSON document per request, folded from the events that concern
+it. Pure functions over a dict; the store persists the result.
+
+A receipt tells the whole story: who sent it (key, project, task, user), what was asked for,
+each upstream attempt (channel, upstream model, route type, outcome, latency, tokens, cost),
+retries and fallback, the hold, the bucket charged and the amount, the balance after, and the
+limit that stopped it, if one did.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tollway.events.ledger import HoldReleased, HoldSettled
+from tollway.events.pricing import Price, Usage
+
+if TYPE_CHECKING:
+    from tollway.events.envelope import Envelope, Payload
+    from tollway.events.gateway import AttemptFinished, RequestFinished, RequestReceived
+
+
+def opened(env: Envelope[RequestReceived], bucket: str, unit: str | None) -> dict[str, Any]:
+    """The receipt as the request enters the ledger."""
+    req = env.payload
+    return {
+        "request_id": req.request_id,
+        "created_at": env.occurred_at.isoformat(),
+        "account_id": req.account_id,
+        "key_id": req.key_id,
+        "project_id": req.project_id,
+        "task_id": req.task_id,
+        "user": req.user,
+        "protocol": req.protocol,
+        "endpoint": req.endpoint,
+        "stream": req.stream,
+        "requested_model": req.catalog_model,
+        "plan": [
+            {"channel": c.channel, "brand": c.brand, "route_type": c.route_type,
+             "bucket": c.bucket, "upstream_model": c.upstream_model, "tier": c.tier}
+            for c in req.plan
+        ],
+        "status": "received",
+        "bucket": bucket,
+        "unit": unit,
+        "hold": None,
+        "attempts": [],
+        "retries": 0,
+        "fallback": False,
+        "served_by": None,
+        "usage": None,
+        "charged_micro": 0,
+        "cost_micro": 0,
+        "balance_after_micro": None,
+        "limit": None,
+        "final_status": None,
+        "error": None,
+    }
+
+
+def hold_placed(receipt: dict[str, Any], hold_id: str, amount: int) -> None:
+    """The hold that reserves the request's worst case."""
+    receipt["status"] = "authorized"
+    receipt["hold"] = {"hold_id": hold_id, "held_micro": amount, "status": "open"}
+
+
+def rejected(receipt: dict[str, Any], limit: str, message: str) -> None:
+    """Refused before any upstream call; ``limit`` names what stopped it."""
+    receipt["status"] = "rejected"
+    receipt["limit"] = limit
+    receipt["final_status"] = 402
+    receipt["error"] = message
+
+
+def add_attempt(receipt: dict[str, Any], attempt: AttemptFinished, cost: int) -> None:
+    """Append one upstream attempt, in attempt order, and recount retries and fallback."""
+    entry = {
+        "attempt": attempt.attempt,
+        "channel_id": attempt.channel_id,
+        "channel": attempt.channel,
+        "brand": attempt.brand,
+        "route_type": attempt.route_type,
+        "bucket": attempt.bucket,
+        "upstream_model": attempt.upstream_model,
+        "outcome": attempt.outcome,
+        "status": attempt.status,
+        "error_class": attempt.error_class,
+        "latency_ms": attempt.latency_ms,
+        "ttft_ms": attempt.ttft_ms,
+        "usage": attempt.usage.model_dump(),
+        "price": attempt.price.model_dump(),
+        "cost_micro": cost,
+        "upstream_request_id": attempt.upstream_request_id,
+    }
+    attempts = [a for a in receipt["attempts"] if a["attempt"] != attempt.attempt]
+    attempts.append(entry)
+    attempts.sort(key=lambda a: a["attempt"])
+    receipt["attempts"] = attempts
+    channels = [a["channel_id"] for a in attempts]
+    receipt["fallback"] = len(set(channels)) > 1
+    receipt["retries"] = len(attempts) - len(set(channels))
+
+
+def served_attempt(receipt: dict[str, Any], attempt: int | None) -> dict[str, Any] | None:
+    """The attempt that produced the delivered answer, if any."""
+    if attempt is None:
+        return None
+    return next((a for a in receipt["attempts"] if a["attempt"] == attempt), None)
+
+
+def usage_of(attempt: dict[str, Any]) -> Usage:
+    """The tokens an attempt reported."""
+    return Usage.model_validate(attempt["usage"])
+
+
+def price_of(attempt: dict[str, Any]) -> Price:
+    """The price the attempt's channel charged at the time."""
+    return Price.model_validate(attempt["price"])
+
+
+def finished(
+    receipt: dict[str, Any], settlement: Payload, fin: RequestFinished, available: int
+) -> None:
+    """Close the story: what was charged, what went back, the balance after."""
+    served = served_attempt(receipt, fin.served_attempt)
+    receipt["final_status"] = fin.status
+    receipt["balance_after_micro"] = available
+    if isinstance(settlement, HoldSettled):
+        receipt["status"] = "settled"
+        receipt["hold"] = {**(receipt["hold"] or {}), "status": "settled",
+                           "released_micro": settlement.released_micro}
+        receipt["charged_micro"] = settlement.charged_micro
+        receipt["cost_micro"] = served["cost_micro"] if served else 0
+        receipt["served_by"] = served["channel"] if served else None
+        receipt["usage"] = served["usage"] if served else None
+    elif isinstance(settlement, HoldReleased):
+        receipt["status"] = "released"
+        receipt["hold"] = {**(receipt["hold"] or {}), "status": "released",
+                           "released_micro": settlement.released_micro}

@@ -1,0 +1,17 @@
+"""Ledger settings (environment: ``TOLLWAY_LEDGER_*`` plus the common ones)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from tollway.events.settings import CommonSettings
+
+
+class LedgerSettings(CommonSettings):
+    """How the ledger consumes and publishes."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLWAY_LEDGER_", extra="ignore")
+
+    group_id: str = "ledger"
+    batch_size: int = 500
+    pool_size: int = 8

@@ -1,0 +1,3 @@
+from tollway.limits.app import main
+
+main()

@@ -1,0 +1,3 @@
+from tollway.researcher.app import main
+
+main()

@@ -1,0 +1,2 @@
+-- The researcher service's schema; its tables arrive with its own migrations.
+CREATE SCHEMA IF NOT EXISTS researcher;

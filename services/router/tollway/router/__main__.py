@@ -1,0 +1,3 @@
+from tollway.router.app import main
+
+main()

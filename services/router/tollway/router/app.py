@@ -1,0 +1,61 @@
+"""Composition root of the router: settings -> pool -> channel cache -> consumer and producer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer
+
+from tollway.events import topics
+from tollway.events.logging import configure_logging
+from tollway.router.channels import ChannelCache
+from tollway.router.handlers import RetryPolicy, Router
+from tollway.router.settings import RouterSettings
+from tollway.router.worker import RouterWorker
+from tollway.runtime.kafka import ensure_topics, new_producer
+from tollway.runtime.migrations import apply_migrations
+from tollway.runtime.service import run_until_signalled
+
+log = structlog.get_logger(__name__)
+
+
+async def serve(settings: RouterSettings) -> None:
+    """Run the router until SIGTERM."""
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+    channels = ChannelCache(pool)
+    try:
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, "router", "tollway.router")
+        await channels.refresh()
+        await ensure_topics(settings.kafka_bootstrap_servers,
+                            topics.core_topics(settings.topic_partitions))
+        producer = new_producer(settings.kafka_bootstrap_servers, "router")
+        consumer = AIOKafkaConsumer(
+            topics.AUTHORIZED, bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=settings.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=5,
+        )
+        await producer.start()
+        await consumer.start()
+        try:
+            router = Router(channels, RetryPolicy(settings.attempts_per_channel,
+                                                  settings.backoff_ms))
+            worker = RouterWorker(consumer, producer, router, settings.max_in_flight)
+            log.info("router_started", group=settings.group_id)
+            await run_until_signalled(worker.run(),
+                                      channels.run(settings.channel_refresh_seconds))
+        finally:
+            await consumer.stop()
+            await producer.stop()
+    finally:
+        await channels.close()
+        await pool.close()
+
+
+def main() -> None:
+    """Entry point: ``python -m tollway.router``."""
+    settings = RouterSettings()
+    configure_logging("router", settings.log_level, settings.log_json)
+    asyncio.run(serve(settings))

@@ -1,0 +1,88 @@
+"""The router's view of channels (base URL, adapter, secret, timeout), cached from Postgres and
+refreshed periodically; one pooled keep-alive HTTP client per channel with a concurrency cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import asyncpg
+import httpx
+import structlog
+
+log = structlog.get_logger(__name__)
+
+SELECT_CHANNELS = """
+SELECT id, name, base_url, adapter, secret, timeout_ms, max_concurrency, enabled
+FROM router.channels
+"""
+
+
+@dataclass
+class Channel:
+    """Connection details of one upstream channel. The secret never leaves this process."""
+
+    id: str
+    name: str
+    base_url: str
+    adapter: str
+    secret: str
+    timeout_ms: int
+    max_concurrency: int
+    enabled: bool
+    client: httpx.AsyncClient = field(repr=False)
+    slots: asyncio.Semaphore = field(repr=False)
+
+
+class ChannelCache:
+    """Channels by id; ``refresh`` reloads rows and keeps clients of unchanged channels."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        """Read channels through ``pool``."""
+        self._pool = pool
+        self._channels: dict[str, Channel] = {}
+
+    def get(self, channel_id: str) -> Channel | None:
+        """The channel, or None when unknown or disabled."""
+        channel = self._channels.get(channel_id)
+        return channel if channel is not None and channel.enabled else None
+
+    async def refresh(self) -> None:
+        """Reload every channel row."""
+        rows = await self._pool.fetch(SELECT_CHANNELS)
+        fresh: dict[str, Channel] = {}
+        for row in rows:
+            old = self._channels.get(row["id"])
+            same = old is not None and (old.base_url, old.timeout_ms, old.max_concurrency) == (
+                row["base_url"], row["timeout_ms"], row["max_concurrency"])
+            client = old.client if same and old else _client(row["base_url"], row["timeout_ms"])
+            slots = old.slots if same and old else asyncio.Semaphore(row["max_concurrency"])
+            fresh[row["id"]] = Channel(**dict(row), client=client, slots=slots)
+        stale = [c.client for k, c in self._channels.items()
+                 if k not in fresh or fresh[k].client is not c.client]
+        self._channels = fresh
+        for client in stale:
+            await client.aclose()
+
+    async def run(self, every_seconds: float) -> None:
+        """Refresh forever (until cancelled)."""
+        while True:
+            await asyncio.sleep(every_seconds)
+            try:
+                await self.refresh()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("channel_refresh_failed", error=type(exc).__name__)
+
+    async def close(self) -> None:
+        """Close every HTTP client."""
+        for channel in self._channels.values():
+            await channel.client.aclose()
+
+
+def _client(base_url: str, timeout_ms: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base_url.rstrip("/"),
+        timeout=httpx.Timeout(timeout_ms / 1000, connect=min(5.0, timeout_ms / 1000)),
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+    )
