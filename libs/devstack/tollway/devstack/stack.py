@@ -16,8 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import asyncpg
 import httpx
@@ -28,6 +27,9 @@ from tollway.devstack.postgres import EmbeddedPostgres
 from tollway.events import topics
 from tollway.runtime.kafka import ensure_topics
 from tollway.runtime.migrations import ALL_SERVICES, migrate
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 log = structlog.get_logger(__name__)
 
@@ -45,13 +47,14 @@ class StackConfig:
     edge_port: int = 8787
     upstream_port: int = 8900
     researcher_port: int = 8790
-    admin_token: str = "tw-admin-dev"
+    admin_token: str = "tw-admin-dev"  # noqa: S105 - the local demo's token, printed to the user
     edge_id: str = "edge-1"
     fast_unsafe: bool = False
     partitions: int = 4
     database_url: str | None = field(default_factory=lambda: os.environ.get("DATABASE_URL"))
     kafka_bootstrap: str | None = field(
-        default_factory=lambda: os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+        default_factory=lambda: os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    )
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -111,17 +114,19 @@ class Stack:
         """The environment every service process gets (nothing else configures them)."""
         cfg = self.config
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLWAY_")}
-        env.update({
-            "DATABASE_URL": self.dsn,
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "TOLLWAY_TOPIC_PARTITIONS": str(cfg.partitions),
-            "TOLLWAY_ADMIN_TOKEN": cfg.admin_token,
-            "TOLLWAY_EDGE_EDGE_ID": cfg.edge_id,
-            "TOLLWAY_EDGE_PORT": str(cfg.edge_port),
-            "TOLLWAY_RESEARCHER_PORT": str(cfg.researcher_port),
-            "TOLLWAY_RESEARCHER_EDGE_URL": f"http://127.0.0.1:{cfg.edge_port}",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "DATABASE_URL": self.dsn,
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "TOLLWAY_TOPIC_PARTITIONS": str(cfg.partitions),
+                "TOLLWAY_ADMIN_TOKEN": cfg.admin_token,
+                "TOLLWAY_EDGE_EDGE_ID": cfg.edge_id,
+                "TOLLWAY_EDGE_PORT": str(cfg.edge_port),
+                "TOLLWAY_RESEARCHER_PORT": str(cfg.researcher_port),
+                "TOLLWAY_RESEARCHER_EDGE_URL": f"http://127.0.0.1:{cfg.edge_port}",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(cfg.extra_env)
         return env
 
@@ -130,8 +135,11 @@ class Stack:
         out = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(out)
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-            [sys.executable, *args], env=self.service_env(), stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, *args],
+            env=self.service_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.processes[name] = proc
         return proc
@@ -139,8 +147,17 @@ class Stack:
     def start_upstream(self) -> None:
         """The demo upstream provider."""
         _step("upstream", f"demo provider on port {self.config.upstream_port}")
-        self.spawn("upstream", ["-m", "tollway.devstack.upstream", "--host", "127.0.0.1",
-                                "--port", str(self.config.upstream_port)])
+        self.spawn(
+            "upstream",
+            [
+                "-m",
+                "tollway.devstack.upstream",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.config.upstream_port),
+            ],
+        )
         wait_for_port("127.0.0.1", self.config.upstream_port)
 
     def start_services(self, names: tuple[str, ...] = SERVICES) -> None:
@@ -157,7 +174,9 @@ class Stack:
         while time.monotonic() < deadline:
             proc = self.processes.get(name)
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{name} exited ({proc.returncode}); see {self.log_dir}/{name}.log")
+                raise RuntimeError(
+                    f"{name} exited ({proc.returncode}); see {self.log_dir}/{name}.log"
+                )
             try:
                 if httpx.get(url, timeout=1).status_code == 200:
                     return

@@ -1,5 +1,7 @@
-"""Events of a request's life: received at the edge, authorized or rejected by the ledger,
-attempted and finished by the router, answered on the edge's reply topic.
+"""Events of a request's life.
+
+Received at the edge, authorized or rejected by the ledger, attempted and finished by the
+router, answered on the edge's reply topic.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class MoneyEvent(Payload):
 
     account_id: str
     cause_id: str
-    postings: list[Posting] = []
+    postings: tuple[Posting, ...] = ()
 
 
 @register

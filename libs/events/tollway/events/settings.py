@@ -1,5 +1,7 @@
-"""Settings every service shares, read from the environment (``TOLLWAY_*`` and the standard
-``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS``). Services subclass and read them in ``app.py``.
+"""Settings every service shares, read from the environment.
+
+``TOLLWAY_*`` and the standard ``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS``; services subclass
+these and read them in ``app.py`` only.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""The exactly-once batch consumer: Kafka offsets live in Postgres, in the same transaction as
-the effects they cover (ARCHITECTURE invariant 4).
+"""The exactly-once batch consumer.
+
+Kafka offsets live in Postgres, in the same transaction as the effects they cover (ARCHITECTURE
+invariant 4).
 
 For each batch: one transaction locks the stored offset row of every partition in the batch,
 drops records below it (a zombie or a redelivery already applied them), lets the handler write
@@ -24,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from pydantic import ValidationError
 
-from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode
+from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode, encode
 from tollway.events.topics import dlq_topic
 from tollway.runtime.outbox import Outgoing, write_outbox
 
@@ -59,9 +61,7 @@ class Record:
 class BatchHandler(Protocol):
     """Applies records inside the caller's transaction; returns what to publish after commit."""
 
-    async def __call__(
-        self, conn: asyncpg.Connection, records: Sequence[Record]
-    ) -> list[Outgoing]:
+    async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply ``records`` in order."""
         ...
 
@@ -158,9 +158,7 @@ class TransactionalConsumer:
         await self._consumer.start()
         try:
             while True:
-                batch = await self._consumer.getmany(
-                    timeout_ms=100, max_records=self._max_records
-                )
+                batch = await self._consumer.getmany(timeout_ms=100, max_records=self._max_records)
                 if batch:
                     await self._apply_with_retry(batch)
         finally:
@@ -244,9 +242,9 @@ def _decode_all(messages: list[Any]) -> tuple[list[Record], list[Outgoing]]:
 def _dead_letter(
     topic: str, key: str | None, raw: bytes | None, record: Record | None, exc: Exception
 ) -> Outgoing:
-    from tollway.events.envelope import encode
-
     value = raw if raw is not None else encode(record.envelope) if record else b""
     reason = f"{type(exc).__name__}: {exc}"[:500]
     log.error("dead_lettered", topic=topic, reason=reason)
-    return Outgoing(dlq_topic(topic), key or "", value, (("x-dlq-reason", reason.encode("ascii", "replace")),))
+    return Outgoing(
+        dlq_topic(topic), key or "", value, (("x-dlq-reason", reason.encode("ascii", "replace")),)
+    )

@@ -1,5 +1,7 @@
-"""SQL migrations: files ``NNN_name.sql`` in a service's ``migrations`` folder, applied in order,
-each in its own transaction, recorded in ``public.tollway_migrations`` with a checksum.
+"""SQL migrations.
+
+Files ``NNN_name.sql`` in a service's ``migrations`` folder, applied in order, each in its own
+transaction, recorded in ``public.tollway_migrations`` with a checksum.
 
 A Postgres advisory lock serializes concurrent runners (several instances starting at once), and
 a changed checksum of an applied file stops the start-up instead of drifting silently.
@@ -37,9 +39,7 @@ class MigrationDriftError(RuntimeError):
 
 def _files(package: str) -> list[Traversable]:
     folder = resources.files(package).joinpath("migrations")
-    return sorted(
-        (f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
-    )
+    return sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
 
 
 async def apply_migrations(conn: asyncpg.Connection, service: str, package: str) -> list[str]:
@@ -64,7 +64,9 @@ async def apply_migrations(conn: asyncpg.Connection, service: str, package: str)
                 await conn.execute(
                     "INSERT INTO public.tollway_migrations (service, name, checksum)"
                     " VALUES ($1, $2, $3)",
-                    service, file.name, checksum,
+                    service,
+                    file.name,
+                    checksum,
                 )
             applied.append(file.name)
             log.info("migration_applied", service=service, migration=file.name)

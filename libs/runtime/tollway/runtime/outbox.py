@@ -1,5 +1,7 @@
-"""The transactional outbox: events a consumer must emit are inserted in the same Postgres
-transaction as its effects and published by the relay after commit.
+"""The transactional outbox.
+
+Events a consumer must emit are inserted in the same Postgres transaction as its effects and
+published by the relay after commit.
 
 A crash between commit and publish leaves the rows in place; the relay publishes them on the
 next start. Consumers downstream deduplicate by event id, so a row published twice (crash after
@@ -13,13 +15,14 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import orjson
 import structlog
+from aiokafka.errors import KafkaError
 
 from tollway.events.envelope import Envelope, encode
 
 if TYPE_CHECKING:
-    import asyncpg
     from aiokafka import AIOKafkaProducer
 
 log = structlog.get_logger(__name__)
@@ -55,8 +58,12 @@ async def write_outbox(conn: asyncpg.Connection, schema: str, items: list[Outgoi
     await conn.executemany(
         f"INSERT INTO {schema}.outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4::jsonb)",  # noqa: S608 - schema is a constant
         [
-            (o.topic, o.key.encode(), o.value,
-             orjson.dumps([[k, v.decode("latin-1")] for k, v in o.headers]).decode())
+            (
+                o.topic,
+                o.key.encode(),
+                o.value,
+                orjson.dumps([[k, v.decode("latin-1")] for k, v in o.headers]).decode(),
+            )
             for o in items
         ],
     )
@@ -86,8 +93,17 @@ class OutboxRelay:
 
     async def run(self, idle_seconds: float = 0.5) -> None:
         """Publish until cancelled; polls every ``idle_seconds`` when nobody kicks."""
+        delay = 0.05
         while True:
-            sent = await self.publish_pending()
+            try:
+                sent = await self.publish_pending()
+            except (KafkaError, OSError, asyncpg.PostgresError) as exc:
+                # Rows stay in the outbox (the transaction rolled back): publish them later.
+                log.warning("outbox_publish_failed", schema=self._schema, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.05
             if sent < self._batch:
                 self._kick.clear()
                 with contextlib.suppress(TimeoutError):
@@ -110,7 +126,12 @@ class OutboxRelay:
             ]
             await asyncio.gather(*futures)
             await conn.execute(self._delete, [r["seq"] for r in rows])
-        log.debug("outbox_published", schema=self._schema, count=len(rows))
+        log.info(
+            "outbox_published",
+            schema=self._schema,
+            count=len(rows),
+            topics=sorted({r["topic"] for r in rows}),
+        )
         return len(rows)
 
 

@@ -59,8 +59,9 @@ def require_admin(request: Request[Any, Any, Any]) -> None:
     expected: str = request.app.state.admin_token
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise errors.AuthenticationError("A valid admin token is required.",
-                                         code="invalid_admin_token")
+        raise errors.AuthenticationError(
+            "A valid admin token is required.", code="invalid_admin_token"
+        )
 
 
 async def create_account(pool: asyncpg.Pool, data: NewAccount) -> dict[str, Any]:
@@ -70,13 +71,17 @@ async def create_account(pool: asyncpg.Pool, data: NewAccount) -> dict[str, Any]
     async with pool.acquire() as conn, conn.transaction():
         exists = await conn.fetchval("SELECT 1 FROM edge.accounts WHERE id = $1", account_id)
         if exists:
-            raise errors.InvalidRequestError(f"Account '{account_id}' already exists.",
-                                             param="id", code="account_exists")
-        await conn.execute("INSERT INTO edge.accounts (id, name) VALUES ($1, $2)",
-                           account_id, data.name)
+            raise errors.InvalidRequestError(
+                f"Account '{account_id}' already exists.", param="id", code="account_exists"
+            )
+        await conn.execute(
+            "INSERT INTO edge.accounts (id, name) VALUES ($1, $2)", account_id, data.name
+        )
         await conn.execute(
             "INSERT INTO edge.projects (id, account_id, name) VALUES ($1, $2, 'default')",
-            project_id, account_id)
+            project_id,
+            account_id,
+        )
     return {"id": account_id, "name": data.name, "default_project_id": project_id}
 
 
@@ -84,7 +89,8 @@ async def create_key(pool: asyncpg.Pool, data: NewKey) -> dict[str, Any]:
     """Issue a key; the secret is returned here once and stored only as a digest."""
     project_id = data.project_id or await pool.fetchval(
         "SELECT id FROM edge.projects WHERE account_id = $1 ORDER BY created_at LIMIT 1",
-        data.account_id)
+        data.account_id,
+    )
     owner = await pool.fetchval("SELECT account_id FROM edge.projects WHERE id = $1", project_id)
     if owner is None or owner != data.account_id:
         raise errors.NotFoundError("No such account or project.", param="account_id")
@@ -93,8 +99,15 @@ async def create_key(pool: asyncpg.Pool, data: NewKey) -> dict[str, Any]:
     await pool.execute(
         "INSERT INTO edge.api_keys (id, key_hash, prefix, account_id, project_id, name,"
         " allowed_models, route_types) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        key_id, hash_key(secret), display_prefix(secret), data.account_id, project_id,
-        data.name, data.allowed_models, list(data.route_types))
+        key_id,
+        hash_key(secret),
+        display_prefix(secret),
+        data.account_id,
+        project_id,
+        data.name,
+        data.allowed_models,
+        list(data.route_types),
+    )
     return {"id": key_id, "key": secret, "account_id": data.account_id, "project_id": project_id}
 
 
@@ -106,12 +119,20 @@ async def request_topup(producer: AIOKafkaProducer, data: NewTopUp) -> dict[str,
         raise errors.InvalidRequestError(str(exc), param="amount") from None
     if micro <= 0:
         raise errors.InvalidRequestError("'amount' must be positive.", param="amount")
-    env = make(TopUpRequested(account_id=data.account_id, bucket=data.bucket, unit=data.unit,
-                              amount_micro=micro, idempotency_key=data.idempotency_key,
-                              reason=data.reason))
+    env = make(
+        TopUpRequested(
+            account_id=data.account_id,
+            bucket=data.bucket,
+            unit=data.unit,
+            amount_micro=micro,
+            idempotency_key=data.idempotency_key,
+            reason=data.reason,
+        )
+    )
     try:
-        await producer.send_and_wait(topics.REQUESTS, value=encode(env),
-                                     key=data.account_id.encode())
+        await producer.send_and_wait(
+            topics.REQUESTS, value=encode(env), key=data.account_id.encode()
+        )
     except Exception as exc:
         raise errors.DependencyDownError("The event log is unavailable; retry.") from exc
     return {"event_id": env.id, "amount_micro": micro, "status": "accepted"}
@@ -124,19 +145,22 @@ class AdminController(Controller):
     dependencies = {"_admin": Provide(require_admin, sync_to_thread=False)}  # noqa: RUF012
 
     @post("/accounts", status_code=201)
-    async def accounts(self, request: Request[Any, Any, Any], data: NewAccount,
-                       _admin: None) -> dict[str, Any]:
+    async def accounts(
+        self, request: Request[Any, Any, Any], data: NewAccount, _admin: None
+    ) -> dict[str, Any]:
         """Open an account."""
         return await create_account(request.app.state.pool, data)
 
     @post("/keys", status_code=201)
-    async def keys(self, request: Request[Any, Any, Any], data: NewKey,
-                   _admin: None) -> dict[str, Any]:
+    async def keys(
+        self, request: Request[Any, Any, Any], data: NewKey, _admin: None
+    ) -> dict[str, Any]:
         """Issue an API key (the secret is shown once)."""
         return await create_key(request.app.state.pool, data)
 
     @post("/topups", status_code=202)
-    async def topups(self, request: Request[Any, Any, Any], data: NewTopUp,
-                     _admin: None) -> dict[str, Any]:
+    async def topups(
+        self, request: Request[Any, Any, Any], data: NewTopUp, _admin: None
+    ) -> dict[str, Any]:
         """Request a top-up; the ledger applies it once per idempotency key."""
         return await request_topup(request.app.state.producer, data)

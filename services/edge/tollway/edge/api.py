@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response, get, post
-from litestar.datastructures import State
 
 from tollway.edge import errors
 from tollway.edge.chat import parse_json, validate_chat
 from tollway.edge.keys import hash_key
-from tollway.edge.store import KeyInfo
 from tollway.events.envelope import utcnow
 from tollway.events.ids import new_id
+
+if TYPE_CHECKING:
+    from litestar.datastructures import State
+
+    from tollway.edge.store import KeyInfo
 
 TASK_HEADER = "x-tollway-task"
 
@@ -23,8 +26,9 @@ async def authenticate(request: Request[Any, Any, State]) -> KeyInfo:
     token = header[7:].strip() if header[:7].lower() == "bearer " else ""
     if not token:
         raise errors.AuthenticationError(
-            "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key")
-    key = await request.app.state.store.key_by_hash(hash_key(token))
+            "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
+        )
+    key: KeyInfo | None = await request.app.state.store.key_by_hash(hash_key(token))
     if key is None:
         raise errors.AuthenticationError("Incorrect API key provided.")
     if key.revoked_at is not None:
@@ -45,10 +49,14 @@ async def chat_completions(request: Request[Any, Any, State]) -> Response[Any]:
     body = parse_json(raw)
     chat = validate_chat(body)
     if chat.stream:
-        raise errors.InvalidRequestError("Streaming is not supported yet on this gateway.",
-                                         param="stream", code="unsupported_parameter")
+        raise errors.InvalidRequestError(
+            "Streaming is not supported yet on this gateway.",
+            param="stream",
+            code="unsupported_parameter",
+        )
     status, answer = await request.app.state.chat.complete(
-        key, chat, body, request.headers.get(TASK_HEADER), request_id)
+        key, chat, body, request.headers.get(TASK_HEADER), request_id
+    )
     return Response(answer, status_code=status)
 
 
@@ -58,8 +66,9 @@ async def receipt(request: Request[Any, Any, State], request_id: str) -> dict[st
     key = await authenticate(request)
     body = await request.app.state.store.receipt(request_id, key.account_id)
     if body is None:
-        raise errors.NotFoundError(f"No receipt '{request_id}' for this account (yet).",
-                                   code="receipt_not_found")
+        raise errors.NotFoundError(
+            f"No receipt '{request_id}' for this account (yet).", code="receipt_not_found"
+        )
     return body  # type: ignore[no-any-return]
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
+import uvicorn
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
@@ -62,6 +63,20 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return Response(body, status_code=exc.status_code)
 
 
+def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A bug: log it with the request id, answer in the client's shape, leak nothing."""
+    request_id = request.scope.get("state", {}).get("request_id")
+    log.error(
+        "unhandled_error",
+        request_id=request_id,
+        path=request.url.path,
+        error=type(exc).__name__,
+        exc_info=exc,
+    )
+    body = errors.GatewayError(f"Internal error; quote request id {request_id}.").openai_body()
+    return Response(body, status_code=500)
+
+
 @get("/healthz")
 async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """Readiness: Postgres answers and the reply topic is being read."""
@@ -72,8 +87,10 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     except (OSError, asyncpg.PostgresError):
         checks["postgres"] = False
     ok = all(checks.values())
-    return Response({"ok": ok, "checks": checks, "edge_id": state.settings.edge_id},
-                    status_code=200 if ok else 503)
+    return Response(
+        {"ok": ok, "checks": checks, "edge_id": state.settings.edge_id},
+        status_code=200 if ok else 503,
+    )
 
 
 def create_app(settings: EdgeSettings) -> Litestar:
@@ -81,24 +98,34 @@ def create_app(settings: EdgeSettings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(settings.database_url, min_size=2,
-                                         max_size=settings.pool_size)
+        pool = await asyncpg.create_pool(
+            settings.database_url, min_size=2, max_size=settings.pool_size
+        )
         async with pool.acquire() as conn:
             await apply_migrations(conn, "edge", "tollway.edge")
         reply_topic = topics.replies_topic(settings.edge_id)
-        await ensure_topics(settings.kafka_bootstrap_servers,
-                            [*topics.core_topics(settings.topic_partitions),
-                             topics.reply_topic_spec(settings.edge_id)])
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            [
+                *topics.core_topics(settings.topic_partitions),
+                topics.reply_topic_spec(settings.edge_id),
+            ],
+        )
         producer = new_producer(settings.kafka_bootstrap_servers, settings.edge_id)
         await producer.start()
         replies = ReplyHub(settings.kafka_bootstrap_servers, reply_topic)
         await replies.start()
         store = EdgeStore(pool, settings.cache_ttl_seconds)
         app.state.update(
-            settings=settings, pool=pool, producer=producer, replies=replies, store=store,
+            settings=settings,
+            pool=pool,
+            producer=producer,
+            replies=replies,
+            store=store,
             admin_token=settings.admin_token,
-            chat=ChatService(store, producer, replies, settings.edge_id,
-                             settings.request_timeout_seconds),
+            chat=ChatService(
+                store, producer, replies, settings.edge_id, settings.request_timeout_seconds
+            ),
         )
         log.info("edge_started", edge_id=settings.edge_id, port=settings.port)
         try:
@@ -109,11 +136,20 @@ def create_app(settings: EdgeSettings) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[api.chat_completions, api.receipt, api.balance, healthz,
-                        admin.AdminController],
+        route_handlers=[
+            api.chat_completions,
+            api.receipt,
+            api.balance,
+            healthz,
+            admin.AdminController,
+        ],
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware()],
-        exception_handlers={errors.GatewayError: gateway_error, HTTPException: http_error},
+        exception_handlers={
+            errors.GatewayError: gateway_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
         request_max_body_size=settings.max_body_bytes,
         debug=False,
     )
@@ -121,9 +157,14 @@ def create_app(settings: EdgeSettings) -> Litestar:
 
 def main() -> None:
     """Entry point: ``python -m tollway.edge``."""
-    import uvicorn
-
     settings = EdgeSettings()
     configure_logging("edge", settings.log_level, settings.log_json)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                access_log=False, loop="uvloop", http="httptools")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tollway.edge import errors
 from tollway.events import topics
-from tollway.events.envelope import Trace, make, utcnow
+from tollway.events.envelope import Trace, encode, make, utcnow
 from tollway.events.gateway import ReplyFinal, RequestReceived, RequestRejected
 from tollway.events.ids import new_id
 
@@ -52,8 +52,9 @@ def parse_json(raw: bytes) -> dict[str, Any]:
             f"The request body is not valid JSON (or not UTF-8): {exc.msg}.", code="invalid_json"
         ) from None
     if not isinstance(data, dict):
-        raise errors.InvalidRequestError("The request body must be a JSON object.",
-                                         code="invalid_json")
+        raise errors.InvalidRequestError(
+            "The request body must be a JSON object.", code="invalid_json"
+        )
     return data
 
 
@@ -78,23 +79,31 @@ def estimate_input_tokens(messages: list[dict[str, Any]]) -> int:
 def check_access(key: KeyInfo, model: ModelInfo | None, name: str) -> ModelInfo:
     """404 for an unknown model, 403 when the key may not use it or any of its routes."""
     if model is None or not model.plan:
-        raise errors.NotFoundError(f"The model '{name}' does not exist.", code="model_not_found",
-                                   param="model")
+        raise errors.NotFoundError(
+            f"The model '{name}' does not exist.", code="model_not_found", param="model"
+        )
     if key.allowed_models is not None and name not in key.allowed_models:
-        raise errors.PermissionDeniedError(f"This key may not call the model '{name}'.",
-                                           param="model")
+        raise errors.PermissionDeniedError(
+            f"This key may not call the model '{name}'.", param="model"
+        )
     if not any(c.route_type in key.route_types for c in model.plan):
         raise errors.PermissionDeniedError(
             f"This key's route types ({', '.join(key.route_types)}) cannot serve '{name}'.",
-            code="route_type_not_allowed", param="model")
+            code="route_type_not_allowed",
+            param="model",
+        )
     return model
 
 
 class ChatService:
     """Turns a validated chat request into events and waits for its answer."""
 
-    def __init__(  # noqa: PLR0913 - composition-root wiring
-        self, store: EdgeStore, producer: AIOKafkaProducer, replies: ReplyHub, edge_id: str,
+    def __init__(
+        self,
+        store: EdgeStore,
+        producer: AIOKafkaProducer,
+        replies: ReplyHub,
+        edge_id: str,
         timeout_seconds: float,
     ) -> None:
         """Wire the service."""
@@ -105,7 +114,11 @@ class ChatService:
         self._timeout = timeout_seconds
 
     async def complete(
-        self, key: KeyInfo, chat: ChatRequest, body: dict[str, Any], task_id: str | None,
+        self,
+        key: KeyInfo,
+        chat: ChatRequest,
+        body: dict[str, Any],
+        task_id: str | None,
         request_id: str,
     ) -> tuple[int, dict[str, Any]]:
         """Return the upstream's status and body, or raise the client's error."""
@@ -115,40 +128,56 @@ class ChatService:
         if max_out > model.max_output_tokens:
             raise errors.InvalidRequestError(
                 f"'max_tokens' is {max_out}; '{chat.model}' allows at most"
-                f" {model.max_output_tokens}.", param="max_tokens", code="invalid_parameter")
+                f" {model.max_output_tokens}.",
+                param="max_tokens",
+                code="invalid_parameter",
+            )
         now = utcnow()
         event = RequestReceived(
-            request_id=request_id, edge_id=self._edge_id, account_id=key.account_id,
-            key_id=key.id, project_id=key.project_id, task_id=task_id, user=chat.user,
-            catalog_model=chat.model, stream=False, body=body, plan=plan,
+            request_id=request_id,
+            edge_id=self._edge_id,
+            account_id=key.account_id,
+            key_id=key.id,
+            project_id=key.project_id,
+            task_id=task_id,
+            user=chat.user,
+            catalog_model=chat.model,
+            stream=False,
+            body=body,
+            plan=plan,
             estimated_input_tokens=estimate_input_tokens(chat.messages),
             max_output_tokens=max_out * chat.n,
             deadline_at=now + timedelta(seconds=self._timeout),
         )
-        env = make(event, trace=Trace(request_id=request_id, task_id=task_id), occurred_at=now,
-                   event_id=new_id())
+        env = make(
+            event,
+            trace=Trace(request_id=request_id, task_id=task_id),
+            occurred_at=now,
+            event_id=new_id(),
+        )
         with self._replies.expect(request_id) as future:
             await self._publish(key.account_id, env)
             try:
                 reply = await asyncio.wait_for(future, self._timeout + 2)
             except TimeoutError:
                 raise errors.DeadlineExceededError(
-                    f"No answer within {self._timeout:.0f}s for request {request_id}.") from None
+                    f"No answer within {self._timeout:.0f}s for request {request_id}."
+                ) from None
         return _outcome(reply.payload)
 
     async def _publish(self, account_id: str, env: Any) -> None:
-        from tollway.events.envelope import encode
-
         try:
             await asyncio.wait_for(
-                self._producer.send_and_wait(topics.REQUESTS, value=encode(env),
-                                             key=account_id.encode()),
+                self._producer.send_and_wait(
+                    topics.REQUESTS, value=encode(env), key=account_id.encode()
+                ),
                 timeout=5,
             )
         except Exception as exc:
             raise errors.DependencyDownError(
                 "The event log is unavailable; the request was not accepted (nothing was"
-                " charged). Retry shortly.") from exc
+                " charged). Retry shortly."
+            ) from exc
 
 
 def _outcome(payload: Any) -> tuple[int, dict[str, Any]]:
@@ -159,7 +188,6 @@ def _outcome(payload: Any) -> tuple[int, dict[str, Any]]:
         if payload.status >= 500:
             error = payload.body.get("error", {}) if isinstance(payload.body, dict) else {}
             cls = errors.STATUS_TO_ERROR.get(payload.status, errors.UpstreamFailedError)
-            raise cls(str(error.get("message", "The upstream failed.")),
-                      code=error.get("code"))
+            raise cls(str(error.get("message", "The upstream failed.")), code=error.get("code"))
         return payload.status, payload.body
     raise errors.GatewayError("Unexpected reply from the gateway's pipeline.")

@@ -28,7 +28,11 @@ class GatewayError(Exception):
     default_code = "internal_error"
 
     def __init__(
-        self, message: str, *, code: str | None = None, param: str | None = None,
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         """Describe the failure for the client; never include secrets or prompt text."""
@@ -40,8 +44,14 @@ class GatewayError(Exception):
 
     def openai_body(self) -> dict[str, Any]:
         """The OpenAI error shape."""
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 class InvalidRequestError(GatewayError):
@@ -106,7 +116,16 @@ class DeadlineExceededError(GatewayError):
 
 STATUS_TO_ERROR: dict[int, type[GatewayError]] = {
     cls.status: cls
-    for cls in (InvalidRequestError, AuthenticationError, InsufficientFundsError,
-                PermissionDeniedError, NotFoundError, PayloadTooLargeError, RateLimitedError,
-                UpstreamFailedError, DependencyDownError, DeadlineExceededError)
+    for cls in (
+        InvalidRequestError,
+        AuthenticationError,
+        InsufficientFundsError,
+        PermissionDeniedError,
+        NotFoundError,
+        PayloadTooLargeError,
+        RateLimitedError,
+        UpstreamFailedError,
+        DependencyDownError,
+        DeadlineExceededError,
+    )
 }

@@ -1,4 +1,4 @@
-"""This edge instance's reply topic: answers for its in-flight requests, matched by request id.
+"""The reply topic of one edge instance: answers for its in-flight requests, matched by request id.
 
 A future is registered before the request is published, so a fast answer is never missed. The
 consumer reads every partition from the end: replies for requests this process did not send
@@ -30,8 +30,11 @@ class ReplyHub:
         """Listen on ``topic``."""
         self._topic = topic
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-            fetch_max_wait_ms=5, auto_offset_reset="latest",
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            fetch_max_wait_ms=5,
+            auto_offset_reset="latest",
         )
         self._waiting: dict[str, asyncio.Future[Envelope[Payload]]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -83,4 +86,4 @@ class ReplyHub:
         try:
             future.set_result(decode(value))
         except (UnknownEventTypeError, ValidationError, ValueError) as exc:
-            log.error("reply_undecodable", request_id=request_id, error=type(exc).__name__)
+            log.exception("reply_undecodable", request_id=request_id, error=type(exc).__name__)

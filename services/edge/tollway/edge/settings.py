@@ -24,7 +24,8 @@ class EdgeSettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     admin_token: str = Field(
-        default="", validation_alias="TOLLWAY_ADMIN_TOKEN",
+        default="",
+        validation_alias="TOLLWAY_ADMIN_TOKEN",
         description="Bearer token of the admin API; empty disables it.",
     )
     request_timeout_seconds: float = 60.0

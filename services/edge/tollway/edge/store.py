@@ -1,5 +1,7 @@
-"""asyncpg adapter of the edge: keys and accounts (edge schema), route plans (read from the
-router's schema), receipts and balances (read from the ledger's projections).
+"""asyncpg adapter of the edge.
+
+Keys and accounts (edge schema), route plans (read from the router's schema), receipts and
+balances (read from the ledger's projections).
 
 Reads that sit on the hot path are cached for ``ttl`` seconds, short enough that a revoked key
 stops working within a second on every instance.
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -18,6 +19,8 @@ from tollway.events.gateway import Candidate
 from tollway.events.pricing import Price
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import asyncpg
 
 SELECT_KEY = """
@@ -39,7 +42,8 @@ SELECT_RECEIPT = "SELECT body FROM ledger.receipts WHERE request_id = $1 AND acc
 SELECT_BALANCES = """
 SELECT b.bucket, b.unit,
        COALESCE((SELECT amount FROM ledger.balances
-                 WHERE account = b.account_id || '/' || b.bucket AND unit = b.unit), 0) AS available,
+                 WHERE account = b.account_id || '/' || b.bucket AND unit = b.unit), 0)
+           AS available,
        COALESCE((SELECT amount FROM ledger.balances
                  WHERE account = b.account_id || '/' || b.bucket || '/held' AND unit = b.unit), 0)
            AS held
@@ -102,11 +106,18 @@ class EdgeStore:
         if hit:
             return value  # type: ignore[no-any-return]
         row = await self.pool.fetchrow(SELECT_KEY, key_hash)
-        info = None if row is None else KeyInfo(
-            id=row["id"], account_id=row["account_id"], project_id=row["project_id"],
-            allowed_models=tuple(row["allowed_models"]) if row["allowed_models"] else None,
-            route_types=tuple(row["route_types"]), expires_at=row["expires_at"],
-            revoked_at=row["revoked_at"],
+        info = (
+            None
+            if row is None
+            else KeyInfo(
+                id=row["id"],
+                account_id=row["account_id"],
+                project_id=row["project_id"],
+                allowed_models=tuple(row["allowed_models"]) if row["allowed_models"] else None,
+                route_types=tuple(row["route_types"]),
+                expires_at=row["expires_at"],
+                revoked_at=row["revoked_at"],
+            )
         )
         self._keys.put(key_hash, info)
         return info
@@ -120,31 +131,44 @@ class EdgeStore:
         info = None
         if row is not None:
             plan = tuple(_candidate(r) for r in await self.pool.fetch(SELECT_PLAN, name))
-            info = ModelInfo(row["name"], row["default_max_output_tokens"],
-                             row["max_output_tokens"], plan)
+            info = ModelInfo(
+                row["name"], row["default_max_output_tokens"], row["max_output_tokens"], plan
+            )
         self._models.put(name, info)
         return info
 
     async def receipt(self, request_id: str, account_id: str) -> dict[str, Any] | None:
         """A receipt of this account, or None (another account's receipt is not found)."""
         raw = await self.pool.fetchval(SELECT_RECEIPT, request_id, account_id)
-        return None if raw is None else orjson.loads(raw)  # type: ignore[no-any-return]
+        return None if raw is None else orjson.loads(raw)
 
     async def balances(self, account_id: str) -> list[dict[str, Any]]:
         """Each bucket's available, held and posted micro-units."""
         rows = await self.pool.fetch(SELECT_BALANCES, account_id)
         return [
-            {"bucket": r["bucket"], "unit": r["unit"], "available_micro": r["available"],
-             "held_micro": r["held"], "posted_micro": r["available"] + r["held"]}
+            {
+                "bucket": r["bucket"],
+                "unit": r["unit"],
+                "available_micro": r["available"],
+                "held_micro": r["held"],
+                "posted_micro": r["available"] + r["held"],
+            }
             for r in rows
         ]
 
 
 def _candidate(row: Any) -> Candidate:
     return Candidate(
-        channel_id=row["id"], channel=row["name"], brand=row["brand"],
-        route_type=row["route_type"], bucket=row["bucket"], upstream_model=row["upstream_model"],
+        channel_id=row["id"],
+        channel=row["name"],
+        brand=row["brand"],
+        route_type=row["route_type"],
+        bucket=row["bucket"],
+        upstream_model=row["upstream_model"],
         tier=row["tier"],
-        price=Price(input=row["price_input"], output=row["price_output"],
-                    cached_input=row["price_cached_input"]),
+        price=Price(
+            input=row["price_input"],
+            output=row["price_output"],
+            cached_input=row["price_cached_input"],
+        ),
     )

@@ -22,21 +22,26 @@ log = structlog.get_logger(__name__)
 
 async def serve(settings: LedgerSettings) -> None:
     """Run the ledger until SIGTERM."""
-    pool = await asyncpg.create_pool(settings.database_url, min_size=2,
-                                     max_size=settings.pool_size)
+    pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=settings.pool_size)
     try:
         async with pool.acquire() as conn:
             await apply_migrations(conn, "ledger", "tollway.ledger")
-        await ensure_topics(settings.kafka_bootstrap_servers,
-                            topics.core_topics(settings.topic_partitions))
+        await ensure_topics(
+            settings.kafka_bootstrap_servers, topics.core_topics(settings.topic_partitions)
+        )
         producer = new_producer(settings.kafka_bootstrap_servers, "ledger")
         await producer.start()
         try:
             relay = OutboxRelay(pool, "ledger", producer)
             consumer = TransactionalConsumer(
-                pool=pool, schema="ledger", bootstrap=settings.kafka_bootstrap_servers,
-                group_id=settings.group_id, topics=[topics.REQUESTS, topics.USAGE],
-                handler=LedgerHandler(), relay=relay, max_records=settings.batch_size,
+                pool=pool,
+                schema="ledger",
+                bootstrap=settings.kafka_bootstrap_servers,
+                group_id=settings.group_id,
+                topics=[topics.REQUESTS, topics.USAGE],
+                handler=LedgerHandler(),
+                relay=relay,
+                max_records=settings.batch_size,
             )
             log.info("ledger_started", group=settings.group_id)
             await run_until_signalled(relay.run(), consumer.run())

@@ -55,8 +55,10 @@ def transfer(source: str, target: str, unit: str, amount: int) -> list[Posting]:
     """Move ``amount`` from ``source`` to ``target``; empty when nothing moves."""
     if amount == 0:
         return []
-    return [Posting(account=source, unit=unit, amount=-amount),
-            Posting(account=target, unit=unit, amount=amount)]
+    return [
+        Posting(account=source, unit=unit, amount=-amount),
+        Posting(account=target, unit=unit, amount=amount),
+    ]
 
 
 def hold_candidates(request: RequestReceived) -> list[Candidate]:
@@ -67,8 +69,9 @@ def hold_candidates(request: RequestReceived) -> list[Candidate]:
 
 def hold_amount(request: RequestReceived) -> int:
     """Reserve the worst case over the covered candidates: estimated input, full max output."""
-    worst = Usage(input_tokens=request.estimated_input_tokens,
-                  output_tokens=request.max_output_tokens)
+    worst = Usage(
+        input_tokens=request.estimated_input_tokens, output_tokens=request.max_output_tokens
+    )
     return max(cost_micro(worst, c.price) for c in hold_candidates(request))
 
 

@@ -47,8 +47,12 @@ log = structlog.get_logger(__name__)
 
 
 def _emit(cause: Envelope[Any], payload: Payload, salt: str) -> Envelope[Payload]:
-    return make(payload, trace=cause.trace, occurred_at=cause.occurred_at,
-                event_id=derived_id(cause.id, salt))
+    return make(
+        payload,
+        trace=cause.trace,
+        occurred_at=cause.occurred_at,
+        event_id=derived_id(cause.id, salt),
+    )
 
 
 async def _journal(conn: asyncpg.Connection, env: Envelope[Any]) -> Outgoing:
@@ -60,9 +64,7 @@ async def _journal(conn: asyncpg.Connection, env: Envelope[Any]) -> Outgoing:
 class LedgerHandler:
     """Applies gw.requests and gw.usage records; returns the events to publish after commit."""
 
-    async def __call__(
-        self, conn: asyncpg.Connection, records: Sequence[Record]
-    ) -> list[Outgoing]:
+    async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply each record once (duplicates by event id are skipped)."""
         out: list[Outgoing] = []
         for record in records:
@@ -89,7 +91,9 @@ class LedgerHandler:
 
 
 def _fingerprint(p: TopUpRequested) -> str:
-    return hashlib.sha256(f"{p.account_id}|{p.bucket}|{p.unit}|{p.amount_micro}".encode()).hexdigest()
+    return hashlib.sha256(
+        f"{p.account_id}|{p.bucket}|{p.unit}|{p.amount_micro}".encode()
+    ).hexdigest()
 
 
 async def top_up(conn: asyncpg.Connection, env: Envelope[TopUpRequested]) -> list[Outgoing]:
@@ -105,16 +109,28 @@ async def top_up(conn: asyncpg.Connection, env: Envelope[TopUpRequested]) -> lis
     elif unit is not None and unit != p.unit:
         reason = f"bucket {p.bucket} is in {unit}, not {p.unit}"
     if reason is not None:
-        refused = TopUpRefused(account_id=p.account_id, cause_id=env.id,
-                               idempotency_key=p.idempotency_key, reason=reason)
+        refused = TopUpRefused(
+            account_id=p.account_id,
+            cause_id=env.id,
+            idempotency_key=p.idempotency_key,
+            reason=reason,
+        )
         return [await _journal(conn, _emit(env, refused, "topup_refused"))]
     if unit is None:
         await store.open_bucket(conn, p.account_id, p.bucket, p.unit)
     topped = ToppedUp(
-        account_id=p.account_id, cause_id=env.id, bucket=p.bucket, unit=p.unit,
-        amount_micro=p.amount_micro, idempotency_key=p.idempotency_key,
-        postings=domain.transfer(domain.SYSTEM_TOPUP, domain.bucket_account(p.account_id, p.bucket),
-                                 p.unit, p.amount_micro),
+        account_id=p.account_id,
+        cause_id=env.id,
+        bucket=p.bucket,
+        unit=p.unit,
+        amount_micro=p.amount_micro,
+        idempotency_key=p.idempotency_key,
+        postings=domain.transfer(
+            domain.SYSTEM_TOPUP,
+            domain.bucket_account(p.account_id, p.bucket),
+            p.unit,
+            p.amount_micro,
+        ),
     )
     journal_env = _emit(env, topped, "topped_up")
     await store.record_topup(conn, p.idempotency_key, _fingerprint(p), journal_env.id)
@@ -134,19 +150,33 @@ async def authorize(conn: asyncpg.Connection, env: Envelope[RequestReceived]) ->
         return await _reject(conn, env, decision, unit or "", receipt)
     hold_id = "hold_" + derived_id(env.id, "hold")
     placed = HoldPlaced(
-        account_id=req.account_id, cause_id=env.id, hold_id=hold_id, request_id=req.request_id,
-        bucket=bucket, unit=unit or "", amount_micro=decision.amount,
-        postings=domain.transfer(account, domain.held_account(req.account_id, bucket),
-                                 unit or "", decision.amount),
+        account_id=req.account_id,
+        cause_id=env.id,
+        hold_id=hold_id,
+        request_id=req.request_id,
+        bucket=bucket,
+        unit=unit or "",
+        amount_micro=decision.amount,
+        postings=domain.transfer(
+            account, domain.held_account(req.account_id, bucket), unit or "", decision.amount
+        ),
     )
-    await store.insert_hold(conn, hold_id=hold_id, request_id=req.request_id,
-                            account_id=req.account_id, bucket=bucket, unit=unit or "",
-                            amount=decision.amount, deadline_at=req.deadline_at,
-                            opened_at=env.occurred_at)
+    await store.insert_hold(
+        conn,
+        hold_id=hold_id,
+        request_id=req.request_id,
+        account_id=req.account_id,
+        bucket=bucket,
+        unit=unit or "",
+        amount=decision.amount,
+        deadline_at=req.deadline_at,
+        opened_at=env.occurred_at,
+    )
     receipts.hold_placed(receipt, hold_id, decision.amount)
     await _create_receipt(conn, env, "authorized", receipt)
-    authorized = RequestAuthorized(request=req, hold_id=hold_id, bucket=bucket,
-                                   held_micro=decision.amount)
+    authorized = RequestAuthorized(
+        request=req, hold_id=hold_id, bucket=bucket, held_micro=decision.amount
+    )
     return [
         await _journal(conn, _emit(env, placed, "hold_placed")),
         Outgoing.of(topics.AUTHORIZED, req.account_id, _emit(env, authorized, "authorized")),
@@ -154,28 +184,41 @@ async def authorize(conn: asyncpg.Connection, env: Envelope[RequestReceived]) ->
 
 
 async def _reject(
-    conn: asyncpg.Connection, env: Envelope[RequestReceived], decision: domain.HoldDecision,
-    unit: str, receipt: dict[str, Any],
+    conn: asyncpg.Connection,
+    env: Envelope[RequestReceived],
+    decision: domain.HoldDecision,
+    unit: str,
+    receipt: dict[str, Any],
 ) -> list[Outgoing]:
     req = env.payload
     limit = decision.limit or "unknown"
     rejected = HoldRejected(
-        account_id=req.account_id, cause_id=env.id, request_id=req.request_id,
-        bucket=req.plan[0].bucket, requested_micro=decision.amount,
-        available_micro=decision.available, limit=limit,
+        account_id=req.account_id,
+        cause_id=env.id,
+        request_id=req.request_id,
+        bucket=req.plan[0].bucket,
+        requested_micro=decision.amount,
+        available_micro=decision.available,
+        limit=limit,
     )
     message = (
         f"Insufficient balance in the {req.plan[0].bucket} bucket: this request needs up to"
         f" {decision.amount} micro-{unit or 'units'} and {decision.available} are available."
     )
-    reply = RequestRejected(request_id=req.request_id, status=402, code="insufficient_balance",
-                            message=message, limit=limit)
+    reply = RequestRejected(
+        request_id=req.request_id,
+        status=402,
+        code="insufficient_balance",
+        message=message,
+        limit=limit,
+    )
     receipts.rejected(receipt, limit, message)
     await _create_receipt(conn, env, "rejected", receipt)
     return [
         await _journal(conn, _emit(env, rejected, "hold_rejected")),
-        Outgoing.of(topics.replies_topic(req.edge_id), req.request_id,
-                    _emit(env, reply, "rejected")),
+        Outgoing.of(
+            topics.replies_topic(req.edge_id), req.request_id, _emit(env, reply, "rejected")
+        ),
     ]
 
 
@@ -183,10 +226,18 @@ async def _create_receipt(
     conn: asyncpg.Connection, env: Envelope[RequestReceived], status: str, body: dict[str, Any]
 ) -> None:
     req = env.payload
-    await store.insert_receipt(conn, request_id=req.request_id, account_id=req.account_id,
-                               key_id=req.key_id, project_id=req.project_id,
-                               task_id=req.task_id, catalog_model=req.catalog_model,
-                               status=status, created_at=env.occurred_at, body=body)
+    await store.insert_receipt(
+        conn,
+        request_id=req.request_id,
+        account_id=req.account_id,
+        key_id=req.key_id,
+        project_id=req.project_id,
+        task_id=req.task_id,
+        catalog_model=req.catalog_model,
+        status=status,
+        created_at=env.occurred_at,
+        body=body,
+    )
 
 
 async def record_attempt(conn: asyncpg.Connection, env: Envelope[AttemptFinished]) -> None:
@@ -214,7 +265,8 @@ async def finish(conn: asyncpg.Connection, env: Envelope[RequestFinished]) -> li
     await store.close_hold(conn, fin.hold_id, closed, env.occurred_at)
     out = await _journal(conn, journal_env)
     available = await store.balance(
-        conn, domain.bucket_account(hold["account_id"], hold["bucket"]), hold["unit"])
+        conn, domain.bucket_account(hold["account_id"], hold["bucket"]), hold["unit"]
+    )
     receipts.finished(receipt, journal_env.payload, fin, available)
     await store.update_receipt(conn, fin.request_id, closed, receipt)
     return [out]
@@ -228,23 +280,34 @@ def _settlement(
     held_acct = domain.held_account(account, bucket)
     if served is None:
         released = HoldReleased(
-            account_id=account, cause_id=env.id, hold_id=fin.hold_id, request_id=fin.request_id,
-            bucket=bucket, unit=unit, released_micro=hold["amount"],
-            postings=domain.transfer(held_acct, domain.bucket_account(account, bucket), unit,
-                                     hold["amount"]),
+            account_id=account,
+            cause_id=env.id,
+            hold_id=fin.hold_id,
+            request_id=fin.request_id,
+            bucket=bucket,
+            unit=unit,
+            released_micro=hold["amount"],
+            postings=domain.transfer(
+                held_acct, domain.bucket_account(account, bucket), unit, hold["amount"]
+            ),
         )
         return _emit(env, released, "hold_released")
     s = domain.settle(hold["amount"], receipts.usage_of(served), receipts.price_of(served))
     settled = HoldSettled(
-        account_id=account, cause_id=env.id, hold_id=fin.hold_id, request_id=fin.request_id,
-        bucket=bucket, unit=unit, held_micro=hold["amount"], charged_micro=s.charged,
+        account_id=account,
+        cause_id=env.id,
+        hold_id=fin.hold_id,
+        request_id=fin.request_id,
+        bucket=bucket,
+        unit=unit,
+        held_micro=hold["amount"],
+        charged_micro=s.charged,
         released_micro=s.released,
         postings=[
-            *domain.transfer(held_acct, domain.revenue_account(served["channel_id"]), unit,
-                             s.charged),
+            *domain.transfer(
+                held_acct, domain.revenue_account(served["channel_id"]), unit, s.charged
+            ),
             *domain.transfer(held_acct, domain.bucket_account(account, bucket), unit, s.released),
         ],
     )
     return _emit(env, settled, "hold_settled")
-
-

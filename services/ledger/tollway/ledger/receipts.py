@@ -1,5 +1,7 @@
-"""The receipt projection: one JSON document per request, folded from the events that concern
-it. Pure functions over a dict; the store persists the result.
+"""The receipt projection.
+
+One JSON document per request, folded from the events that concern it. Pure functions over a
+dict; the store persists the result.
 
 A receipt tells the whole story: who sent it (key, project, task, user), what was asked for,
 each upstream attempt (channel, upstream model, route type, outcome, latency, tokens, cost),
@@ -35,8 +37,14 @@ def opened(env: Envelope[RequestReceived], bucket: str, unit: str | None) -> dic
         "stream": req.stream,
         "requested_model": req.catalog_model,
         "plan": [
-            {"channel": c.channel, "brand": c.brand, "route_type": c.route_type,
-             "bucket": c.bucket, "upstream_model": c.upstream_model, "tier": c.tier}
+            {
+                "channel": c.channel,
+                "brand": c.brand,
+                "route_type": c.route_type,
+                "bucket": c.bucket,
+                "upstream_model": c.upstream_model,
+                "tier": c.tier,
+            }
             for c in req.plan
         ],
         "status": "received",
@@ -126,13 +134,19 @@ def finished(
     receipt["balance_after_micro"] = available
     if isinstance(settlement, HoldSettled):
         receipt["status"] = "settled"
-        receipt["hold"] = {**(receipt["hold"] or {}), "status": "settled",
-                           "released_micro": settlement.released_micro}
+        receipt["hold"] = {
+            **(receipt["hold"] or {}),
+            "status": "settled",
+            "released_micro": settlement.released_micro,
+        }
         receipt["charged_micro"] = settlement.charged_micro
         receipt["cost_micro"] = served["cost_micro"] if served else 0
         receipt["served_by"] = served["channel"] if served else None
         receipt["usage"] = served["usage"] if served else None
     elif isinstance(settlement, HoldReleased):
         receipt["status"] = "released"
-        receipt["hold"] = {**(receipt["hold"] or {}), "status": "released",
-                           "released_micro": settlement.released_micro}
+        receipt["hold"] = {
+            **(receipt["hold"] or {}),
+            "status": "released",
+            "released_micro": settlement.released_micro,
+        }

@@ -1,5 +1,7 @@
-"""asyncpg adapter of the ledger. Every function runs inside the caller's transaction (the
-consumer's batch transaction), so effects, offsets and outbox rows commit or vanish together.
+"""asyncpg adapter of the ledger.
+
+Every function runs inside the caller's transaction (the consumer's batch transaction), so
+effects, offsets and outbox rows commit or vanish together.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ INSERT_JOURNAL = """
 INSERT INTO ledger.journal (event_id, type, account_id, cause_id, occurred_at, body)
 VALUES ($1, $2, $3, $4, $5, $6::jsonb)
 """
-INSERT_POSTING = "INSERT INTO ledger.postings (event_id, account, unit, amount) VALUES ($1, $2, $3, $4)"
+INSERT_POSTING = (
+    "INSERT INTO ledger.postings (event_id, account, unit, amount) VALUES ($1, $2, $3, $4)"
+)
 ADD_BALANCE = """
 INSERT INTO ledger.balances AS b (account, unit, amount) VALUES ($1, $2, $3)
 ON CONFLICT (account, unit) DO UPDATE SET amount = b.amount + EXCLUDED.amount
@@ -36,7 +40,9 @@ SELECT_BALANCE = "SELECT amount FROM ledger.balances WHERE account = $1 AND unit
 SELECT_BUCKET_UNIT = "SELECT unit FROM ledger.buckets WHERE account_id = $1 AND bucket = $2"
 INSERT_BUCKET = "INSERT INTO ledger.buckets (account_id, bucket, unit) VALUES ($1, $2, $3)"
 SELECT_TOPUP = "SELECT fingerprint FROM ledger.topups WHERE idempotency_key = $1"
-INSERT_TOPUP = "INSERT INTO ledger.topups (idempotency_key, fingerprint, event_id) VALUES ($1, $2, $3)"
+INSERT_TOPUP = (
+    "INSERT INTO ledger.topups (idempotency_key, fingerprint, event_id) VALUES ($1, $2, $3)"
+)
 INSERT_HOLD = """
 INSERT INTO ledger.holds
     (hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at, opened_at)
@@ -46,7 +52,9 @@ SELECT_HOLD = """
 SELECT hold_id, request_id, account_id, bucket, unit, amount, status
 FROM ledger.holds WHERE hold_id = $1
 """
-CLOSE_HOLD = "UPDATE ledger.holds SET status = $2, closed_at = $3 WHERE hold_id = $1 AND status = 'open'"
+CLOSE_HOLD = (
+    "UPDATE ledger.holds SET status = $2, closed_at = $3 WHERE hold_id = $1 AND status = 'open'"
+)
 INSERT_RECEIPT = """
 INSERT INTO ledger.receipts
     (request_id, account_id, key_id, project_id, task_id, catalog_model, status, created_at, body)
@@ -66,8 +74,13 @@ async def append(conn: asyncpg.Connection, envelope: Envelope[MoneyEvent]) -> No
     event = envelope.payload
     check_balanced(event.postings)
     await conn.execute(
-        INSERT_JOURNAL, envelope.id, envelope.type, event.account_id, event.cause_id,
-        envelope.occurred_at, orjson.dumps(envelope.model_dump(mode="json")).decode(),
+        INSERT_JOURNAL,
+        envelope.id,
+        envelope.type,
+        event.account_id,
+        event.cause_id,
+        envelope.occurred_at,
+        orjson.dumps(envelope.model_dump(mode="json")).decode(),
     )
     if not event.postings:
         return
@@ -109,12 +122,21 @@ async def record_topup(conn: asyncpg.Connection, key: str, fingerprint: str, eve
 
 
 async def insert_hold(  # noqa: PLR0913 - one row's columns
-    conn: asyncpg.Connection, *, hold_id: str, request_id: str, account_id: str, bucket: str,
-    unit: str, amount: int, deadline_at: datetime, opened_at: datetime,
+    conn: asyncpg.Connection,
+    *,
+    hold_id: str,
+    request_id: str,
+    account_id: str,
+    bucket: str,
+    unit: str,
+    amount: int,
+    deadline_at: datetime,
+    opened_at: datetime,
 ) -> None:
     """Open a hold."""
-    await conn.execute(INSERT_HOLD, hold_id, request_id, account_id, bucket, unit, amount,
-                       deadline_at, opened_at)
+    await conn.execute(
+        INSERT_HOLD, hold_id, request_id, account_id, bucket, unit, amount, deadline_at, opened_at
+    )
 
 
 async def get_hold(conn: asyncpg.Connection, hold_id: str) -> dict[str, Any] | None:
@@ -130,13 +152,31 @@ async def close_hold(conn: asyncpg.Connection, hold_id: str, status: str, at: da
 
 
 async def insert_receipt(  # noqa: PLR0913 - one row's columns
-    conn: asyncpg.Connection, *, request_id: str, account_id: str, key_id: str, project_id: str,
-    task_id: str | None, catalog_model: str, status: str, created_at: datetime,
+    conn: asyncpg.Connection,
+    *,
+    request_id: str,
+    account_id: str,
+    key_id: str,
+    project_id: str,
+    task_id: str | None,
+    catalog_model: str,
+    status: str,
+    created_at: datetime,
     body: dict[str, Any],
 ) -> None:
     """Create a request's receipt."""
-    await conn.execute(INSERT_RECEIPT, request_id, account_id, key_id, project_id, task_id,
-                       catalog_model, status, created_at, orjson.dumps(body).decode())
+    await conn.execute(
+        INSERT_RECEIPT,
+        request_id,
+        account_id,
+        key_id,
+        project_id,
+        task_id,
+        catalog_model,
+        status,
+        created_at,
+        orjson.dumps(body).decode(),
+    )
 
 
 async def get_receipt(conn: asyncpg.Connection, request_id: str) -> dict[str, Any] | None:

@@ -52,15 +52,17 @@ def build(settings: CommonSettings) -> FastStream:
         if isinstance(env.payload, AttemptFinished):
             minute = env.occurred_at.strftime("%Y-%m-%dT%H:%M")
             total = tally.add(env.payload.account_id, minute, env.payload.usage.total_tokens)
-            log.debug("usage_counted", account_id=env.payload.account_id, minute=minute,
-                      tokens=total)
+            log.debug(
+                "usage_counted", account_id=env.payload.account_id, minute=minute, tokens=total
+            )
 
     app = FastStream(broker)
 
     @app.on_startup
     async def _topics() -> None:
-        await ensure_topics(settings.kafka_bootstrap_servers,
-                            topics.core_topics(settings.topic_partitions))
+        await ensure_topics(
+            settings.kafka_bootstrap_servers, topics.core_topics(settings.topic_partitions)
+        )
 
     return app
 

@@ -1,5 +1,7 @@
-"""Composition root of the researcher: an HTTP service that will run long multi-call research
-tasks through the edge like any client. For now it serves its health and its schema exists.
+"""Composition root of the researcher.
+
+An HTTP service that will run long multi-call research tasks through the edge like any client.
+For now it serves its health and its schema exists.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
+import uvicorn
 from litestar import Litestar, Request, get
 from pydantic_settings import SettingsConfigDict
 
@@ -57,9 +60,12 @@ def create_app(settings: ResearcherSettings) -> Litestar:
 
 def main() -> None:
     """Entry point: ``python -m tollway.researcher``."""
-    import uvicorn
-
     settings = ResearcherSettings()
     configure_logging("researcher", settings.log_level, settings.log_json)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+    )

@@ -75,8 +75,14 @@ async def call_openai_chat(
 
 
 def _failure(outcome: str, error_class: str, started: float) -> UpstreamResult:
-    return UpstreamResult(outcome=outcome, status=None, body=None, usage=Usage(),
-                          latency_ms=_ms(started), error_class=error_class)
+    return UpstreamResult(
+        outcome=outcome,
+        status=None,
+        body=None,
+        usage=Usage(),
+        latency_ms=_ms(started),
+        error_class=error_class,
+    )
 
 
 def _read(response: httpx.Response, started: float) -> UpstreamResult:
@@ -85,22 +91,37 @@ def _read(response: httpx.Response, started: float) -> UpstreamResult:
     try:
         body = response.json()
     except ValueError:
-        return UpstreamResult(outcome="protocol_error", status=response.status_code, body=None,
-                              usage=Usage(), latency_ms=latency, error_class="invalid_json",
-                              upstream_request_id=upstream_id)
+        return UpstreamResult(
+            outcome="protocol_error",
+            status=response.status_code,
+            body=None,
+            usage=Usage(),
+            latency_ms=latency,
+            error_class="invalid_json",
+            upstream_request_id=upstream_id,
+        )
     if not isinstance(body, dict):
         body = {"value": body}
     if response.status_code >= 400:
         retry_after = response.headers.get("retry-after")
         return UpstreamResult(
-            outcome="http_error", status=response.status_code, body=body, usage=openai_usage(body),
-            latency_ms=latency, error_class=f"http_{response.status_code}",
+            outcome="http_error",
+            status=response.status_code,
+            body=body,
+            usage=openai_usage(body),
+            latency_ms=latency,
+            error_class=f"http_{response.status_code}",
             upstream_request_id=upstream_id,
             retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
         )
-    return UpstreamResult(outcome="ok", status=response.status_code, body=body,
-                          usage=openai_usage(body), latency_ms=latency,
-                          upstream_request_id=upstream_id)
+    return UpstreamResult(
+        outcome="ok",
+        status=response.status_code,
+        body=body,
+        usage=openai_usage(body),
+        latency_ms=latency,
+        upstream_request_id=upstream_id,
+    )
 
 
 def _ms(started: float) -> int:

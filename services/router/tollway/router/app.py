@@ -29,23 +29,27 @@ async def serve(settings: RouterSettings) -> None:
         async with pool.acquire() as conn:
             await apply_migrations(conn, "router", "tollway.router")
         await channels.refresh()
-        await ensure_topics(settings.kafka_bootstrap_servers,
-                            topics.core_topics(settings.topic_partitions))
+        await ensure_topics(
+            settings.kafka_bootstrap_servers, topics.core_topics(settings.topic_partitions)
+        )
         producer = new_producer(settings.kafka_bootstrap_servers, "router")
         consumer = AIOKafkaConsumer(
-            topics.AUTHORIZED, bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=settings.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=5,
+            topics.AUTHORIZED,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=5,
         )
         await producer.start()
         await consumer.start()
         try:
-            router = Router(channels, RetryPolicy(settings.attempts_per_channel,
-                                                  settings.backoff_ms))
+            router = Router(
+                channels, RetryPolicy(settings.attempts_per_channel, settings.backoff_ms)
+            )
             worker = RouterWorker(consumer, producer, router, settings.max_in_flight)
             log.info("router_started", group=settings.group_id)
-            await run_until_signalled(worker.run(),
-                                      channels.run(settings.channel_refresh_seconds))
+            await run_until_signalled(worker.run(), channels.run(settings.channel_refresh_seconds))
         finally:
             await consumer.stop()
             await producer.stop()

@@ -1,5 +1,7 @@
-"""The router's view of channels (base URL, adapter, secret, timeout), cached from Postgres and
-refreshed periodically; one pooled keep-alive HTTP client per channel with a concurrency cap.
+"""The router's view of channels: base URL, adapter, secret, timeout.
+
+Cached from Postgres and refreshed periodically; one pooled keep-alive HTTP client per channel
+with a concurrency cap.
 """
 
 from __future__ import annotations
@@ -55,12 +57,18 @@ class ChannelCache:
         for row in rows:
             old = self._channels.get(row["id"])
             same = old is not None and (old.base_url, old.timeout_ms, old.max_concurrency) == (
-                row["base_url"], row["timeout_ms"], row["max_concurrency"])
+                row["base_url"],
+                row["timeout_ms"],
+                row["max_concurrency"],
+            )
             client = old.client if same and old else _client(row["base_url"], row["timeout_ms"])
             slots = old.slots if same and old else asyncio.Semaphore(row["max_concurrency"])
             fresh[row["id"]] = Channel(**dict(row), client=client, slots=slots)
-        stale = [c.client for k, c in self._channels.items()
-                 if k not in fresh or fresh[k].client is not c.client]
+        stale = [
+            c.client
+            for k, c in self._channels.items()
+            if k not in fresh or fresh[k].client is not c.client
+        ]
         self._channels = fresh
         for client in stale:
             await client.aclose()

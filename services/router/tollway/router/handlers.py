@@ -1,5 +1,7 @@
-"""Executing a route plan: try the covered candidates in order, retry what is retryable, record
-every attempt, answer the client and tell the ledger which attempt (if any) served.
+"""Executing a route plan.
+
+Try the covered candidates in order, retry what is retryable, record every attempt, answer the
+client and tell the ledger which attempt (if any) served.
 
 Event ids are derived from the authorization's id, so a redelivered authorization (the router
 crashed before committing its offset) re-emits the same ids and the ledger applies them once.
@@ -25,6 +27,7 @@ from tollway.events.gateway import (
     RequestFinished,
 )
 from tollway.events.ids import derived_id
+from tollway.events.pricing import Usage
 from tollway.router.adapters import UpstreamResult, call_openai_chat
 
 if TYPE_CHECKING:
@@ -72,8 +75,11 @@ class Router:
         return self._emits(env, attempts, served, last)
 
     async def _try_candidate(
-        self, env: Envelope[RequestAuthorized], candidate: Candidate,
-        attempts: list[AttemptFinished], last: UpstreamResult | None,
+        self,
+        env: Envelope[RequestAuthorized],
+        candidate: Candidate,
+        attempts: list[AttemptFinished],
+        last: UpstreamResult | None,
     ) -> tuple[UpstreamResult | None, UpstreamResult | None]:
         deadline = env.payload.request.deadline_at
         for n in range(self._policy.attempts_per_channel):
@@ -95,39 +101,54 @@ class Router:
     ) -> UpstreamResult:
         channel = self._channels.get(candidate.channel_id)
         if channel is None:
-            return UpstreamResult(outcome="connect_error", status=None, body=None,
-                                  usage=_zero(), latency_ms=0, error_class="channel_unavailable")
+            return UpstreamResult(
+                outcome="connect_error",
+                status=None,
+                body=None,
+                usage=_zero(),
+                latency_ms=0,
+                error_class="channel_unavailable",
+            )
         timeout = min(remaining, channel.timeout_ms / 1000)
-        return await call_openai_chat(channel, env.payload.request.body,
-                                      candidate.upstream_model, timeout)
+        return await call_openai_chat(
+            channel, env.payload.request.body, candidate.upstream_model, timeout
+        )
 
     def _emits(
-        self, env: Envelope[RequestAuthorized], attempts: list[AttemptFinished],
-        served: UpstreamResult | None, last: UpstreamResult | None,
+        self,
+        env: Envelope[RequestAuthorized],
+        attempts: list[AttemptFinished],
+        served: UpstreamResult | None,
+        last: UpstreamResult | None,
     ) -> list[Emit]:
         auth = env.payload
         req = auth.request
         status, body = _reply_body(req.catalog_model, req.request_id, attempts, served, last)
         finished = RequestFinished(
-            request_id=req.request_id, account_id=req.account_id, hold_id=auth.hold_id,
+            request_id=req.request_id,
+            account_id=req.account_id,
+            hold_id=auth.hold_id,
             served_attempt=attempts[-1].attempt if served is not None else None,
-            status=status, attempts=len(attempts),
+            status=status,
+            attempts=len(attempts),
         )
-        usage = [Emit(topics.USAGE, req.account_id, _derive(env, a, f"attempt:{a.attempt}"))
-                 for a in attempts]
+        usage = [
+            Emit(topics.USAGE, req.account_id, _derive(env, a, f"attempt:{a.attempt}"))
+            for a in attempts
+        ]
         usage.append(Emit(topics.USAGE, req.account_id, _derive(env, finished, "finished")))
         reply = ReplyFinal(request_id=req.request_id, status=status, body=body)
-        return [Emit(topics.replies_topic(req.edge_id), req.request_id,
-                     _derive(env, reply, "reply")), *usage]
+        return [
+            Emit(topics.replies_topic(req.edge_id), req.request_id, _derive(env, reply, "reply")),
+            *usage,
+        ]
 
 
 def _derive(cause: Envelope[Any], payload: Payload, salt: str) -> Envelope[Payload]:
     return make(payload, trace=cause.trace, event_id=derived_id(cause.id, salt))
 
 
-def _zero() -> Any:
-    from tollway.events.pricing import Usage
-
+def _zero() -> Usage:
     return Usage()
 
 
@@ -143,18 +164,31 @@ def _attempt_event(
 ) -> AttemptFinished:
     req = env.payload.request
     return AttemptFinished(
-        request_id=req.request_id, account_id=req.account_id, attempt=number,
-        channel_id=candidate.channel_id, channel=candidate.channel, brand=candidate.brand,
-        route_type=candidate.route_type, bucket=candidate.bucket,
-        upstream_model=candidate.upstream_model, price=candidate.price, outcome=result.outcome,
-        status=result.status, error_class=result.error_class, latency_ms=result.latency_ms,
-        usage=result.usage, upstream_request_id=result.upstream_request_id,
+        request_id=req.request_id,
+        account_id=req.account_id,
+        attempt=number,
+        channel_id=candidate.channel_id,
+        channel=candidate.channel,
+        brand=candidate.brand,
+        route_type=candidate.route_type,
+        bucket=candidate.bucket,
+        upstream_model=candidate.upstream_model,
+        price=candidate.price,
+        outcome=result.outcome,
+        status=result.status,
+        error_class=result.error_class,
+        latency_ms=result.latency_ms,
+        usage=result.usage,
+        upstream_request_id=result.upstream_request_id,
     )
 
 
 def _reply_body(
-    catalog_model: str, request_id: str, attempts: list[AttemptFinished],
-    served: UpstreamResult | None, last: UpstreamResult | None,
+    catalog_model: str,
+    request_id: str,
+    attempts: list[AttemptFinished],
+    served: UpstreamResult | None,
+    last: UpstreamResult | None,
 ) -> tuple[int, dict[str, Any]]:
     if served is not None and served.body is not None:
         return 200, {**served.body, "model": catalog_model}

@@ -13,7 +13,6 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
@@ -22,7 +21,7 @@ from tollway.events.envelope import UnknownEventTypeError, decode, encode
 from tollway.events.gateway import RequestAuthorized
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaProducer
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from tollway.router.handlers import Router
 
@@ -46,7 +45,10 @@ class RouterWorker:
     """Pulls authorized requests and runs each as its own task, bounded by ``max_in_flight``."""
 
     def __init__(
-        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, router: Router,
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        router: Router,
         max_in_flight: int,
     ) -> None:
         """Wire the worker."""
@@ -98,15 +100,19 @@ class RouterWorker:
             return
         structlog.contextvars.bind_contextvars(request_id=env.payload.request.request_id)
         emits = await self._router.execute(env)  # type: ignore[arg-type]
-        futures = [await self._producer.send(e.topic, value=encode(e.envelope),
-                                             key=e.key.encode()) for e in emits]
+        futures = [
+            await self._producer.send(e.topic, value=encode(e.envelope), key=e.key.encode())
+            for e in emits
+        ]
         await asyncio.gather(*futures)
 
     async def _dead_letter(self, message: Any, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"[:500]
         log.error("dead_lettered", topic=message.topic, offset=message.offset, reason=reason)
         await self._producer.send_and_wait(
-            topics.dlq_topic(message.topic), value=message.value, key=message.key,
+            topics.dlq_topic(message.topic),
+            value=message.value,
+            key=message.key,
             headers=[("x-dlq-reason", reason.encode("ascii", "replace"))],
         )
 

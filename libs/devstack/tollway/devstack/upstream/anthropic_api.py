@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+
 from tollway.devstack.upstream.content import (
     Finish,
     ToolChoice,

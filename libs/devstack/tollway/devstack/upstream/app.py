@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
+
 from tollway.devstack.upstream import anthropic_api, openai_api
 from tollway.devstack.upstream.control import CONTROL_PREFIX, handle_control
 from tollway.devstack.upstream.protocol import Api, RenderContext, Reply, UpstreamError, error_body
@@ -73,8 +74,9 @@ ENDPOINTS = {
     "embeddings": Endpoint(
         "embeddings", "POST", Api.OPENAI, openai_api.embeddings, frozenset({BEARER})
     ),
+    # Anthropic SDKs from 2.x send the API key as a bearer token, older ones as x-api-key.
     "messages": Endpoint(
-        "messages", "POST", Api.ANTHROPIC, anthropic_api.messages, frozenset({API_KEY})
+        "messages", "POST", Api.ANTHROPIC, anthropic_api.messages, frozenset({BEARER, API_KEY})
     ),
     "models": Endpoint(
         "models",
@@ -156,7 +158,7 @@ async def _serve(call: Call) -> None:
             "fault_fired",
             channel=call.channel_name,
             kind=str(fault.kind),
-            request_id=call.request_id,
+            request_id=f"up-{call.request_id}",
         )
     if fault is not None and fault.kind in {FaultKind.STATUS, FaultKind.RATE_LIMIT, FaultKind.HANG}:
         await _preempt(call, fault)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 import uvicorn
+
 from tollway.devstack.upstream.app import DEFAULT_CHANNELS, create_app
 from tollway.devstack.upstream.wire import UpstreamCutError
 from tollway.events.logging import configure_logging

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 
 import orjson
 import structlog
+
 from tollway.devstack.upstream.protocol import Api, UpstreamError, error_body, parse_body
 from tollway.devstack.upstream.state import (
     FaultSpec,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+
 from tollway.devstack.upstream.content import (
     Finish,
     ToolChoice,

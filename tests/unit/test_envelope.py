@@ -1,0 +1,69 @@
+"""The envelope's wire format, the type registry and deterministic derived ids."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from tollway.events.envelope import Trace, UnknownEventTypeError, decode, encode, make
+from tollway.events.gateway import TopUpRequested
+from tollway.events.ids import derived_id, new_id
+
+
+def _topup() -> TopUpRequested:
+    return TopUpRequested(
+        account_id="a", bucket="credit", unit="credit", amount_micro=5, idempotency_key="k"
+    )
+
+
+def test_round_trip_keeps_type_payload_and_time() -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    env = make(_topup(), trace=Trace(request_id="req_1"), occurred_at=at)
+
+    back = decode(encode(env))
+
+    assert back == env
+    assert isinstance(back.payload, TopUpRequested)
+    assert back.type == "topup.requested"
+
+
+def test_unknown_type_is_refused_for_the_dead_letter_topic() -> None:
+    raw = orjson.dumps(
+        {
+            "id": "x",
+            "type": "no.such",
+            "version": 1,
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "trace": {},
+            "payload": {},
+        }
+    )
+    with pytest.raises(UnknownEventTypeError):
+        decode(raw)
+
+
+def test_malformed_payload_is_a_validation_error() -> None:
+    env = orjson.loads(encode(make(_topup())))
+    env["payload"]["amount_micro"] = -1
+    with pytest.raises(ValidationError):
+        decode(orjson.dumps(env))
+
+
+def test_new_ids_are_unique_uuid7_and_sort_by_time() -> None:
+    ids = [new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    stamps = [uuid.UUID(i).int >> 80 for i in ids]
+    assert stamps == sorted(stamps)
+
+
+def test_derived_ids_are_deterministic_distinct_and_keep_the_cause_time() -> None:
+    cause = new_id("req_")
+    first = derived_id(cause, "hold")
+    assert first == derived_id(cause, "hold")
+    assert first != derived_id(cause, "settle")
+    assert uuid.UUID(first).int >> 80 == uuid.UUID(cause.removeprefix("req_")).int >> 80

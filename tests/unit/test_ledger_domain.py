@@ -1,0 +1,90 @@
+"""Pure ledger decisions: double entry, hold sizing, settlement caps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tollway.events.gateway import Candidate, RequestReceived
+from tollway.events.ledger import Posting
+from tollway.events.pricing import Price, Usage, cost_micro
+from tollway.ledger import domain
+
+
+def _candidate(name: str, bucket: str, p_in: int, p_out: int) -> Candidate:
+    return Candidate(
+        channel_id=name,
+        channel=name,
+        brand="openai",
+        route_type="direct",
+        bucket=bucket,
+        upstream_model="m",
+        price=Price(input=p_in, output=p_out),
+    )
+
+
+def _request(plan: list[Candidate], est_in: int = 100, max_out: int = 1000) -> RequestReceived:
+    return RequestReceived(
+        request_id="req_1",
+        edge_id="e",
+        account_id="a",
+        key_id="k",
+        project_id="p",
+        catalog_model="m",
+        body={},
+        plan=plan,
+        estimated_input_tokens=est_in,
+        max_output_tokens=max_out,
+        deadline_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_transfer_is_balanced_and_empty_for_zero() -> None:
+    postings = domain.transfer("x", "y", "credit", 7)
+    domain.check_balanced(postings)
+    assert [p.amount for p in postings] == [-7, 7]
+    assert domain.transfer("x", "y", "credit", 0) == []
+
+
+def test_unbalanced_postings_are_refused_per_unit() -> None:
+    postings = [
+        Posting(account="x", unit="credit", amount=-5),
+        Posting(account="y", unit="CNY", amount=5),
+    ]
+    with pytest.raises(domain.UnbalancedPostingsError):
+        domain.check_balanced(postings)
+
+
+def test_hold_covers_the_dearest_candidate_of_the_primary_bucket_only() -> None:
+    plan = [
+        _candidate("a", "credit", 100, 1000),
+        _candidate("b", "credit", 200, 3000),
+        _candidate("c", "wallet", 10**9, 10**9),
+    ]
+    req = _request(plan, est_in=1000, max_out=1000)
+    assert [c.channel for c in domain.hold_candidates(req)] == ["a", "b"]
+    worst = Usage(input_tokens=1000, output_tokens=1000)
+    assert domain.hold_amount(req) == cost_micro(worst, plan[1].price)
+
+
+@given(st.integers(0, 10**9), st.integers(0, 10**9))
+def test_a_hold_is_placed_only_when_available_covers_it(amount: int, available: int) -> None:
+    decision = domain.decide_hold(amount, available, "credit")
+    assert decision.placed == (amount <= available)
+    assert decision.limit in (None, "bucket:credit")
+
+
+@given(st.integers(0, 10**7), st.integers(0, 10**6), st.integers(0, 10**6))
+def test_settlement_never_exceeds_the_hold_and_conserves_it(held: int, i: int, o: int) -> None:
+    s = domain.settle(held, Usage(input_tokens=i, output_tokens=o), Price(input=500, output=900))
+    assert 0 <= s.charged <= held
+    assert s.charged + s.released == held
+    assert s.charged == min(s.cost, held)
+
+
+def test_settling_with_no_served_attempt_releases_everything() -> None:
+    s = domain.settle(1234, None, None)
+    assert (s.cost, s.charged, s.released) == (0, 0, 1234)
