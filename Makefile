@@ -1,6 +1,7 @@
 # Tollway: `make dev` runs the whole system locally; `make test` runs every test.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# Resolved when a recipe runs (after `deps` may have installed it).
+UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
 
 .PHONY: deps dev test test-unit test-integration lint fmt clean

@@ -6,11 +6,23 @@ cd "$(dirname "$0")/../.."
 
 say() { printf '  · %-11s %s\n' "$1" "$2" >&2; }
 
-if ! command -v uv >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/uv" ]; then
+find_uv() {
+  if command -v uv >/dev/null 2>&1; then command -v uv
+  elif [ -x "$HOME/.local/bin/uv" ]; then echo "$HOME/.local/bin/uv"
+  elif python3 -m uv --version >/dev/null 2>&1; then echo "python3 -m uv"
+  fi
+}
+if [ -z "$(find_uv)" ]; then
   say uv "installing from PyPI"
-  python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
+  python3 -m pip install --quiet uv 2>/dev/null \
+    || python3 -m pip install --quiet --user uv 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages uv
 fi
-UV="$(command -v uv 2>/dev/null || echo "$HOME/.local/bin/uv")"
+UV="$(find_uv)"
+if [ -z "$UV" ]; then
+  echo "could not install uv: install it (https://docs.astral.sh/uv/) and run make again" >&2
+  exit 1
+fi
 
 have_postgres() {
   compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || command -v pg_ctl >/dev/null 2>&1
@@ -28,4 +40,4 @@ if [ -z "${DATABASE_URL:-}" ] && ! have_postgres; then
 fi
 
 say python "syncing the locked environment (uv sync --frozen)"
-"$UV" sync --frozen --quiet
+$UV sync --frozen --quiet

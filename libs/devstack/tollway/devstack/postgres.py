@@ -184,6 +184,11 @@ class EmbeddedPostgres:
         if result.returncode != 0 and "already exists" not in result.stderr:
             raise RuntimeError(f"could not create database {self.database}: {result.stderr}")
 
+    def destroy(self) -> None:
+        """Stop and delete the data directory (throwaway test clusters)."""
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
     def stop(self) -> None:
         """Stop the server quickly (open transactions roll back)."""
         if self.running():

@@ -206,7 +206,9 @@ class Stack:
                 proc.wait(timeout=10)
         if self._broker is not None:
             self._broker.stop()
-        if self._postgres is not None:
+        if self._postgres is not None and self.config.fast_unsafe:
+            self._postgres.destroy()
+        elif self._postgres is not None:
             self._postgres.stop()
         for out in self._logs:
             out.close()

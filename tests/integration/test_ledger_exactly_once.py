@@ -1,0 +1,166 @@
+"""The ledger applies every event exactly once over at-least-once delivery, survives kill -9,
+and keeps double entry: postings sum to zero per unit and balances equal their postings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from tests.conftest import wait_for
+from tollway.events import topics
+from tollway.events.envelope import Envelope, encode, make
+from tollway.events.gateway import TopUpRequested
+
+pytestmark = pytest.mark.integration
+
+
+def _topup(account: str, micro: int, key: str | None = None) -> Envelope[TopUpRequested]:
+    return make(
+        TopUpRequested(
+            account_id=account,
+            bucket="credit",
+            unit="credit",
+            amount_micro=micro,
+            idempotency_key=key or uuid.uuid4().hex,
+        )
+    )
+
+
+async def _publish(bootstrap: str, envelopes: list[Envelope[Any]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topics.REQUESTS, value=encode(e), key=e.payload.account_id.encode())
+            for e in envelopes
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _fetchval(dsn: str, sql: str, *args: Any) -> Any:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(sql, *args)
+    finally:
+        await conn.close()
+
+
+def _balance(stack: Any, account: str) -> int:
+    value = asyncio.run(
+        _fetchval(
+            stack.dsn,
+            "SELECT amount FROM ledger.balances WHERE account = $1 AND unit = 'credit'",
+            f"{account}/credit",
+        )
+    )
+    return int(value or 0)
+
+
+def _journal_count(stack: Any, account_prefix: str, event_type: str) -> int:
+    return int(
+        asyncio.run(
+            _fetchval(
+                stack.dsn,
+                "SELECT count(*) FROM ledger.journal WHERE account_id LIKE $1 AND type = $2",
+                f"{account_prefix}%",
+                event_type,
+            )
+        )
+    )
+
+
+def test_redelivered_events_are_applied_once(stack) -> None:
+    account = f"dup-{uuid.uuid4().hex[:8]}"
+    once = _topup(account, 1_500_000)
+    asyncio.run(_publish(stack.bootstrap, [once, once, once, _topup(account, 1)]))
+
+    wait_for(lambda: _journal_count(stack, account, "ledger.topped_up") == 2, what="top-ups")
+    marker = _topup(account, 2)  # applied after the duplicates on the same partition
+    asyncio.run(_publish(stack.bootstrap, [once, marker]))
+    wait_for(lambda: _journal_count(stack, account, "ledger.topped_up") == 3, what="marker")
+
+    assert _balance(stack, account) == 1_500_003
+
+
+def test_idempotency_key_reused_with_another_amount_is_refused(stack) -> None:
+    account = f"idem-{uuid.uuid4().hex[:8]}"
+    asyncio.run(
+        _publish(
+            stack.bootstrap,
+            [_topup(account, 100, "k1"), _topup(account, 100, "k1"), _topup(account, 999, "k1")],
+        )
+    )
+
+    wait_for(lambda: _journal_count(stack, account, "ledger.topup_refused") == 1, what="refusal")
+    assert _journal_count(stack, account, "ledger.topped_up") == 1
+    assert _balance(stack, account) == 100
+
+
+def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(stack) -> None:
+    prefix = f"crash-{uuid.uuid4().hex[:6]}-"
+    accounts = [f"{prefix}{i}" for i in range(16)]
+    events = [_topup(accounts[i % 16], 1000 + i) for i in range(3000)]
+    expected = dict.fromkeys(accounts, 0)
+    for e in events:
+        expected[e.payload.account_id] += e.payload.amount_micro
+    asyncio.run(_publish(stack.bootstrap, events))
+
+    applied = wait_for(
+        lambda: _journal_count(stack, prefix, "ledger.topped_up") or None,
+        what="the ledger to start applying",
+    )
+    stack.kill("ledger", signal.SIGKILL)
+    assert applied < len(events), "the ledger finished before it could be killed"
+    stack.spawn("ledger", ["-m", "tollway.ledger"])
+
+    wait_for(
+        lambda: _journal_count(stack, prefix, "ledger.topped_up") == len(events),
+        timeout=90,
+        what="every top-up after the restart",
+    )
+    assert {a: _balance(stack, a) for a in accounts} == expected
+
+
+def test_postings_are_append_only(stack) -> None:
+    for statement in (
+        "UPDATE ledger.postings SET amount = amount + 1",
+        "DELETE FROM ledger.postings",
+        "UPDATE ledger.journal SET type = 'x'",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            asyncio.run(_fetchval(stack.dsn, statement))
+
+
+def test_postings_balance_per_unit_and_balances_equal_their_postings(stack) -> None:
+    unbalanced = asyncio.run(
+        _fetchval(
+            stack.dsn,
+            """
+        SELECT count(*) FROM (SELECT event_id, unit FROM ledger.postings
+                              GROUP BY event_id, unit HAVING sum(amount) <> 0) AS bad""",
+        )
+    )
+    drift = asyncio.run(
+        _fetchval(
+            stack.dsn,
+            """
+        SELECT count(*) FROM ledger.balances b
+        FULL JOIN (SELECT account, unit, sum(amount) AS total FROM ledger.postings
+                   GROUP BY account, unit) p USING (account, unit)
+        WHERE coalesce(b.amount, 0) <> coalesce(p.total, 0)""",
+        )
+    )
+    total = asyncio.run(_fetchval(stack.dsn, "SELECT count(*) FROM ledger.postings"))
+
+    assert total > 0
+    assert unbalanced == 0
+    assert drift == 0
