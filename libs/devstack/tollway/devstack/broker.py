@@ -43,6 +43,12 @@ def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
             time.sleep(0.05)
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on ``127.0.0.1:port``."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago (for throwaway test stacks)."""
     with socket.socket() as sock:
@@ -67,6 +73,11 @@ class EmbeddedBroker:
     def start(self) -> str:
         """Start the broker and wait until it accepts connections."""
         url = f"tcp://127.0.0.1:{self.port}"
+        if not port_is_free(self.port):
+            raise RuntimeError(
+                f"port {self.port} is already in use (another Tollway stack still running?):"
+                " stop it, or choose another port (TOLLWAY_DEV_BROKER_PORT)."
+            )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self._proc = subprocess.Popen(  # noqa: S603 - our bundled binary, fixed arguments

@@ -102,5 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nStopping…", file=sys.stderr)  # noqa: T201
     finally:
+        # Ctrl-C reaches us twice (from the terminal and forwarded by `uv run`): once stopping,
+        # further interrupts must not abandon the servers half-stopped.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         stack.stop()
     return 0

@@ -22,7 +22,7 @@ import asyncpg
 import httpx
 import structlog
 
-from tollway.devstack.broker import EmbeddedBroker, wait_for_port
+from tollway.devstack.broker import EmbeddedBroker, port_is_free, wait_for_port
 from tollway.devstack.postgres import EmbeddedPostgres
 from tollway.events import topics
 from tollway.runtime.kafka import ensure_topics
@@ -88,6 +88,16 @@ class Stack:
     def start_infra(self) -> None:
         """Postgres and the broker (or the configured ones), migrations and topics."""
         cfg = self.config
+        busy = [
+            p
+            for p in (cfg.edge_port, cfg.upstream_port, cfg.researcher_port)
+            if not port_is_free(p)
+        ]
+        if busy:
+            raise RuntimeError(
+                f"ports already in use: {busy} (another Tollway stack still"
+                " running?): stop it or choose other TOLLWAY_DEV_*_PORT values."
+            )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         fresh_broker = cfg.kafka_bootstrap is None
         if cfg.database_url:
