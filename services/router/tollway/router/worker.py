@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -41,6 +42,28 @@ class _PartitionProgress:
         return self.done_max + 1 if self.done_max >= 0 else None
 
 
+class RecentIds:
+    """The last ``size`` event ids seen, so a redelivered authorization is not served twice.
+
+    The outbox relay may publish a row again after a partial failure; the ledger dedupes
+    usage by id, but a second upstream call would still cost the operator money.
+    """
+
+    def __init__(self, size: int = 100_000) -> None:
+        """Remember up to ``size`` ids."""
+        self._size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, event_id: str) -> bool:
+        """Record ``event_id``; False when it was already seen."""
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        return True
+
+
 class RouterWorker:
     """Pulls authorized requests and runs each as its own task, bounded by ``max_in_flight``."""
 
@@ -58,6 +81,7 @@ class RouterWorker:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._progress: dict[TopicPartition, _PartitionProgress] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._seen = RecentIds()
 
     async def run(self) -> None:
         """Consume until cancelled; commits run every 100 ms."""
@@ -96,7 +120,7 @@ class RouterWorker:
         except (UnknownEventTypeError, ValidationError, ValueError) as exc:
             await self._dead_letter(message, exc)
             return
-        if not isinstance(env.payload, RequestAuthorized):
+        if not isinstance(env.payload, RequestAuthorized) or not self._seen.first_time(env.id):
             return
         structlog.contextvars.bind_contextvars(request_id=env.payload.request.request_id)
         emits = await self._router.execute(env)  # type: ignore[arg-type]
