@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.conftest import wait_for
 from tollway.events import topics
@@ -164,3 +164,53 @@ def test_postings_balance_per_unit_and_balances_equal_their_postings(stack) -> N
     assert total > 0
     assert unbalanced == 0
     assert drift == 0
+
+
+async def _dead_letters(bootstrap: str, topic: str) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        await consumer.seek_to_beginning(partition)
+        batch = await consumer.getmany(partition, timeout_ms=1000)
+        return list(batch.get(partition, []))
+    finally:
+        await consumer.stop()
+
+
+def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_partition_moves_on(stack) -> None:
+    account = f"poison-{uuid.uuid4().hex[:8]}"
+    marker = uuid.uuid4().hex
+
+    async def publish_poison() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                topics.REQUESTS, value=f"not json {marker}".encode(), key=account.encode()
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish_poison())
+    asyncio.run(_publish(stack.bootstrap, [_topup(account, 42)]))
+
+    wait_for(lambda: _balance(stack, account) == 42, what="the top-up behind the poison")
+    dead = wait_for(
+        lambda: [
+            m
+            for m in asyncio.run(_dead_letters(stack.bootstrap, topics.dlq_topic(topics.REQUESTS)))
+            if marker.encode() in m.value
+        ],
+        what="the poison message in the DLQ",
+    )
+    [message] = dead
+    assert message.key == account.encode()
+    reason = dict(message.headers)["x-dlq-reason"].decode()
+    assert "JSON" in reason or "json" in reason
