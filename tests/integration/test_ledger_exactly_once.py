@@ -10,13 +10,15 @@ import uuid
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.conftest import wait_for
 from tollway.events import topics
 from tollway.events.envelope import Envelope, encode, make
-from tollway.events.gateway import TopUpRequested
+from tollway.events.gateway import RequestFinished, TopUpRequested
+from tollway.events.pricing import Price, Usage
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +35,14 @@ def _topup(account: str, micro: int, key: str | None = None) -> Envelope[TopUpRe
     )
 
 
-async def _publish(bootstrap: str, envelopes: list[Envelope[Any]]) -> None:
+async def _publish(
+    bootstrap: str, envelopes: list[Envelope[Any]], topic: str = topics.REQUESTS
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
         futures = [
-            await producer.send(topics.REQUESTS, value=encode(e), key=e.payload.account_id.encode())
+            await producer.send(topic, value=encode(e), key=e.payload.account_id.encode())
             for e in envelopes
         ]
         await asyncio.gather(*futures)
@@ -214,3 +218,56 @@ def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_partition_moves_
     assert message.key == account.encode()
     reason = dict(message.headers)["x-dlq-reason"].decode()
     assert "JSON" in reason or "json" in reason
+
+
+def test_a_second_finish_for_a_settled_hold_moves_no_money(stack, tenant_factory) -> None:
+    tenant = tenant_factory({"credit": "5"})
+    headers = {"authorization": f"Bearer {tenant.api_key}"}
+    answer = httpx.post(
+        f"{stack.edge_url}/v1/chat/completions",
+        headers=headers,
+        timeout=30,
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert answer.status_code == 200
+    request_id = answer.headers["x-request-id"]
+
+    def settled() -> dict[str, Any] | None:
+        body = httpx.get(f"{stack.edge_url}/v1/receipts/{request_id}", headers=headers).json()
+        return body if body.get("status") == "settled" else None
+
+    receipt = wait_for(settled, what="the settlement")
+    balance_after = _balance(stack, tenant.account_id)
+    forged = make(
+        RequestFinished(
+            request_id=request_id,
+            account_id=tenant.account_id,
+            hold_id=receipt["hold"]["hold_id"],
+            served_attempt=1,
+            served_channel_id="openai-direct",
+            usage=Usage(output_tokens=10**6),
+            price=Price(input=0, output=10**6),
+            status=200,
+            attempts=1,
+        )
+    )
+    asyncio.run(_publish(stack.bootstrap, [forged], topics.USAGE))
+
+    wait_for(
+        lambda: asyncio.run(
+            _fetchval(
+                stack.dsn, "SELECT 1 FROM ledger.applied_events WHERE event_id = $1", forged.id
+            )
+        ),
+        what="the ledger to consume the forged finish",
+    )
+    assert _balance(stack, tenant.account_id) == balance_after
+    settlements = asyncio.run(
+        _fetchval(
+            stack.dsn,
+            "SELECT count(*) FROM ledger.journal WHERE type = 'ledger.hold_settled'"
+            " AND body -> 'payload' ->> 'request_id' = $1",
+            request_id,
+        )
+    )
+    assert settlements == 1

@@ -88,3 +88,17 @@ def test_settlement_never_exceeds_the_hold_and_conserves_it(held: int, i: int, o
 def test_settling_with_no_served_attempt_releases_everything() -> None:
     s = domain.settle(1234, None, None)
     assert (s.cost, s.charged, s.released) == (0, 0, 1234)
+
+
+def test_closing_postings_empty_the_hold_into_revenue_and_the_bucket() -> None:
+    s = domain.Settlement(cost=70, charged=70, released=30)
+    postings = domain.closing_postings("a", "credit", "credit", s, "chan-1")
+    domain.check_balanced(postings)
+    moved = {p.account: p.amount for p in postings if p.amount > 0}
+    assert moved == {"system/revenue/chan-1": 70, "a/credit": 30}
+    assert sum(p.amount for p in postings if p.account == "a/credit/held") == -100
+
+
+def test_a_charge_without_the_channel_that_earned_it_is_refused() -> None:
+    with pytest.raises(ValueError, match="channel"):
+        domain.closing_postings("a", "credit", "credit", domain.Settlement(5, 5, 0), None)

@@ -120,13 +120,7 @@ class AttemptFinished(Payload):
     request_id: str
     account_id: str
     attempt: int = Field(ge=1)
-    channel_id: str
-    channel: str
-    brand: str
-    route_type: RouteType
-    bucket: str
-    upstream_model: str
-    price: Price
+    candidate: Candidate
     outcome: AttemptOutcome
     status: int | None = None
     error_class: str | None = None
@@ -140,8 +134,9 @@ class AttemptFinished(Payload):
 class RequestFinished(Payload):
     """The router is done with a request: which attempt (if any) produced the answer.
 
-    Published after every ``AttemptFinished`` of the request on the same partition, so the
-    ledger has seen all attempts when it settles.
+    Published after every ``AttemptFinished`` of the request on the same partition. It carries
+    the served attempt's channel, tokens and price itself, so the charge is computed from this
+    event alone and never depends on a projection having seen the attempt.
     """
 
     TYPE = "request.finished"
@@ -150,5 +145,13 @@ class RequestFinished(Payload):
     account_id: str
     hold_id: str
     served_attempt: int | None = None
+    served_channel_id: str | None = None
+    usage: Usage = Usage()
+    price: Price | None = None
     status: int
     attempts: int = Field(ge=0)
+
+    @property
+    def served(self) -> bool:
+        """An attempt produced the delivered answer, and it is billable."""
+        return self.served_attempt is not None and self.price is not None

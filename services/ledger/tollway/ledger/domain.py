@@ -113,3 +113,16 @@ def settle(held: int, usage: Usage | None, price: Price | None) -> Settlement:
     cost = cost_micro(usage, price) if usage is not None and price is not None else 0
     charged = min(cost, held)
     return Settlement(cost=cost, charged=charged, released=held - charged)
+
+
+def closing_postings(
+    account_id: str, bucket: str, unit: str, settlement: Settlement, channel_id: str | None
+) -> list[Posting]:
+    """Empty the hold: the charge to the serving channel's revenue, the rest back to the bucket."""
+    held = held_account(account_id, bucket)
+    if settlement.charged and channel_id is None:
+        raise ValueError("a charge needs the channel that earned it")
+    return [
+        *transfer(held, revenue_account(channel_id or ""), unit, settlement.charged),
+        *transfer(held, bucket_account(account_id, bucket), unit, settlement.released),
+    ]

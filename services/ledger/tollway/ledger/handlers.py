@@ -247,7 +247,7 @@ async def record_attempt(conn: asyncpg.Connection, env: Envelope[AttemptFinished
     if receipt is None:
         log.warning("attempt_without_receipt", request_id=attempt.request_id)
         return
-    receipts.add_attempt(receipt, attempt, cost_micro(attempt.usage, attempt.price))
+    receipts.add_attempt(receipt, attempt, cost_micro(attempt.usage, attempt.candidate.price))
     await store.update_receipt(conn, attempt.request_id, receipt["status"], receipt)
 
 
@@ -255,59 +255,44 @@ async def finish(conn: asyncpg.Connection, env: Envelope[RequestFinished]) -> li
     """Settle the hold to the served attempt's cost, or release it when nothing was served."""
     fin = env.payload
     hold = await store.get_hold(conn, fin.hold_id)
-    receipt = await store.get_receipt(conn, fin.request_id)
-    if hold is None or receipt is None or hold["status"] != "open":
+    if hold is None or hold["status"] != "open":
         log.warning("finish_without_open_hold", request_id=fin.request_id)
         return []
-    served = receipts.served_attempt(receipt, fin.served_attempt)
-    journal_env = _settlement(env, hold, served)
-    closed = "settled" if isinstance(journal_env.payload, HoldSettled) else "released"
+    journal_env = _settlement(env, hold)
+    closed = "settled" if fin.served else "released"
     await store.close_hold(conn, fin.hold_id, closed, env.occurred_at)
     out = await _journal(conn, journal_env)
-    available = await store.balance(
-        conn, domain.bucket_account(hold["account_id"], hold["bucket"]), hold["unit"]
-    )
-    receipts.finished(receipt, journal_env.payload, fin, available)
-    await store.update_receipt(conn, fin.request_id, closed, receipt)
+    receipt = await store.get_receipt(conn, fin.request_id)
+    if receipt is not None:
+        available = await store.balance(
+            conn, domain.bucket_account(hold["account_id"], hold["bucket"]), hold["unit"]
+        )
+        receipts.finished(receipt, journal_env.payload, fin, available)
+        await store.update_receipt(conn, fin.request_id, closed, receipt)
     return [out]
 
 
-def _settlement(
-    env: Envelope[RequestFinished], hold: dict[str, Any], served: dict[str, Any] | None
-) -> Envelope[Payload]:
+def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelope[Payload]:
     fin = env.payload
     account, bucket, unit = hold["account_id"], hold["bucket"], hold["unit"]
-    held_acct = domain.held_account(account, bucket)
-    if served is None:
-        released = HoldReleased(
-            account_id=account,
-            cause_id=env.id,
-            hold_id=fin.hold_id,
-            request_id=fin.request_id,
-            bucket=bucket,
-            unit=unit,
-            released_micro=hold["amount"],
-            postings=domain.transfer(
-                held_acct, domain.bucket_account(account, bucket), unit, hold["amount"]
-            ),
-        )
+    s = domain.settle(hold["amount"], fin.usage if fin.served else None, fin.price)
+    postings = domain.closing_postings(account, bucket, unit, s, fin.served_channel_id)
+    common = {
+        "account_id": account,
+        "cause_id": env.id,
+        "hold_id": fin.hold_id,
+        "request_id": fin.request_id,
+        "bucket": bucket,
+        "unit": unit,
+    }
+    if not fin.served:
+        released = HoldReleased(**common, released_micro=s.released, postings=postings)
         return _emit(env, released, "hold_released")
-    s = domain.settle(hold["amount"], receipts.usage_of(served), receipts.price_of(served))
     settled = HoldSettled(
-        account_id=account,
-        cause_id=env.id,
-        hold_id=fin.hold_id,
-        request_id=fin.request_id,
-        bucket=bucket,
-        unit=unit,
+        **common,
         held_micro=hold["amount"],
         charged_micro=s.charged,
         released_micro=s.released,
-        postings=[
-            *domain.transfer(
-                held_acct, domain.revenue_account(served["channel_id"]), unit, s.charged
-            ),
-            *domain.transfer(held_acct, domain.bucket_account(account, bucket), unit, s.released),
-        ],
+        postings=postings,
     )
     return _emit(env, settled, "hold_settled")

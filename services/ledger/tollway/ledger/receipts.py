@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tollway.events.ledger import HoldReleased, HoldSettled
-from tollway.events.pricing import Price, Usage
+from tollway.events.pricing import cost_micro
 
 if TYPE_CHECKING:
     from tollway.events.envelope import Envelope, Payload
@@ -83,19 +83,13 @@ def add_attempt(receipt: dict[str, Any], attempt: AttemptFinished, cost: int) ->
     """Append one upstream attempt, in attempt order, and recount retries and fallback."""
     entry = {
         "attempt": attempt.attempt,
-        "channel_id": attempt.channel_id,
-        "channel": attempt.channel,
-        "brand": attempt.brand,
-        "route_type": attempt.route_type,
-        "bucket": attempt.bucket,
-        "upstream_model": attempt.upstream_model,
+        **attempt.candidate.model_dump(mode="json", exclude={"tier"}),
         "outcome": attempt.outcome,
         "status": attempt.status,
         "error_class": attempt.error_class,
         "latency_ms": attempt.latency_ms,
         "ttft_ms": attempt.ttft_ms,
         "usage": attempt.usage.model_dump(),
-        "price": attempt.price.model_dump(),
         "cost_micro": cost,
         "upstream_request_id": attempt.upstream_request_id,
     }
@@ -115,16 +109,6 @@ def served_attempt(receipt: dict[str, Any], attempt: int | None) -> dict[str, An
     return next((a for a in receipt["attempts"] if a["attempt"] == attempt), None)
 
 
-def usage_of(attempt: dict[str, Any]) -> Usage:
-    """The tokens an attempt reported."""
-    return Usage.model_validate(attempt["usage"])
-
-
-def price_of(attempt: dict[str, Any]) -> Price:
-    """The price the attempt's channel charged at the time."""
-    return Price.model_validate(attempt["price"])
-
-
 def finished(
     receipt: dict[str, Any], settlement: Payload, fin: RequestFinished, available: int
 ) -> None:
@@ -140,9 +124,9 @@ def finished(
             "released_micro": settlement.released_micro,
         }
         receipt["charged_micro"] = settlement.charged_micro
-        receipt["cost_micro"] = served["cost_micro"] if served else 0
-        receipt["served_by"] = served["channel"] if served else None
-        receipt["usage"] = served["usage"] if served else None
+        receipt["cost_micro"] = cost_micro(fin.usage, fin.price) if fin.price else 0
+        receipt["served_by"] = served["channel"] if served else fin.served_channel_id
+        receipt["usage"] = fin.usage.model_dump()
     elif isinstance(settlement, HoldReleased):
         receipt["status"] = "released"
         receipt["hold"] = {

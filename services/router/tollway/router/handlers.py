@@ -128,7 +128,7 @@ class Router:
             request_id=req.request_id,
             account_id=req.account_id,
             hold_id=auth.hold_id,
-            served_attempt=attempts[-1].attempt if served is not None else None,
+            **_served_fields(attempts[-1] if served is not None else None),
             status=status,
             attempts=len(attempts),
         )
@@ -142,6 +142,17 @@ class Router:
             Emit(topics.replies_topic(req.edge_id), req.request_id, _derive(env, reply, "reply")),
             *usage,
         ]
+
+
+def _served_fields(attempt: AttemptFinished | None) -> dict[str, Any]:
+    if attempt is None:
+        return {}
+    return {
+        "served_attempt": attempt.attempt,
+        "served_channel_id": attempt.candidate.channel_id,
+        "usage": attempt.usage,
+        "price": attempt.candidate.price,
+    }
 
 
 def _derive(cause: Envelope[Any], payload: Payload, salt: str) -> Envelope[Payload]:
@@ -167,13 +178,7 @@ def _attempt_event(
         request_id=req.request_id,
         account_id=req.account_id,
         attempt=number,
-        channel_id=candidate.channel_id,
-        channel=candidate.channel,
-        brand=candidate.brand,
-        route_type=candidate.route_type,
-        bucket=candidate.bucket,
-        upstream_model=candidate.upstream_model,
-        price=candidate.price,
+        candidate=candidate,
         outcome=result.outcome,
         status=result.status,
         error_class=result.error_class,
@@ -196,7 +201,7 @@ def _reply_body(
         return last.status, last.body  # the upstream's own client error, passed through
     if last is None:
         return 504, _error("The request's deadline passed before any upstream call.", "timeout")
-    trail = ", ".join(f"#{a.attempt} {a.channel} {a.outcome}" for a in attempts)
+    trail = ", ".join(f"#{a.attempt} {a.candidate.channel} {a.outcome}" for a in attempts)
     return 502, _error(f"Every route failed for request {request_id}: {trail}.", "upstream_failed")
 
 
