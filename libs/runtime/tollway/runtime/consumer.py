@@ -138,7 +138,6 @@ class TransactionalConsumer:
             " SET next_offset = EXCLUDED.next_offset WHERE o.next_offset = $4"
             " RETURNING next_offset"
         )
-        self.applied = 0
 
     async def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
         """Position each assigned partition at the offset stored with the effects."""
@@ -201,7 +200,6 @@ class TransactionalConsumer:
                 )
                 if stored_now is None:
                     raise FencedError(str(tp))
-        self.applied += len(fresh)
 
     async def _handle(self, conn: asyncpg.Connection, records: list[Record]) -> list[Outgoing]:
         if not records:

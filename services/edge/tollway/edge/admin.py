@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 
 from tollway.edge import errors
 from tollway.edge.keys import display_prefix, hash_key, new_key
-from tollway.events import topics
-from tollway.events.envelope import encode, make
+from tollway.edge.publish import publish_request
+from tollway.events.envelope import make
 from tollway.events.gateway import TopUpRequested
 from tollway.events.ids import new_id
 from tollway.events.pricing import to_micro
@@ -129,12 +129,12 @@ async def request_topup(producer: AIOKafkaProducer, data: NewTopUp) -> dict[str,
             reason=data.reason,
         )
     )
-    try:
-        await producer.send_and_wait(
-            topics.REQUESTS, value=encode(env), key=data.account_id.encode()
-        )
-    except Exception as exc:
-        raise errors.DependencyDownError("The event log is unavailable; retry.") from exc
+    await publish_request(
+        producer,
+        data.account_id,
+        env,
+        "Retry with the same idempotency key: it is applied at most once.",
+    )
     return {"event_id": env.id, "amount_micro": micro, "status": "accepted"}
 
 

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
-import uvicorn
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
@@ -19,6 +18,7 @@ from tollway.edge.settings import EdgeSettings
 from tollway.edge.store import EdgeStore
 from tollway.events import topics
 from tollway.events.logging import configure_logging
+from tollway.runtime.http import serve
 from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.migrations import apply_migrations
 
@@ -159,12 +159,4 @@ def main() -> None:
     """Entry point: ``python -m tollway.edge``."""
     settings = EdgeSettings()
     configure_logging("edge", settings.log_level, settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-    )
+    serve(create_app(settings), settings.host, settings.port)

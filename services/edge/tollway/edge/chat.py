@@ -15,8 +15,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tollway.edge import errors
-from tollway.events import topics
-from tollway.events.envelope import Trace, encode, make, utcnow
+from tollway.edge.publish import publish_request
+from tollway.events.envelope import Trace, make, utcnow
 from tollway.events.gateway import ReplyFinal, RequestReceived, RequestRejected
 from tollway.events.ids import new_id
 
@@ -156,7 +156,12 @@ class ChatService:
             event_id=new_id(),
         )
         with self._replies.expect(request_id) as future:
-            await self._publish(key.account_id, env)
+            await publish_request(
+                self._producer,
+                key.account_id,
+                env,
+                f"It may still be served: check GET /v1/receipts/{request_id} before retrying.",
+            )
             try:
                 reply = await asyncio.wait_for(future, self._timeout + 2)
             except TimeoutError:
@@ -164,20 +169,6 @@ class ChatService:
                     f"No answer within {self._timeout:.0f}s for request {request_id}."
                 ) from None
         return _outcome(reply.payload)
-
-    async def _publish(self, account_id: str, env: Any) -> None:
-        try:
-            await asyncio.wait_for(
-                self._producer.send_and_wait(
-                    topics.REQUESTS, value=encode(env), key=account_id.encode()
-                ),
-                timeout=5,
-            )
-        except Exception as exc:
-            raise errors.DependencyDownError(
-                "The event log is unavailable; the request was not accepted (nothing was"
-                " charged). Retry shortly."
-            ) from exc
 
 
 def _outcome(payload: Any) -> tuple[int, dict[str, Any]]:

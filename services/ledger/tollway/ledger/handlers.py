@@ -28,7 +28,6 @@ from tollway.events.ledger import (
     HoldRejected,
     HoldReleased,
     HoldSettled,
-    MoneyEvent,
     ToppedUp,
     TopUpRefused,
 )
@@ -56,9 +55,10 @@ def _emit(cause: Envelope[Any], payload: Payload, salt: str) -> Envelope[Payload
 
 
 async def _journal(conn: asyncpg.Connection, env: Envelope[Any]) -> Outgoing:
-    await store.append(conn, env)
-    event: MoneyEvent = env.payload
-    return Outgoing.of(topics.LEDGER_EVENTS, event.account_id, env)
+    # One serialization serves the journal row and the published message.
+    message = Outgoing.of(topics.LEDGER_EVENTS, env.payload.account_id, env)
+    await store.append(conn, env, message.value)
+    return message
 
 
 class LedgerHandler:

@@ -69,8 +69,8 @@ async def mark_applied(conn: asyncpg.Connection, event_id: str, event_type: str)
     return await conn.fetchval(MARK_APPLIED, event_id, event_type) is not None
 
 
-async def append(conn: asyncpg.Connection, envelope: Envelope[MoneyEvent]) -> None:
-    """Append a journal event with its postings and move the balance projection."""
+async def append(conn: asyncpg.Connection, envelope: Envelope[MoneyEvent], raw: bytes) -> None:
+    """Append a journal event (``raw``: its encoded form) with its postings; move balances."""
     event = envelope.payload
     check_balanced(event.postings)
     await conn.execute(
@@ -80,7 +80,7 @@ async def append(conn: asyncpg.Connection, envelope: Envelope[MoneyEvent]) -> No
         event.account_id,
         event.cause_id,
         envelope.occurred_at,
-        orjson.dumps(envelope.model_dump(mode="json")).decode(),
+        raw.decode(),
     )
     if not event.postings:
         return

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import structlog
-import uvicorn
 from litestar import Litestar, Request, get
 from pydantic_settings import SettingsConfigDict
 
 from tollway.events.logging import configure_logging
 from tollway.events.settings import CommonSettings
+from tollway.runtime.http import serve
 from tollway.runtime.migrations import apply_migrations
 
 if TYPE_CHECKING:
@@ -62,10 +62,4 @@ def main() -> None:
     """Entry point: ``python -m tollway.researcher``."""
     settings = ResearcherSettings()
     configure_logging("researcher", settings.log_level, settings.log_json)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-    )
+    serve(create_app(settings), settings.host, settings.port)

@@ -29,20 +29,12 @@ from tollway.events.gateway import (
 from tollway.events.ids import derived_id
 from tollway.events.pricing import Usage
 from tollway.router.adapters import UpstreamResult, call_openai_chat
+from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
     from tollway.router.channels import ChannelCache
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """A message the router must publish."""
-
-    topic: str
-    key: str
-    envelope: Envelope[Payload]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +53,7 @@ class Router:
         self._channels = channels
         self._policy = policy
 
-    async def execute(self, env: Envelope[RequestAuthorized]) -> list[Emit]:
+    async def execute(self, env: Envelope[RequestAuthorized]) -> list[Outgoing]:
         """Serve one request; return the usage events and the reply, in publishing order."""
         auth = env.payload
         req = auth.request
@@ -120,7 +112,7 @@ class Router:
         attempts: list[AttemptFinished],
         served: UpstreamResult | None,
         last: UpstreamResult | None,
-    ) -> list[Emit]:
+    ) -> list[Outgoing]:
         auth = env.payload
         req = auth.request
         status, body = _reply_body(req.catalog_model, req.request_id, attempts, served, last)
@@ -133,13 +125,15 @@ class Router:
             attempts=len(attempts),
         )
         usage = [
-            Emit(topics.USAGE, req.account_id, _derive(env, a, f"attempt:{a.attempt}"))
+            Outgoing.of(topics.USAGE, req.account_id, _derive(env, a, f"attempt:{a.attempt}"))
             for a in attempts
         ]
-        usage.append(Emit(topics.USAGE, req.account_id, _derive(env, finished, "finished")))
+        usage.append(Outgoing.of(topics.USAGE, req.account_id, _derive(env, finished, "finished")))
         reply = ReplyFinal(request_id=req.request_id, status=status, body=body)
         return [
-            Emit(topics.replies_topic(req.edge_id), req.request_id, _derive(env, reply, "reply")),
+            Outgoing.of(
+                topics.replies_topic(req.edge_id), req.request_id, _derive(env, reply, "reply")
+            ),
             *usage,
         ]
 

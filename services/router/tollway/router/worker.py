@@ -18,7 +18,7 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from tollway.events import topics
-from tollway.events.envelope import UnknownEventTypeError, decode, encode
+from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.gateway import RequestAuthorized
 
 if TYPE_CHECKING:
@@ -125,8 +125,7 @@ class RouterWorker:
         structlog.contextvars.bind_contextvars(request_id=env.payload.request.request_id)
         emits = await self._router.execute(env)  # type: ignore[arg-type]
         futures = [
-            await self._producer.send(e.topic, value=encode(e.envelope), key=e.key.encode())
-            for e in emits
+            await self._producer.send(o.topic, value=o.value, key=o.key.encode()) for o in emits
         ]
         await asyncio.gather(*futures)
 
