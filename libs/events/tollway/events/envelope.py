@@ -8,6 +8,7 @@ class path, so a payload class can move without breaking the log.
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -102,13 +103,30 @@ def decode(raw: bytes) -> Envelope[Payload]:
     """
     data = orjson.loads(raw)
     kind = data.get("type") if isinstance(data, dict) else None
-    cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
+    cls = _registered(kind) if isinstance(kind, str) else None
     if cls is None:
         raise UnknownEventTypeError(f"unknown event type: {kind!r}")
     data["payload"] = cls.model_validate(data.get("payload"))
     return Envelope[Payload].model_validate(data)
 
 
+PAYLOAD_MODULES = ("tollway.events.gateway", "tollway.events.ledger", "tollway.events.limits")
+
+
+def _load_payload_modules() -> None:
+    for module in PAYLOAD_MODULES:
+        importlib.import_module(module)
+
+
+def _registered(kind: str) -> type[Payload] | None:
+    cls = _REGISTRY.get(kind)
+    if cls is None:  # a consumer that never imported the module defining this type
+        _load_payload_modules()
+        cls = _REGISTRY.get(kind)
+    return cls
+
+
 def registered_types() -> dict[str, type[Payload]]:
     """All known payload types by their stable name (for docs and schema export)."""
+    _load_payload_modules()
     return dict(_REGISTRY)

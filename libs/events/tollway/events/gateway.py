@@ -72,9 +72,35 @@ class TopUpRequested(Payload):
     reason: str = ""
 
 
+class HoldGrant(BaseModel):
+    """A hold the ledger placed for one bucket of a plan."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    hold_id: str
+    held_micro: int
+
+
+class BucketRefusal(BaseModel):
+    """A bucket of the plan the ledger would not hold for, and the limit that stopped it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    limit: str
+    message: str = ""
+
+
 @register
 class RequestAuthorized(Payload):
-    """The ledger placed a hold; the router may call upstream (gw.authorized, key: account)."""
+    """The ledger placed a hold; the router may call upstream (gw.authorized, key: account).
+
+    ``hold_id``/``bucket``/``held_micro`` are the primary candidate's hold. A plan whose
+    candidates pay from other buckets (a direct route backed up by a pool route) gets one more
+    hold per bucket in ``extra_holds``, or a ``refused`` entry naming the limit that stopped it;
+    the router only tries candidates whose bucket is held.
+    """
 
     TYPE = "request.authorized"
 
@@ -82,6 +108,12 @@ class RequestAuthorized(Payload):
     hold_id: str
     bucket: str
     held_micro: int
+    extra_holds: list[HoldGrant] = Field(default_factory=list)
+    refused: list[BucketRefusal] = Field(default_factory=list)
+
+    def held_buckets(self) -> set[str]:
+        """Buckets the router may spend from."""
+        return {self.bucket, *(h.bucket for h in self.extra_holds)}
 
 
 @register
@@ -146,6 +178,7 @@ class RequestFinished(Payload):
     hold_id: str
     served_attempt: int | None = None
     served_channel_id: str | None = None
+    served_bucket: str | None = None
     usage: Usage = Usage()
     price: Price | None = None
     status: int

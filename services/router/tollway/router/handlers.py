@@ -144,6 +144,7 @@ def _served_fields(attempt: AttemptFinished | None) -> dict[str, Any]:
     return {
         "served_attempt": attempt.attempt,
         "served_channel_id": attempt.candidate.channel_id,
+        "served_bucket": attempt.candidate.bucket,
         "usage": attempt.usage,
         "price": attempt.candidate.price,
     }

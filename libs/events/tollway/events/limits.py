@@ -1,0 +1,125 @@
+"""Spending limits and task envelopes, and what the limits service tells ops.
+
+Budget and task definitions travel on gw.requests keyed by billing account, so the ledger (the
+one writer per account) applies them in order with the holds they constrain: a hard budget is
+checked in the same transaction that places a hold, and replay reproduces every decision.
+Breakers (compacted ``limits.breakers``) and alerts (``limits.alerts``) are the limits
+service's output.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tollway.events.envelope import Payload, register
+from tollway.events.gateway import RouteType
+
+BudgetScope = Literal["account", "key", "project", "route_type", "channel", "model", "task"]
+BudgetWindow = Literal["minute", "hour", "day", "month", "lifetime"]
+BudgetMode = Literal["hard", "soft"]
+TOKENS = "tokens"
+
+
+@register
+class BudgetSet(Payload):
+    """Create or replace a budget (gw.requests, key: account).
+
+    ``scope_id`` is the key id, project id, route type (``direct``/``pool``), channel id, catalog
+    model or task id the budget covers. ``minute``/``hour`` windows are rolling; ``day``/``month``
+    are calendar windows in ``timezone``. ``unit`` is a bucket's unit (amounts in micro-units of
+    that unit, counting only spend from ``bucket``) or ``tokens`` (input + output tokens).
+    """
+
+    TYPE = "budget.set"
+
+    budget_id: str
+    account_id: str
+    name: str
+    scope: BudgetScope
+    scope_id: str
+    window: BudgetWindow = "lifetime"
+    timezone: str = "UTC"
+    unit: str
+    bucket: str | None = None
+    amount: int = Field(gt=0)
+    mode: BudgetMode = "hard"
+
+
+@register
+class BudgetRemoved(Payload):
+    """Delete a budget (gw.requests, key: account)."""
+
+    TYPE = "budget.removed"
+
+    budget_id: str
+    account_id: str
+
+
+class TaskBudget(BaseModel):
+    """A task's envelope in one bucket: at most ``amount_micro`` spent from ``bucket``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    unit: str
+    amount_micro: int = Field(gt=0)
+
+
+FallbackRule = Literal["any", "same_route_type", "none"]
+
+
+@register
+class TaskOpened(Payload):
+    """A task envelope was opened (gw.requests, key: account).
+
+    Calls carrying ``X-Tollway-Task: <task_id>`` are held against the task's budgets, may only
+    use ``route_types``, and fall back only as ``fallback`` allows (``same_route_type``: never
+    from pool to direct or back; ``none``: only the primary's route type and bucket).
+    """
+
+    TYPE = "task.opened"
+
+    task_id: str
+    account_id: str
+    project_id: str
+    key_id: str
+    name: str = ""
+    budgets: list[TaskBudget] = Field(min_length=1)
+    route_types: list[RouteType] = Field(default_factory=lambda: ["direct", "pool"])
+    fallback: FallbackRule = "any"
+
+
+@register
+class TaskClosed(Payload):
+    """A task was closed: further calls are refused and what it still holds is released."""
+
+    TYPE = "task.closed"
+
+    task_id: str
+    account_id: str
+    reason: str = "closed"
+
+
+@register
+class BudgetThresholdCrossed(Payload):
+    """Spend under a budget crossed 50, 80 or 100 % (ledger.events, key: account).
+
+    Emitted by the ledger, deterministically, when a settlement crosses the line; the limits
+    service turns it into an alert.
+    """
+
+    TYPE = "ledger.budget_threshold_crossed"
+
+    account_id: str
+    budget_id: str
+    name: str
+    scope: BudgetScope
+    scope_id: str
+    mode: BudgetMode
+    unit: str
+    amount: int
+    spent: int
+    percent: int
+    cause_id: str
