@@ -67,6 +67,10 @@ class TaskBudget(BaseModel):
     amount_micro: int = Field(gt=0)
 
 
+def _all_route_types() -> list[RouteType]:
+    return ["direct", "pool"]
+
+
 FallbackRule = Literal["any", "same_route_type", "none"]
 
 
@@ -87,7 +91,7 @@ class TaskOpened(Payload):
     key_id: str
     name: str = ""
     budgets: list[TaskBudget] = Field(min_length=1)
-    route_types: list[RouteType] = Field(default_factory=lambda: ["direct", "pool"])
+    route_types: list[RouteType] = Field(default_factory=_all_route_types)
     fallback: FallbackRule = "any"
 
 
