@@ -29,6 +29,7 @@ from tollway.events.gateway import (
 from tollway.events.ids import derived_id
 from tollway.events.pricing import Usage
 from tollway.router.adapters import UpstreamResult, call_openai_chat
+from tollway.runtime.metrics import observe_attempt
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class Router:
             if n > 0:
                 await asyncio.sleep(_backoff(self._policy.backoff_ms, n, last, remaining))
             last = await self._attempt(env, candidate, remaining)
+            observe_attempt(candidate.channel, candidate.route_type, last.outcome, last.latency_ms)
             attempts.append(_attempt_event(env, candidate, len(attempts) + 1, last))
             if last.ok:
                 return last, last
