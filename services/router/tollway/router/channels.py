@@ -8,13 +8,33 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 import httpx
 import structlog
 
+if TYPE_CHECKING:
+    from tollway.events.envelope import Envelope
+    from tollway.events.routing import ChannelHealthChanged
+
 log = structlog.get_logger(__name__)
 
+UPSERT_HEALTH = """
+INSERT INTO router.channel_health AS h
+    (channel_id, state, reason, error_rate, samples, p50_latency_ms, router_id, changed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (channel_id) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason,
+    error_rate = EXCLUDED.error_rate, samples = EXCLUDED.samples,
+    p50_latency_ms = EXCLUDED.p50_latency_ms, router_id = EXCLUDED.router_id,
+    changed_at = EXCLUDED.changed_at
+WHERE h.changed_at <= EXCLUDED.changed_at
+"""
+INSERT_HEALTH_EVENT = """
+INSERT INTO router.channel_health_events
+    (event_id, channel_id, from_state, to_state, reason, error_rate, router_id, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING
+"""
 SELECT_CHANNELS = """
 SELECT id, name, base_url, adapter, secret, timeout_ms, max_concurrency, enabled
 FROM router.channels
@@ -72,6 +92,37 @@ class ChannelCache:
         self._channels = fresh
         for client in stale:
             await client.aclose()
+
+    async def save_health(self, env: Envelope[ChannelHealthChanged]) -> None:
+        """Keep a circuit transition for the admin API (the event itself goes to Kafka)."""
+        h = env.payload
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    UPSERT_HEALTH,
+                    h.channel_id,
+                    h.to_state,
+                    h.reason,
+                    h.error_rate,
+                    h.samples,
+                    h.p50_latency_ms,
+                    h.router_id,
+                    env.occurred_at,
+                )
+                await conn.execute(
+                    INSERT_HEALTH_EVENT,
+                    env.id,
+                    h.channel_id,
+                    h.from_state,
+                    h.to_state,
+                    h.reason,
+                    h.error_rate,
+                    h.router_id,
+                    env.occurred_at,
+                )
+        except (OSError, asyncpg.PostgresError) as exc:
+            # Health is advisory: failing to record it must not fail the request.
+            log.warning("channel_health_not_saved", error=type(exc).__name__)
 
     async def run(self, every_seconds: float) -> None:
         """Refresh forever (until cancelled)."""
