@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from tollway.events import topics
 from tollway.events.logging import configure_logging
-from tollway.router.channels import ChannelCache
+from tollway.router.channels import ChannelCache, follow_changes
 from tollway.router.handlers import Circuits, RetryPolicy, Router
 from tollway.router.health import HealthBoard, HealthPolicy
 from tollway.router.settings import RouterSettings
@@ -59,7 +59,11 @@ async def serve(settings: RouterSettings) -> None:
             )
             worker = RouterWorker(consumer, producer, router, settings.max_in_flight)
             log.info("router_started", group=settings.group_id)
-            await run_until_signalled(worker.run(), channels.run(settings.channel_refresh_seconds))
+            await run_until_signalled(
+                worker.run(),
+                channels.run(settings.channel_refresh_seconds),
+                follow_changes(channels, settings.kafka_bootstrap_servers),
+            )
         finally:
             await consumer.stop()
             await producer.stop()

@@ -171,7 +171,7 @@ class Router:
     async def _attempt(
         self, env: Envelope[RequestAuthorized], candidate: Candidate, remaining: float
     ) -> UpstreamResult:
-        channel = self._channels.get(candidate.channel_id)
+        channel = await self._channels.lookup(candidate.channel_id)
         if channel is None:
             return UpstreamResult(
                 outcome="connect_error",
