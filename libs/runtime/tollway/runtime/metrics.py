@@ -63,6 +63,12 @@ EVENTS_APPLIED = Counter(
 DEAD_LETTERED = Counter(
     "tollway_dead_lettered", "Poison messages sent to a dead-letter topic.", ["topic"]
 )
+BREAKER_TRIPS = Counter(
+    "tollway_breaker_trips",
+    "Circuit breakers opening (a closed or half-open breaker tripping), by scope.",
+    ["scope"],
+)
+BREAKERS_OPEN = Gauge("tollway_breakers_open", "Breakers open right now, by scope.", ["scope"])
 OPEN_HOLDS = Gauge("tollway_open_holds", "Holds placed and not yet settled, released or expired.")
 
 
@@ -84,6 +90,15 @@ def observe_attempt(channel: str, route_type: str, outcome: str, latency_ms: int
     """Count one upstream attempt (failed ones included) and its latency."""
     UPSTREAM_ATTEMPTS.labels(channel, route_type, outcome).inc()
     UPSTREAM_ATTEMPT_SECONDS.labels(channel, outcome).observe(latency_ms / 1000)
+
+
+def observe_breaker(scope: str, from_state: str, to_state: str) -> None:
+    """Record a breaker transition: a trip when it opens; the open gauge follows both ways."""
+    if to_state == "open" and from_state != "open":
+        BREAKER_TRIPS.labels(scope).inc()
+        BREAKERS_OPEN.labels(scope).set(1)
+    elif to_state != "open":
+        BREAKERS_OPEN.labels(scope).set(0)
 
 
 async def refresh_gauges(

@@ -14,6 +14,8 @@ from litestar.middleware import ASGIMiddleware
 from tollway.edge import admin, api, errors
 from tollway.edge.chat import ChatService
 from tollway.edge.replies import ReplyHub
+from tollway.edge.route_admin import RouteTreeController
+from tollway.edge.route_tree import RouteTreeStore
 from tollway.edge.settings import EdgeSettings
 from tollway.edge.store import EdgeStore
 from tollway.events import topics
@@ -126,6 +128,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             replies=replies,
             store=store,
             admin_token=settings.admin_token,
+            route_tree=RouteTreeStore(pool, producer),
             chat=ChatService(
                 store, producer, replies, settings.edge_id, settings.request_timeout_seconds
             ),
@@ -145,6 +148,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             api.balance,
             healthz,
             admin.AdminController,
+            RouteTreeController,
         ],
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware()],
