@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
 
-.PHONY: deps kafka-deps dev test test-kafka deploy-lint test-unit test-integration lint fmt clean
+.PHONY: deps kafka-deps dev test test-kafka deploy-lint asyncapi test-unit test-integration lint fmt clean
 
 deps: ## install uv, PostgreSQL server binaries (Debian) and the locked Python environment
 	@./deploy/scripts/install-deps.sh
@@ -30,10 +30,14 @@ lint: deps deploy-lint ## ruff and mypy (strict), and the deployment files
 	@$(UV) run --frozen ruff format --check .
 	@$(UV) run --frozen mypy libs services
 
-deploy-lint: deps ## deploy/ against bundled schemas, offline: Dockerfile, compose, Kubernetes
+deploy-lint: deps ## deploy/ and docs/asyncapi.json against bundled schemas, offline
 	@$(UV) run --frozen hadolint deploy/Dockerfile
 	@$(UV) run --frozen check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 	@$(UV) run --frozen kubernetes-validate --strict --quiet -k 1.31.0 deploy/k8s/*.yaml
+	@$(UV) run --frozen check-jsonschema --schemafile docs/schemas/asyncapi-3.0.0.json docs/asyncapi.json
+
+asyncapi: deps ## regenerate docs/asyncapi.json from the event contracts
+	@$(UV) run --frozen python -m tollway.events.asyncapi --out docs/asyncapi.json
 
 fmt: deps
 	@$(UV) run --frozen ruff format .
