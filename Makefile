@@ -34,5 +34,8 @@ fmt: deps
 	@$(UV) run --frozen ruff format .
 	@$(UV) run --frozen ruff check --fix .
 
+bench: deps ## gateway overhead against the demo upstream; report in bench/results/
+	@$(UV) run --frozen python bench/overhead.py
+
 clean: ## remove local state (databases, logs)
 	rm -rf .tollway
