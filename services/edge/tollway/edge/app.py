@@ -47,8 +47,12 @@ class RequestIdMiddleware(ASGIMiddleware):
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        # Every log line written while serving this request carries its id.
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        # Every log line written while serving this request carries its id (and its task's).
+        context = {"request_id": request_id}
+        task_id = dict(scope.get("headers", ())).get(api.TASK_HEADER.encode())
+        if task_id:
+            context["task_id"] = task_id.decode("latin-1")
+        with structlog.contextvars.bound_contextvars(**context):
             await next_app(scope, receive, send_with_id)
 
 

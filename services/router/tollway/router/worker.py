@@ -124,7 +124,9 @@ class RouterWorker:
             return
         if not isinstance(env.payload, RequestAuthorized) or not self._seen.first_time(env.id):
             return
-        structlog.contextvars.bind_contextvars(request_id=env.payload.request.request_id)
+        structlog.contextvars.bind_contextvars(
+            request_id=env.payload.request.request_id, task_id=env.trace.task_id
+        )
         # The trace context travels in the authorization's headers; usage and reply carry it on.
         with span_from(f"process {message.topic}", message.headers, SpanKind.CONSUMER):
             emits = await self._router.execute(env)  # type: ignore[arg-type]
