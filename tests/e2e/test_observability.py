@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.conftest import wait_for
 from tollway.devstack.stack import SERVICES
@@ -113,21 +113,26 @@ def test_ledger_exports_lag_and_open_holds(stack, tenant_factory) -> None:
 
 
 def _traced_messages(bootstrap: str, topic: str, request_id: str) -> list[tuple[str, bytes]]:
-    """Headers of every message on ``topic`` (all partitions, from the start) for the request."""
+    """Headers of every message on ``topic`` (all partitions, start to end) for the request."""
 
     async def read() -> list[tuple[str, bytes]]:
-        consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-        )
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
         await consumer.start()
         try:
+            await consumer.topics()  # fetches the metadata partitions_for_topic reads
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
             found: list[tuple[str, bytes]] = []
-            batches = await consumer.getmany(timeout_ms=2000, max_records=100_000)
-            for records in batches.values():
-                for m in records:
-                    trace = orjson.loads(m.value).get("trace") or {}
-                    if trace.get("request_id") == request_id:
-                        found.extend(m.headers or [("none", b"")])
+            # Read to the end offsets seen now: one fetch returns only a slice of a long log.
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                for records in batches.values():
+                    for m in records:
+                        trace = orjson.loads(m.value).get("trace") or {}
+                        if trace.get("request_id") == request_id:
+                            found.extend(m.headers or [("none", b"")])
             return found
         finally:
             await consumer.stop()
