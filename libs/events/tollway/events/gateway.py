@@ -188,3 +188,15 @@ class RequestFinished(Payload):
     def served(self) -> bool:
         """An attempt produced the delivered answer, and it is billable."""
         return self.served_attempt is not None and self.price is not None
+
+
+@register
+class HoldExtensionRequested(Payload):
+    """A request still running asks to keep its hold open longer (gw.usage, key: account)."""
+
+    TYPE = "hold.extension_requested"
+
+    request_id: str
+    account_id: str
+    hold_id: str
+    deadline_at: datetime

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import asyncpg
 import structlog
 
 from tollway.events import topics
 from tollway.events.logging import configure_logging
+from tollway.ledger.clock import run_clock
 from tollway.ledger.handlers import LedgerHandler
 from tollway.ledger.settings import LedgerSettings
 from tollway.runtime.consumer import TransactionalConsumer
@@ -44,7 +46,9 @@ async def serve(settings: LedgerSettings) -> None:
                 max_records=settings.batch_size,
             )
             log.info("ledger_started", group=settings.group_id)
-            await run_until_signalled(relay.run(), consumer.run())
+            grace = timedelta(seconds=settings.hold_grace_seconds)
+            clock = run_clock(producer, topics.USAGE, settings.tick_seconds, grace)
+            await run_until_signalled(relay.run(), consumer.run(), clock)
         finally:
             await producer.stop()
     finally:

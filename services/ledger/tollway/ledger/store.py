@@ -193,3 +193,28 @@ async def update_receipt(
 ) -> None:
     """Replace a receipt's body (receipts are a projection, rebuilt by replay)."""
     await conn.execute(UPDATE_RECEIPT, request_id, status, orjson.dumps(body).decode())
+
+
+SELECT_EXPIRABLE = """
+SELECT hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at
+FROM ledger.holds WHERE status = 'open' AND deadline_at < $1
+ORDER BY deadline_at, hold_id
+"""
+EXTEND_HOLD = "UPDATE ledger.holds SET deadline_at = $2 WHERE hold_id = $1 AND status = 'open'"
+SELECT_HOLD_DEADLINE = "SELECT deadline_at FROM ledger.holds WHERE hold_id = $1"
+
+
+async def expirable_holds(conn: asyncpg.Connection, before: datetime) -> list[dict[str, Any]]:
+    """Open holds whose deadline is before ``before``, oldest first (a stable order)."""
+    return [dict(r) for r in await conn.fetch(SELECT_EXPIRABLE, before)]
+
+
+async def extend_hold(conn: asyncpg.Connection, hold_id: str, deadline_at: datetime) -> None:
+    """Move an open hold's deadline."""
+    await conn.execute(EXTEND_HOLD, hold_id, deadline_at)
+
+
+async def hold_deadline(conn: asyncpg.Connection, hold_id: str) -> datetime | None:
+    """A hold's current deadline."""
+    value: datetime | None = await conn.fetchval(SELECT_HOLD_DEADLINE, hold_id)
+    return value
