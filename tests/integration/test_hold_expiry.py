@@ -84,6 +84,16 @@ def test_an_orphaned_hold_expires_and_a_late_served_finish_is_still_charged(
     assert receipt["late_capture"] is True
     assert receipt["charged_micro"] == cost
     assert receipt["balance_after_micro"] == funded - cost
+    again = io.served(env.payload, hold["hold_id"], usage)
+    io.publish(stack.bootstrap, [again], topics.USAGE)
+    wait_for(
+        lambda: io.fetchval(
+            stack.dsn, "SELECT 1 FROM ledger.applied_events WHERE event_id = $1", again.id
+        ),
+        what="the ledger to consume the second finish",
+    )
+    assert io.balance(stack.dsn, tenant.account_id) == funded - cost
+    assert io.journal_types(stack.dsn, env.payload.request_id).count("ledger.late_captured") == 1
 
 
 def test_a_hold_within_its_deadline_is_not_expired_and_can_be_extended(

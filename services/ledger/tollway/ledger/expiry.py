@@ -102,6 +102,8 @@ async def late_capture(
 ) -> list[Outgoing]:
     """Charge a request served after its hold expired (invariant 8: never served unbilled)."""
     fin = env.payload
+    if not await store.capture_expired(conn, hold["hold_id"]):
+        return []
     account, bucket, unit = hold["account_id"], hold["bucket"], hold["unit"]
     settlement = domain.settle(hold["amount"], fin.usage, fin.price)
     channel = fin.served_channel_id or ""

@@ -72,6 +72,14 @@ FROM ledger.postings p JOIN ledger.journal j USING (event_id)
 WHERE p.account = ANY($1::text[]) AND j.occurred_at < $2
 GROUP BY p.account, p.unit ORDER BY p.account, p.unit
 """
+CURRENT_BALANCES = """
+SELECT account, unit, amount FROM ledger.balances
+WHERE account = $1 OR account LIKE $1 || '/%' ORDER BY account, unit
+"""
+ENTRIES = """
+SELECT seq, event_id, type, occurred_at, cause_id, body -> 'payload' AS payload
+FROM ledger.journal WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3
+"""
 STORED_OFFSETS = (
     "SELECT topic, partition, next_offset FROM ledger.consumer_offsets WHERE group_id = $1"
 )
@@ -161,3 +169,15 @@ async def stored_offsets(conn: asyncpg.Connection, group: str) -> dict[tuple[str
 async def outbox_pending(conn: asyncpg.Connection) -> int:
     """Rows committed but not yet published."""
     return int(await conn.fetchval(OUTBOX_PENDING))
+
+
+async def current_balances(conn: asyncpg.Connection, account_id: str) -> list[dict[str, Any]]:
+    """Every ledger account of a tenant with its balance now."""
+    return [dict(r) for r in await conn.fetch(CURRENT_BALANCES, account_id)]
+
+
+async def entries(
+    conn: asyncpg.Connection, account_id: str, before_seq: int, limit: int
+) -> list[dict[str, Any]]:
+    """A tenant's journal entries, newest first, below ``before_seq`` (keyset pagination)."""
+    return [dict(r) for r in await conn.fetch(ENTRIES, account_id, before_seq, limit)]

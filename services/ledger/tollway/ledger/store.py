@@ -201,6 +201,9 @@ FROM ledger.holds WHERE status = 'open' AND deadline_at < $1
 ORDER BY deadline_at, hold_id
 """
 EXTEND_HOLD = "UPDATE ledger.holds SET deadline_at = $2 WHERE hold_id = $1 AND status = 'open'"
+CAPTURE_EXPIRED = (
+    "UPDATE ledger.holds SET status = 'settled' WHERE hold_id = $1 AND status = 'expired'"
+)
 SELECT_HOLD_DEADLINE = "SELECT deadline_at FROM ledger.holds WHERE hold_id = $1"
 
 
@@ -218,3 +221,9 @@ async def hold_deadline(conn: asyncpg.Connection, hold_id: str) -> datetime | No
     """A hold's current deadline."""
     value: datetime | None = await conn.fetchval(SELECT_HOLD_DEADLINE, hold_id)
     return value
+
+
+async def capture_expired(conn: asyncpg.Connection, hold_id: str) -> bool:
+    """Mark an expired hold as captured late; False when it was not expired (captured once)."""
+    result: str = await conn.execute(CAPTURE_EXPIRED, hold_id)
+    return result.endswith(" 1")
