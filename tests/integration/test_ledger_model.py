@@ -24,8 +24,10 @@ from tollway.events.gateway import (
     HoldExtensionRequested,
     RequestFinished,
     RequestReceived,
+    ReversalRequested,
     TopUpRequested,
 )
+from tollway.events.ids import derived_id
 from tollway.events.ledger import ClockTicked
 from tollway.events.pricing import Price, Usage, cost_micro
 from tollway.ledger import replay
@@ -95,6 +97,7 @@ class LedgerModel(RuleBasedStateMachine):
         self.keys: dict[str, int] = {}
         self.model_holds: list[ModelHold] = []
         self.sent: list[Envelope[Any]] = []
+        self.charges: list[list[Any]] = []  # [event id, charged, refunded]
 
     def _send(self, env: Envelope[Any]) -> None:
         self.sent.append(env)
@@ -176,6 +179,10 @@ class LedgerModel(RuleBasedStateMachine):
             )
         )
         charged = min(cost_micro(usage, PRICE), hold.amount) if served else 0
+        env = self.sent[-1]
+        if served and charged and hold.status in {"open", "expired"}:
+            salt = "hold_settled" if hold.status == "open" else "late_captured"
+            self.charges.append([derived_id(env.id, salt), charged, 0])
         if hold.status == "open":
             self.available += hold.amount - charged
             self.revenue += charged
@@ -214,6 +221,25 @@ class LedgerModel(RuleBasedStateMachine):
         self._send(make(ask, occurred_at=self.now))
         if hold.status == "open" and wanted > hold.deadline:
             hold.deadline = wanted
+
+    @rule(data=st.data(), extra=st.integers(-50, 50))
+    def reverse(self, data: st.DataObject, extra: int) -> None:
+        if not self.charges:
+            return
+        charge = data.draw(st.sampled_from(self.charges))
+        amount = max(1, charge[1] - charge[2] + extra)
+        ask = ReversalRequested(
+            account_id=self.account,
+            original_event_id=charge[0],
+            amount_micro=amount,
+            reason="model",
+            idempotency_key=f"{self.account}-{uuid.uuid4().hex}",
+        )
+        self._send(make(ask, occurred_at=self.now))
+        if amount <= charge[1] - charge[2]:
+            charge[2] += amount
+            self.available += amount
+            self.revenue -= amount
 
     @rule(data=st.data())
     def redeliver(self, data: st.DataObject) -> None:

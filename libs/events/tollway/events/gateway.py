@@ -212,3 +212,35 @@ class HoldExtensionRequested(Payload):
     account_id: str
     hold_id: str
     deadline_at: datetime
+
+
+@register
+class ReversalRequested(Payload):
+    """An operator refunds (part of) a journal entry (gw.requests, key: account); idempotent.
+
+    The original is a charge (a settlement or a late capture: money back from the channel's
+    revenue to the bucket) or a top-up (money back to the top-up source). Reversals of one
+    original can never add up to more than it moved.
+    """
+
+    TYPE = "reversal.requested"
+
+    account_id: str
+    original_event_id: str
+    amount_micro: int = Field(gt=0)
+    reason: str = Field(min_length=1)
+    idempotency_key: str
+
+
+@register
+class AdjustmentRequested(Payload):
+    """An operator corrects a bucket by a signed amount, with a reason (gw.requests); idempotent."""
+
+    TYPE = "adjustment.requested"
+
+    account_id: str
+    bucket: str
+    unit: str
+    amount_micro: int
+    reason: str = Field(min_length=1)
+    idempotency_key: str

@@ -164,3 +164,54 @@ class ClockTicked(Payload):
     partition: int
     partitions: int
     expire_before: datetime
+
+
+@register
+class Reversed(MoneyEvent):
+    """A reversing entry for (part of) ``original_event_id``; never more than the original."""
+
+    TYPE = "ledger.reversed"
+
+    original_event_id: str
+    request_id: str | None = None
+    unit: str
+    amount_micro: int
+    reason: str
+    idempotency_key: str
+
+
+@register
+class Adjusted(MoneyEvent):
+    """An operator's adjustment of a bucket (positive credits it), against system/adjustments."""
+
+    TYPE = "ledger.adjusted"
+
+    bucket: str
+    unit: str
+    amount_micro: int
+    reason: str
+    idempotency_key: str
+
+
+@register
+class CorrectionRefused(MoneyEvent):
+    """A reversal or adjustment was refused; ``reason`` says why and what to do instead."""
+
+    TYPE = "ledger.correction_refused"
+
+    idempotency_key: str
+    original_event_id: str | None = None
+    reason: str
+
+
+@register
+class UpstreamLossRecorded(MoneyEvent):
+    """Tokens a failed attempt consumed: the operator's cost, never charged to the tenant."""
+
+    TYPE = "ledger.upstream_loss_recorded"
+
+    request_id: str
+    attempt: int
+    channel_id: str
+    unit: str
+    amount_micro: int

@@ -22,6 +22,10 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
     "balances": ("account, unit, amount", "account, unit"),
     "buckets": ("account_id, bucket, unit", "account_id, bucket"),
     "topups": ("idempotency_key, fingerprint, event_id", "idempotency_key"),
+    "corrections": (
+        "idempotency_key, fingerprint, event_id, original_event_id, amount",
+        "idempotency_key",
+    ),
     "holds": (
         (
             "hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at, opened_at,"

@@ -16,12 +16,14 @@ import structlog
 from tollway.events import topics
 from tollway.events.envelope import Envelope, Payload
 from tollway.events.gateway import (
+    AdjustmentRequested,
     AttemptFinished,
     HoldExtensionRequested,
     RequestAuthorized,
     RequestFinished,
     RequestReceived,
     RequestRejected,
+    ReversalRequested,
     TopUpRequested,
 )
 from tollway.events.ids import derived_id
@@ -35,7 +37,7 @@ from tollway.events.ledger import (
     TopUpRefused,
 )
 from tollway.events.pricing import cost_micro
-from tollway.ledger import domain, expiry, receipts, store
+from tollway.ledger import corrections, domain, expiry, losses, receipts, store
 from tollway.ledger.journal import emit as _emit
 from tollway.ledger.journal import journal as _journal
 from tollway.runtime.outbox import Outgoing
@@ -284,7 +286,7 @@ def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelop
 
 async def _record_attempt(conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:
     await record_attempt(conn, env)
-    return []
+    return await losses.record_loss(conn, env)
 
 
 UseCase = Callable[["asyncpg.Connection", Envelope[Any]], Awaitable[list[Outgoing]]]
@@ -297,4 +299,6 @@ _USE_CASES: dict[type[Payload], UseCase] = {
     RequestFinished: finish,
     ClockTicked: expiry.on_tick,
     HoldExtensionRequested: expiry.extend,
+    ReversalRequested: corrections.reverse,
+    AdjustmentRequested: corrections.adjust,
 }

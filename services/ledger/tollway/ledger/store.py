@@ -227,3 +227,54 @@ async def capture_expired(conn: asyncpg.Connection, hold_id: str) -> bool:
     """Mark an expired hold as captured late; False when it was not expired (captured once)."""
     result: str = await conn.execute(CAPTURE_EXPIRED, hold_id)
     return result.endswith(" 1")
+
+
+SELECT_CORRECTION = "SELECT fingerprint FROM ledger.corrections WHERE idempotency_key = $1"
+INSERT_CORRECTION = """
+INSERT INTO ledger.corrections (idempotency_key, fingerprint, event_id, original_event_id, amount)
+VALUES ($1, $2, $3, $4, $5)
+"""
+REVERSED_SO_FAR = """
+SELECT coalesce(sum(amount), 0)::bigint FROM ledger.corrections WHERE original_event_id = $1
+"""
+SELECT_ENTRY = """
+SELECT type, account_id, body -> 'payload' ->> 'request_id' AS request_id,
+       body -> 'payload' ->> 'bucket' AS bucket
+FROM ledger.journal WHERE event_id = $1
+"""
+SELECT_ENTRY_POSTINGS = (
+    "SELECT account, unit, amount FROM ledger.postings WHERE event_id = $1 ORDER BY seq"
+)
+
+
+async def correction_fingerprint(conn: asyncpg.Connection, key: str) -> str | None:
+    """The fingerprint stored for a correction's idempotency key, if it was applied."""
+    value: str | None = await conn.fetchval(SELECT_CORRECTION, key)
+    return value
+
+
+async def record_correction(  # noqa: PLR0913 - one row's columns
+    conn: asyncpg.Connection,
+    *,
+    key: str,
+    fingerprint: str,
+    event_id: str,
+    original_event_id: str | None,
+    amount: int,
+) -> None:
+    """Remember an applied correction (and what it took from its original)."""
+    await conn.execute(INSERT_CORRECTION, key, fingerprint, event_id, original_event_id, amount)
+
+
+async def reversed_so_far(conn: asyncpg.Connection, original_event_id: str) -> int:
+    """How much of ``original_event_id`` earlier reversals already gave back."""
+    return int(await conn.fetchval(REVERSED_SO_FAR, original_event_id))
+
+
+async def journal_entry(conn: asyncpg.Connection, event_id: str) -> dict[str, Any] | None:
+    """A journal entry with its postings, or None."""
+    row = await conn.fetchrow(SELECT_ENTRY, event_id)
+    if row is None:
+        return None
+    postings = await conn.fetch(SELECT_ENTRY_POSTINGS, event_id)
+    return {**dict(row), "postings": [dict(p) for p in postings]}
