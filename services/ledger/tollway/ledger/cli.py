@@ -34,14 +34,15 @@ class Progress:
         now = time.perf_counter()
         if phase != self._phase:
             self._phase, self._started = phase, now
-        final = done >= total
+        final = total > 0 and done >= total
         if not final and now - self._last < (0.1 if self._tty else 2.0):
             return
         self._last = now
         rate = done / max(now - self._started, 1e-9)
-        filled = int(30 * done / total) if total else 30
-        bar = "#" * filled + "." * (30 - filled)
-        line = f"  {phase:<6} [{bar}] {done:>10,}/{total:,} events  {rate:>10,.0f} ev/s"
+        filled = int(30 * done / total) if total else 0
+        bar = "#" * filled + "." * (30 - filled) if total else "?" * 30
+        of = f"/{total:,}" if total else ""
+        line = f"  {phase:<6} [{bar}] {done:>10,}{of} events  {rate:>10,.0f} ev/s"
         end = "\n" if final or not self._tty else ""
         sys.stderr.write(("\r" if self._tty else "") + line + end)
         sys.stderr.flush()

@@ -87,7 +87,8 @@ FROM ledger.journal WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $
 STORED_OFFSETS = (
     "SELECT topic, partition, next_offset FROM ledger.consumer_offsets WHERE group_id = $1"
 )
-OUTBOX_PENDING = "SELECT count(*) FROM ledger.outbox"
+OUTBOX_LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM ledger.outbox"
+OUTBOX_PENDING_THROUGH = "SELECT count(*) FROM ledger.outbox WHERE seq <= $1"
 ACCOUNTS_OF = """
 SELECT DISTINCT account FROM ledger.postings
 WHERE account = $1 OR account LIKE $1 || '/%' ORDER BY account
@@ -170,9 +171,14 @@ async def stored_offsets(conn: asyncpg.Connection, group: str) -> dict[tuple[str
     return {(r["topic"], r["partition"]): int(r["next_offset"]) for r in rows}
 
 
-async def outbox_pending(conn: asyncpg.Connection) -> int:
-    """Rows committed but not yet published."""
-    return int(await conn.fetchval(OUTBOX_PENDING))
+async def outbox_last_seq(conn: asyncpg.Connection) -> int:
+    """The newest outbox row (0 when it is empty)."""
+    return int(await conn.fetchval(OUTBOX_LAST_SEQ))
+
+
+async def outbox_pending_through(conn: asyncpg.Connection, seq: int) -> int:
+    """Rows up to ``seq`` committed but not yet published."""
+    return int(await conn.fetchval(OUTBOX_PENDING_THROUGH, seq))
 
 
 async def current_balances(conn: asyncpg.Connection, account_id: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -77,58 +78,89 @@ async def fresh_database(dsn: str, database: str) -> str:
     return target
 
 
-async def end_offsets(bootstrap: str, names: tuple[str, ...]) -> Offsets:
-    """The current end (next offset) of every partition of ``names``."""
+async def partitions_of(bootstrap: str, names: tuple[str, ...]) -> list[TopicPartition]:
+    """Every partition of ``names``."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh call
+        return [
             TopicPartition(name, p)
             for name in names
-            for p in sorted(
-                consumer.partitions_for_topic(name) or await _partitions(consumer, name)
-            )
+            for p in sorted(consumer.partitions_for_topic(name) or ())
         ]
-        ends = await consumer.end_offsets(tps)
-        return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
     finally:
         await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, name: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
-    return consumer.partitions_for_topic(name) or set()
+@dataclass
+class _Cursor:
+    """Where one partition's read stops: a known end, a later event, or silence."""
+
+    stop_at: int | None
+    until: datetime
+    idle_since: float = field(default_factory=time.monotonic)
+
+    def keep(self, message: Any) -> bool:
+        if self.stop_at is not None:
+            return bool(message.offset < self.stop_at)
+        occurred = orjson.loads(message.value).get("occurred_at", "") if message.value else ""
+        return not (isinstance(occurred, str) and occurred > self.until.isoformat())
 
 
 async def read_log(
-    bootstrap: str, ends: Offsets, progress: Callable[[str, int, int], None] | None = None
+    bootstrap: str,
+    partitions: list[TopicPartition],
+    *,
+    stop_at: Offsets | None = None,
+    idle_seconds: float = 1.5,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[tuple[str, int], list[Any]]:
-    """Every message from offset 0 up to ``ends``, per partition."""
-    out: dict[tuple[str, int], list[Any]] = {key: [] for key in ends}
-    wanted = {TopicPartition(t, p): end for (t, p), end in ends.items() if end > 0}
-    total, done = sum(wanted.values()), 0
-    if not wanted:
+    """Every message of ``partitions`` from offset 0.
+
+    A partition ends at its ``stop_at`` offset when one is given (the live ledger's stored
+    offsets), else at the first event stamped after the read began, or after ``idle_seconds``
+    without a message. The broker's high watermark is not trusted: an embedded broker reports
+    one per batch, not per record.
+    """
+    started = datetime.now(UTC)
+    cursors = {
+        tp: _Cursor(None if stop_at is None else stop_at.get((tp.topic, tp.partition), 0), started)
+        for tp in partitions
+    }
+    out: dict[tuple[str, int], list[Any]] = {(tp.topic, tp.partition): [] for tp in partitions}
+    live = {tp for tp, c in cursors.items() if c.stop_at is None or c.stop_at > 0}
+    if not live:
         return out
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
     )
     await consumer.start()
     try:
-        consumer.assign(list(wanted))
-        await consumer.seek_to_beginning(*wanted)
-        while wanted:
-            batch = await consumer.getmany(*wanted, timeout_ms=500, max_records=20_000)
-            for tp, messages in batch.items():
-                keep = [m for m in messages if m.offset < wanted.get(tp, 0)]
+        consumer.assign(list(live))
+        await consumer.seek_to_beginning(*live)
+        done = 0
+        while live:
+            batch = await consumer.getmany(*live, timeout_ms=200, max_records=20_000)
+            now = time.monotonic()
+            for tp in list(live):
+                cursor, messages = cursors[tp], batch.get(tp, [])
+                keep = [m for m in messages if cursor.keep(m)]
                 out[(tp.topic, tp.partition)].extend(keep)
                 done += len(keep)
-                if messages and messages[-1].offset + 1 >= wanted.get(tp, 0):
+                cursor.idle_since = now if messages else cursor.idle_since
+                ended = len(keep) < len(messages) or (
+                    cursor.stop_at is not None and keep and keep[-1].offset + 1 >= cursor.stop_at
+                )
+                if ended or now - cursor.idle_since > idle_seconds:
                     consumer.pause(tp)
-                    wanted.pop(tp, None)
+                    live.discard(tp)
             if progress is not None:
-                progress("read", done, total)
+                progress("read", done, 0)
     finally:
         await consumer.stop()
+    if progress is not None:
+        progress("read", done, done)
     return out
 
 
@@ -229,9 +261,11 @@ async def replay(  # noqa: PLR0913 - the command's options
     progress: Callable[[str, int, int], None] | None = None,
 ) -> ReplayResult:
     """Rebuild the ledger into ``database`` from the topics; return counts, speed and digest."""
-    inputs = ends or await end_offsets(bootstrap, INPUTS)
-    journal_ends = await end_offsets(bootstrap, (topics.LEDGER_EVENTS,))
-    messages = await read_log(bootstrap, {**inputs, **journal_ends}, progress)
+    inputs = await read_log(
+        bootstrap, await partitions_of(bootstrap, INPUTS), stop_at=ends, progress=progress
+    )
+    journal = await read_log(bootstrap, await partitions_of(bootstrap, (topics.LEDGER_EVENTS,)))
+    messages = {**inputs, **journal}
     order, diverged, poison = apply_order(messages, journal_spine(messages))
     target = await fresh_database(dsn, database)
     pool = await asyncpg.create_pool(target, min_size=1, max_size=2)

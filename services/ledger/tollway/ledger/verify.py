@@ -64,16 +64,34 @@ async def invariant_checks(conn: asyncpg.Connection, grace: timedelta) -> list[C
     ]
 
 
-async def wait_live_caught_up(
-    conn: asyncpg.Connection, group: str, ends: replay.Offsets, wait_seconds: float
+@dataclass
+class Snapshot:
+    """The live ledger at one instant: its stored offsets, state digest and last outbox row."""
+
+    offsets: replay.Offsets
+    tables: dict[str, tuple[int, str]]
+    outbox_seq: int
+
+
+async def snapshot(conn: asyncpg.Connection, group: str) -> Snapshot:
+    """Offsets and digest read in one repeatable-read transaction.
+
+    They describe the same state, so the comparison holds while the live ledger keeps consuming.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        offsets = await finance_store.stored_offsets(conn, group)
+        tables = await finance_store.table_digests(conn)
+        outbox_seq = await finance_store.outbox_last_seq(conn)
+    return Snapshot(offsets, tables, outbox_seq)
+
+
+async def wait_journal_published(
+    conn: asyncpg.Connection, through_seq: int, wait_seconds: float
 ) -> bool:
-    """Wait until the live consumer stored offsets at ``ends`` and published its outbox."""
+    """Wait until the outbox rows up to ``through_seq`` are on ledger.events (the spine)."""
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
-        stored = await finance_store.stored_offsets(conn, group)
-        behind = [k for k, end in ends.items() if end > 0 and stored.get(k, 0) < end]
-        pending = await finance_store.outbox_pending(conn)
-        if not behind and pending == 0:
+        if not await finance_store.outbox_pending_through(conn, through_seq):
             return True
         await asyncio.sleep(0.2)
     return False
@@ -91,23 +109,20 @@ async def verify(  # noqa: PLR0913 - the command's options
 ) -> Verification:
     """Run every check, replay the log into ``database`` and compare digests."""
     result = Verification()
-    ends = await replay.end_offsets(bootstrap, replay.INPUTS)
     conn = await asyncpg.connect(dsn)
     try:
         result.checks = await invariant_checks(conn, grace)
-        caught_up = await wait_live_caught_up(conn, group, ends, wait_seconds)
-        result.checks.append(
-            Check(
-                "live_caught_up", caught_up, "the live ledger has applied the log it is compared to"
-            )
-        )
-        replayed = await replay.replay(dsn, bootstrap, database, ends=ends, progress=progress)
-        live_tables = await finance_store.table_digests(conn)
+        live = await snapshot(conn, group)
+        published = await wait_journal_published(conn, live.outbox_seq, wait_seconds)
     finally:
         await conn.close()
-    result.live_digest = finance_store.combine(live_tables)
+    result.checks.append(
+        Check("journal_published", published, "the journal of the compared state is on the log")
+    )
+    replayed = await replay.replay(dsn, bootstrap, database, ends=live.offsets, progress=progress)
+    result.live_digest = finance_store.combine(live.tables)
     result.replay_result = replayed
-    differing = [t for t in live_tables if live_tables[t] != replayed.tables.get(t)]
+    differing = [t for t in live.tables if live.tables[t] != replayed.tables.get(t)]
     result.checks.append(
         Check(
             "live_digest_equals_replay",
