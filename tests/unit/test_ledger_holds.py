@@ -8,7 +8,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tollway.ledger import domain, holds
+from tollway.ledger import domain, holds, spine
 from tollway.ledger.expiry import partition_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -45,3 +45,22 @@ def test_partition_of_matches_the_producers_default_partitioner(account: str, n:
     assert partition_of(account, n) == DefaultPartitioner()(
         account.encode(), partitions, partitions
     )
+
+
+def test_replay_merge_follows_the_journal_and_puts_idle_ticks_first() -> None:
+    # Live order: tick t1 (expired nothing), request r1 (hold), finish f1, tick t2 (expired r2's
+    # hold, placed by r2 after f1): the journal says A: r1, f1 and B: r2, t2.
+    journal = spine.Spine.from_journal([("A", "r1"), ("A", "f1"), ("B", "r2"), ("B", "t2")])
+    merged = spine.merge(
+        ["r1", "r2"], ["t1", "f1", "t2"], journal, lambda e: e, lambda e: e.startswith("t")
+    )
+    assert merged.order == ["t1", "r1", "r2", "f1", "t2"]
+    assert merged.diverged == 0
+
+
+def test_replay_merge_waits_for_an_earlier_cause_on_the_other_topic() -> None:
+    # A top-up on gw.requests was applied after f1 settled on gw.usage (both for account A).
+    journal = spine.Spine.from_journal([("A", "f1"), ("A", "top")])
+    merged = spine.merge(["top"], ["f1"], journal, lambda e: e)
+    assert merged.order == ["f1", "top"]
+    assert merged.diverged == 0

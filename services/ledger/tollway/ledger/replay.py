@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from tollway.events import topics
 from tollway.events.envelope import UnknownEventTypeError, decode
+from tollway.events.ledger import ClockTicked
 from tollway.ledger import finance_store, spine
 from tollway.ledger.handlers import LedgerHandler
 from tollway.runtime.consumer import Record
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 INPUTS = (topics.REQUESTS, topics.USAGE)
+TICK = ClockTicked.TYPE
 Offsets = dict[tuple[str, int], int]
 
 
@@ -104,7 +106,11 @@ class _Cursor:
     def keep(self, message: Any) -> bool:
         if self.stop_at is not None:
             return bool(message.offset < self.stop_at)
-        occurred = orjson.loads(message.value).get("occurred_at", "") if message.value else ""
+        try:
+            data = orjson.loads(message.value) if message.value else {}
+        except orjson.JSONDecodeError:
+            return True  # a poison message: kept, so the replay skips it like the live ledger
+        occurred = data.get("occurred_at", "") if isinstance(data, dict) else ""
         return not (isinstance(occurred, str) and occurred > self.until.isoformat())
 
 
@@ -202,7 +208,9 @@ def apply_order(
     for p in partitions:
         reqs, bad_r = _decode(messages.get((topics.REQUESTS, p), []))
         usage, bad_u = _decode(messages.get((topics.USAGE, p), []))
-        merged = spine.merge(reqs, usage, journal, lambda r: r.envelope.id)
+        merged = spine.merge(
+            reqs, usage, journal, lambda r: r.envelope.id, lambda r: r.envelope.type == TICK
+        )
         order.extend(merged.order)
         diverged += merged.diverged
         poison += bad_r + bad_u

@@ -9,6 +9,11 @@ which the live ledger applied the events that moved its money (each journal even
 come in that recorded order; events that caused nothing may go anywhere their own partition
 allows, and requests go first when both are free (a request precedes everything it causes).
 
+A clock tick that expired nothing goes as early as its partition allows: applied earlier it
+sees fewer holds (holds are placed from gw.requests, closed only from gw.usage, whose order is
+fixed), so it still expires nothing, whereas applied later than live it could expire a hold
+placed after its deadline. A tick that expired something is a cause and waits for its turn.
+
 Pure: no IO. If the journal and the inputs disagree (a journal lost, inputs that were never
 applied live), the merge cannot follow it and falls back to requests-first; it counts those
 steps so the caller can report them.
@@ -67,18 +72,28 @@ class Merged(Generic[T]):
 
 
 def merge(
-    requests: Sequence[T], usage: Sequence[T], spine: Spine, event_id: Callable[[T], str]
+    requests: Sequence[T],
+    usage: Sequence[T],
+    spine: Spine,
+    event_id: Callable[[T], str],
+    early: Callable[[T], bool] = lambda _: False,
 ) -> Merged[T]:
-    """Interleave one partition of each topic the way the live ledger did."""
+    """Interleave one partition of each topic the way the live ledger did.
+
+    ``early`` marks usage events that go before a ready request (clock ticks).
+    """
     order: list[T] = []
     seen: set[str] = set()
     i = j = diverged = 0
     while i < len(requests) or j < len(usage):
         r = requests[i] if i < len(requests) else None
         u = usage[j] if j < len(usage) else None
-        if r is not None and (event_id(r) in seen or spine.ready(event_id(r))):
+        u_ready = u is not None and (event_id(u) in seen or spine.ready(event_id(u)))
+        if u is not None and u_ready and early(u):
+            pick, j = u, j + 1
+        elif r is not None and (event_id(r) in seen or spine.ready(event_id(r))):
             pick, i = r, i + 1
-        elif u is not None and (event_id(u) in seen or spine.ready(event_id(u))):
+        elif u is not None and u_ready:
             pick, j = u, j + 1
         elif r is not None:
             pick, i, diverged = r, i + 1, diverged + 1
