@@ -5,8 +5,10 @@ and keeps double entry: postings sum to zero per unit and balances equal their p
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -15,10 +17,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.conftest import wait_for
+from tests.integration import ledger_io as io
 from tollway.events import topics
 from tollway.events.envelope import Envelope, encode, make
-from tollway.events.gateway import RequestFinished, TopUpRequested
-from tollway.events.pricing import Price, Usage
+from tollway.events.gateway import AttemptFinished, RequestFinished, TopUpRequested
+from tollway.events.ids import derived_id
+from tollway.events.pricing import Price, Usage, cost_micro
+from tollway.ledger import replay, verify
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +117,8 @@ def test_idempotency_key_reused_with_another_amount_is_refused(stack) -> None:
 def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(stack) -> None:
     prefix = f"crash-{uuid.uuid4().hex[:6]}-"
     accounts = [f"{prefix}{i}" for i in range(16)]
-    events = [_topup(accounts[i % 16], 1000 + i) for i in range(3000)]
+    # Enough to be mid-stream when killed on a loaded 2-core machine, small enough to catch up.
+    events = [_topup(accounts[i % 16], 1000 + i) for i in range(1000)]
     expected = dict.fromkeys(accounts, 0)
     for e in events:
         expected[e.payload.account_id] += e.payload.amount_micro
@@ -128,7 +134,7 @@ def test_kill_9_mid_stream_loses_nothing_and_applies_nothing_twice(stack) -> Non
 
     wait_for(
         lambda: _journal_count(stack, prefix, "ledger.topped_up") == len(events),
-        timeout=90,
+        timeout=180,
         what="every top-up after the restart",
     )
     assert {a: _balance(stack, a) for a in accounts} == expected
@@ -271,3 +277,119 @@ def test_a_second_finish_for_a_settled_hold_moves_no_money(stack, tenant_factory
         )
     )
     assert settlements == 1
+
+
+def _count(stack: Any, prefix: str, event_type: str) -> int:
+    return _journal_count(stack, prefix, event_type)
+
+
+def _usage_stream(accounts: list[str], edge_id: str, per_account: int) -> tuple[list, list, dict]:
+    """Requests, then their attempts and finishes, and the balance each account must end at."""
+    rng = random.Random(7)
+    requests, usage, charged = [], [], dict.fromkeys(accounts, 0)
+    for i in range(per_account * len(accounts)):
+        account = accounts[i % len(accounts)]
+        env = io.request(account, edge_id, deadline_in=timedelta(hours=2), max_output_tokens=2000)
+        env = env.model_copy(
+            update={"payload": env.payload.model_copy(update={"plan": [CRASH_CHANNEL]})}
+        )
+        tokens = Usage(input_tokens=rng.randint(1, 500), output_tokens=rng.randint(0, 3000))
+        hold = cost_micro(Usage(input_tokens=100, output_tokens=2000), CRASH_CHANNEL.price)
+        charged[account] += min(cost_micro(tokens, CRASH_CHANNEL.price), hold)
+        requests.append(env)
+        attempt = AttemptFinished(
+            request_id=env.payload.request_id,
+            account_id=account,
+            attempt=1,
+            candidate=CRASH_CHANNEL,
+            outcome="ok",
+            status=200,
+            latency_ms=rng.randint(10, 900),
+            usage=tokens,
+        )
+        usage.append(make(attempt))
+        hold_id = "hold_" + derived_id(env.id, "hold")
+        finished = io.served(env.payload, hold_id, tokens)
+        usage.append(
+            finished.model_copy(
+                update={
+                    "payload": finished.payload.model_copy(
+                        update={
+                            "served_channel_id": CRASH_CHANNEL.channel_id,
+                            "price": CRASH_CHANNEL.price,
+                        }
+                    )
+                }
+            )
+        )
+    return requests, usage, charged
+
+
+CRASH_CHANNEL = io.CHANNEL.model_copy(update={"channel_id": "crash-test-channel"})
+
+
+def test_kill_9_many_times_on_the_usage_path_applies_every_event_exactly_once(stack) -> None:
+    prefix = f"usage-crash-{uuid.uuid4().hex[:6]}-"
+    accounts = [f"{prefix}{i}" for i in range(8)]
+    funding = [_topup(a, 50_000_000) for a in accounts]
+    asyncio.run(_publish(stack.bootstrap, funding))
+    wait_for(lambda: _count(stack, prefix, "ledger.topped_up") == len(accounts), what="funding")
+    requests, usage, charged = _usage_stream(accounts, stack.config.edge_id, per_account=25)
+    total = len(requests)
+    stack.kill("router")  # nothing but the stream below may finish these requests
+    chunks = 5
+    size = -(-total // chunks)
+    try:
+        for c in range(chunks):
+            part = slice(c * size, (c + 1) * size)
+            before = _count(stack, prefix, "ledger.hold_placed")
+            asyncio.run(_publish(stack.bootstrap, requests[part]))
+            asyncio.run(
+                _publish(stack.bootstrap, usage[2 * part.start : 2 * part.stop], topics.USAGE)
+            )
+            # Kill at a moment that depends on scheduling: after the first effect of this chunk,
+            # anywhere inside or after its batches, before or after the outbox published them.
+            wait_for(
+                lambda b=before: _count(stack, prefix, "ledger.hold_placed") > b,
+                timeout=120,
+                what="the ledger to start on the chunk",
+            )
+            stack.kill("ledger", signal.SIGKILL)
+            stack.spawn("ledger", ["-m", "tollway.ledger"])
+        wait_for(
+            lambda: _count(stack, prefix, "ledger.hold_settled") >= total,
+            timeout=240,
+            what="every settlement after the restarts",
+        )
+    finally:
+        stack.spawn("router", ["-m", "tollway.router"])
+
+    assert _count(stack, prefix, "ledger.hold_placed") == total
+    assert _count(stack, prefix, "ledger.hold_settled") == total
+    assert {a: _balance(stack, a) for a in accounts} == {
+        a: 50_000_000 - charged[a] for a in accounts
+    }
+    receipts = io.fetch(
+        stack.dsn,
+        "SELECT status, jsonb_array_length(body -> 'attempts') AS attempts FROM ledger.receipts"
+        " WHERE account_id LIKE $1",
+        f"{prefix}%",
+    )
+    assert len(receipts) == total
+    assert {(r["status"], r["attempts"]) for r in receipts} == {("settled", 1)}
+    live = asyncio.run(_snapshot(stack.dsn))
+    replayed = asyncio.run(
+        replay.replay(stack.dsn, stack.bootstrap, "crash_replay", ends=live.offsets)
+    )
+    assert replayed.diverged == 0
+    assert live.tables == replayed.tables
+
+
+async def _snapshot(dsn: str) -> verify.Snapshot:
+    conn = await asyncpg.connect(dsn)
+    try:
+        live = await verify.snapshot(conn, "ledger")
+        assert await verify.wait_journal_published(conn, live.outbox_seq, 30)
+        return live
+    finally:
+        await conn.close()

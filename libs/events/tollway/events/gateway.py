@@ -200,3 +200,47 @@ class RequestFinished(Payload):
     def served(self) -> bool:
         """An attempt produced the delivered answer, and it is billable."""
         return self.served_attempt is not None and self.price is not None
+
+
+@register
+class HoldExtensionRequested(Payload):
+    """A request still running asks to keep its hold open longer (gw.usage, key: account)."""
+
+    TYPE = "hold.extension_requested"
+
+    request_id: str
+    account_id: str
+    hold_id: str
+    deadline_at: datetime
+
+
+@register
+class ReversalRequested(Payload):
+    """An operator refunds (part of) a journal entry (gw.requests, key: account); idempotent.
+
+    The original is a charge (a settlement or a late capture: money back from the channel's
+    revenue to the bucket) or a top-up (money back to the top-up source). Reversals of one
+    original can never add up to more than it moved.
+    """
+
+    TYPE = "reversal.requested"
+
+    account_id: str
+    original_event_id: str
+    amount_micro: int = Field(gt=0)
+    reason: str = Field(min_length=1)
+    idempotency_key: str
+
+
+@register
+class AdjustmentRequested(Payload):
+    """An operator corrects a bucket by a signed amount, with a reason (gw.requests); idempotent."""
+
+    TYPE = "adjustment.requested"
+
+    account_id: str
+    bucket: str
+    unit: str
+    amount_micro: int
+    reason: str = Field(min_length=1)
+    idempotency_key: str

@@ -6,6 +6,8 @@ sum to zero per unit (double entry), and a reader can rebuild balances from this
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict
 
 from tollway.events.envelope import Payload, register
@@ -104,3 +106,112 @@ class HoldReleased(MoneyEvent):
     bucket: str
     unit: str
     released_micro: int
+
+
+@register
+class HoldExpired(MoneyEvent):
+    """An open hold passed its deadline (plus the grace) by the ledger's clock: released."""
+
+    TYPE = "ledger.hold_expired"
+
+    hold_id: str
+    request_id: str
+    bucket: str
+    unit: str
+    released_micro: int
+    deadline_at: datetime
+
+
+@register
+class HoldExtended(MoneyEvent):
+    """An open hold's deadline moved later (a long request still running); no money moves."""
+
+    TYPE = "ledger.hold_extended"
+
+    hold_id: str
+    request_id: str
+    previous_deadline_at: datetime
+    deadline_at: datetime
+
+
+@register
+class LateCaptured(MoneyEvent):
+    """A request was served after its hold expired: charged straight from the bucket.
+
+    Never served unbilled (ARCHITECTURE invariant 8): the charge is capped at the expired hold,
+    like a settlement, and may take the bucket below zero.
+    """
+
+    TYPE = "ledger.late_captured"
+
+    hold_id: str
+    request_id: str
+    bucket: str
+    unit: str
+    charged_micro: int
+
+
+@register
+class ClockTicked(Payload):
+    """The ledger's clock, carried in the log (gw.usage, one per partition, explicit partition).
+
+    Consuming a tick expires that partition's open holds whose deadline is before
+    ``expire_before``; because time arrives as an event, a replay expires the same holds.
+    """
+
+    TYPE = "ledger.clock_ticked"
+
+    partition: int
+    partitions: int
+    expire_before: datetime
+
+
+@register
+class Reversed(MoneyEvent):
+    """A reversing entry for (part of) ``original_event_id``; never more than the original."""
+
+    TYPE = "ledger.reversed"
+
+    original_event_id: str
+    request_id: str | None = None
+    unit: str
+    amount_micro: int
+    reason: str
+    idempotency_key: str
+
+
+@register
+class Adjusted(MoneyEvent):
+    """An operator's adjustment of a bucket (positive credits it), against system/adjustments."""
+
+    TYPE = "ledger.adjusted"
+
+    bucket: str
+    unit: str
+    amount_micro: int
+    reason: str
+    idempotency_key: str
+
+
+@register
+class CorrectionRefused(MoneyEvent):
+    """A reversal or adjustment was refused; ``reason`` says why and what to do instead."""
+
+    TYPE = "ledger.correction_refused"
+
+    idempotency_key: str
+    original_event_id: str | None = None
+    reason: str
+
+
+@register
+class UpstreamLossRecorded(MoneyEvent):
+    """Tokens a failed attempt consumed: the operator's cost, never charged to the tenant."""
+
+    TYPE = "ledger.upstream_loss_recorded"
+
+    request_id: str
+    attempt: int
+    channel_id: str
+    unit: str
+    amount_micro: int

@@ -11,7 +11,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
 
-from tollway.edge import admin, api, errors
+from tollway.edge import admin, api, errors, ledger_admin, ledger_corrections
 from tollway.edge.chat import ChatService
 from tollway.edge.replies import ReplyHub
 from tollway.edge.route_admin import RouteTreeController
@@ -152,6 +152,8 @@ def create_app(settings: EdgeSettings) -> Litestar:
             api.balance,
             healthz,
             admin.AdminController,
+            ledger_admin.LedgerAdminController,
+            ledger_corrections.LedgerCorrectionsController,
             RouteTreeController,
         ],
         lifespan=[lifespan],

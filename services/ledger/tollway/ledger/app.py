@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import asyncpg
 import structlog
@@ -10,6 +11,7 @@ import structlog
 from tollway.events import topics
 from tollway.events.logging import configure_logging
 from tollway.ledger import store
+from tollway.ledger.clock import run_clock
 from tollway.ledger.handlers import LedgerHandler
 from tollway.ledger.settings import LedgerSettings
 from tollway.runtime import metrics
@@ -48,7 +50,9 @@ async def serve(settings: LedgerSettings) -> None:
             )
             log.info("ledger_started", group=settings.group_id)
             gauges = refresh_gauges(pool, {metrics.OPEN_HOLDS: store.COUNT_OPEN_HOLDS})
-            await run_until_signalled(relay.run(), consumer.run(), gauges)
+            grace = timedelta(seconds=settings.hold_grace_seconds)
+            clock = run_clock(producer, topics.USAGE, settings.tick_seconds, grace)
+            await run_until_signalled(relay.run(), consumer.run(), gauges, clock)
         finally:
             await producer.stop()
     finally:

@@ -8,22 +8,27 @@ same log reproduces the same journal byte for byte (ARCHITECTURE invariant 5).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from tollway.events import topics
-from tollway.events.envelope import Envelope, Payload, make
+from tollway.events.envelope import Envelope, Payload
 from tollway.events.gateway import (
+    AdjustmentRequested,
     AttemptFinished,
+    HoldExtensionRequested,
     RequestAuthorized,
     RequestFinished,
     RequestReceived,
     RequestRejected,
+    ReversalRequested,
     TopUpRequested,
 )
 from tollway.events.ids import derived_id
 from tollway.events.ledger import (
+    ClockTicked,
     HoldPlaced,
     HoldRejected,
     HoldReleased,
@@ -32,7 +37,9 @@ from tollway.events.ledger import (
     TopUpRefused,
 )
 from tollway.events.pricing import cost_micro
-from tollway.ledger import domain, receipts, store
+from tollway.ledger import corrections, domain, expiry, losses, receipts, store
+from tollway.ledger.journal import emit as _emit
+from tollway.ledger.journal import journal as _journal
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
@@ -43,22 +50,6 @@ if TYPE_CHECKING:
     from tollway.runtime.consumer import Record
 
 log = structlog.get_logger(__name__)
-
-
-def _emit(cause: Envelope[Any], payload: Payload, salt: str) -> Envelope[Payload]:
-    return make(
-        payload,
-        trace=cause.trace,
-        occurred_at=cause.occurred_at,
-        event_id=derived_id(cause.id, salt),
-    )
-
-
-async def _journal(conn: asyncpg.Connection, env: Envelope[Any]) -> Outgoing:
-    # One serialization serves the journal row and the published message.
-    message = Outgoing.of(topics.LEDGER_EVENTS, env.payload.account_id, env)
-    await store.append(conn, env, message.value)
-    return message
 
 
 class LedgerHandler:
@@ -76,18 +67,11 @@ class LedgerHandler:
         return out
 
     async def _apply(self, conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:
-        payload = env.payload
-        if isinstance(payload, RequestReceived):
-            return await authorize(conn, env)
-        if isinstance(payload, TopUpRequested):
-            return await top_up(conn, env)
-        if isinstance(payload, AttemptFinished):
-            await record_attempt(conn, env)
+        use_case = _USE_CASES.get(type(env.payload))
+        if use_case is None:
+            log.info("event_ignored", type=env.type)
             return []
-        if isinstance(payload, RequestFinished):
-            return await finish(conn, env)
-        log.info("event_ignored", type=env.type)
-        return []
+        return await use_case(conn, env)
 
 
 def _fingerprint(p: TopUpRequested) -> str:
@@ -255,6 +239,8 @@ async def finish(conn: asyncpg.Connection, env: Envelope[RequestFinished]) -> li
     """Settle the hold to the served attempt's cost, or release it when nothing was served."""
     fin = env.payload
     hold = await store.get_hold(conn, fin.hold_id)
+    if hold is not None and hold["status"] == "expired" and fin.served:
+        return await expiry.late_capture(conn, env, hold)
     if hold is None or hold["status"] != "open":
         log.warning("finish_without_open_hold", request_id=fin.request_id)
         return []
@@ -296,3 +282,23 @@ def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelop
         postings=postings,
     )
     return _emit(env, settled, "hold_settled")
+
+
+async def _record_attempt(conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:
+    await record_attempt(conn, env)
+    return await losses.record_loss(conn, env)
+
+
+UseCase = Callable[["asyncpg.Connection", Envelope[Any]], Awaitable[list[Outgoing]]]
+
+# One use case per input event type.
+_USE_CASES: dict[type[Payload], UseCase] = {
+    RequestReceived: authorize,
+    TopUpRequested: top_up,
+    AttemptFinished: _record_attempt,
+    RequestFinished: finish,
+    ClockTicked: expiry.on_tick,
+    HoldExtensionRequested: expiry.extend,
+    ReversalRequested: corrections.reverse,
+    AdjustmentRequested: corrections.adjust,
+}

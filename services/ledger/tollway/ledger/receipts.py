@@ -19,6 +19,7 @@ from tollway.events.pricing import cost_micro
 if TYPE_CHECKING:
     from tollway.events.envelope import Envelope, Payload
     from tollway.events.gateway import AttemptFinished, RequestFinished, RequestReceived
+    from tollway.events.ledger import HoldExpired, HoldExtended, LateCaptured
 
 
 def opened(env: Envelope[RequestReceived], bucket: str, unit: str | None) -> dict[str, Any]:
@@ -136,3 +137,39 @@ def finished(
             "status": "released",
             "released_micro": settlement.released_micro,
         }
+
+
+def expired(receipt: dict[str, Any], event: HoldExpired, at: str, available: int) -> None:
+    """The hold outlived its deadline: released by the ledger's clock, nothing charged (yet)."""
+    receipt["status"] = "expired"
+    receipt["hold"] = {
+        **(receipt["hold"] or {}),
+        "status": "expired",
+        "released_micro": event.released_micro,
+        "expired_at": at,
+    }
+    receipt["balance_after_micro"] = available
+
+
+def extended(receipt: dict[str, Any], event: HoldExtended) -> None:
+    """A running request kept its hold longer."""
+    receipt["hold"] = {
+        **(receipt["hold"] or {}),
+        "deadline_at": event.deadline_at.isoformat(),
+        "extensions": int((receipt["hold"] or {}).get("extensions", 0)) + 1,
+    }
+
+
+def late_captured(
+    receipt: dict[str, Any], event: LateCaptured, fin: RequestFinished, available: int
+) -> None:
+    """Served after the hold expired: charged from the bucket directly, and said so."""
+    served = served_attempt(receipt, fin.served_attempt)
+    receipt["status"] = "settled"
+    receipt["late_capture"] = True
+    receipt["final_status"] = fin.status
+    receipt["charged_micro"] = event.charged_micro
+    receipt["cost_micro"] = cost_micro(fin.usage, fin.price) if fin.price else 0
+    receipt["served_by"] = served["channel"] if served else fin.served_channel_id
+    receipt["usage"] = fin.usage.model_dump()
+    receipt["balance_after_micro"] = available

@@ -15,3 +15,8 @@ class LedgerSettings(CommonSettings):
     group_id: str = "ledger"
     batch_size: int = 500
     pool_size: int = 8
+    # Ticks carry the ledger's clock into the log; a hold expires when a tick is this long past
+    # its deadline (longer than the router's own deadline enforcement, so the router's finish
+    # normally wins).
+    tick_seconds: float = 1.0
+    hold_grace_seconds: float = 30.0

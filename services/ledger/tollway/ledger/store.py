@@ -195,3 +195,88 @@ async def update_receipt(
 ) -> None:
     """Replace a receipt's body (receipts are a projection, rebuilt by replay)."""
     await conn.execute(UPDATE_RECEIPT, request_id, status, orjson.dumps(body).decode())
+
+
+SELECT_EXPIRABLE = """
+SELECT hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at
+FROM ledger.holds WHERE status = 'open' AND deadline_at < $1
+ORDER BY deadline_at, hold_id
+"""
+EXTEND_HOLD = "UPDATE ledger.holds SET deadline_at = $2 WHERE hold_id = $1 AND status = 'open'"
+CAPTURE_EXPIRED = (
+    "UPDATE ledger.holds SET status = 'settled' WHERE hold_id = $1 AND status = 'expired'"
+)
+SELECT_HOLD_DEADLINE = "SELECT deadline_at FROM ledger.holds WHERE hold_id = $1"
+
+
+async def expirable_holds(conn: asyncpg.Connection, before: datetime) -> list[dict[str, Any]]:
+    """Open holds whose deadline is before ``before``, oldest first (a stable order)."""
+    return [dict(r) for r in await conn.fetch(SELECT_EXPIRABLE, before)]
+
+
+async def extend_hold(conn: asyncpg.Connection, hold_id: str, deadline_at: datetime) -> None:
+    """Move an open hold's deadline."""
+    await conn.execute(EXTEND_HOLD, hold_id, deadline_at)
+
+
+async def hold_deadline(conn: asyncpg.Connection, hold_id: str) -> datetime | None:
+    """A hold's current deadline."""
+    value: datetime | None = await conn.fetchval(SELECT_HOLD_DEADLINE, hold_id)
+    return value
+
+
+async def capture_expired(conn: asyncpg.Connection, hold_id: str) -> bool:
+    """Mark an expired hold as captured late; False when it was not expired (captured once)."""
+    result: str = await conn.execute(CAPTURE_EXPIRED, hold_id)
+    return result.endswith(" 1")
+
+
+SELECT_CORRECTION = "SELECT fingerprint FROM ledger.corrections WHERE idempotency_key = $1"
+INSERT_CORRECTION = """
+INSERT INTO ledger.corrections (idempotency_key, fingerprint, event_id, original_event_id, amount)
+VALUES ($1, $2, $3, $4, $5)
+"""
+REVERSED_SO_FAR = """
+SELECT coalesce(sum(amount), 0)::bigint FROM ledger.corrections WHERE original_event_id = $1
+"""
+SELECT_ENTRY = """
+SELECT type, account_id, body -> 'payload' ->> 'request_id' AS request_id,
+       body -> 'payload' ->> 'bucket' AS bucket
+FROM ledger.journal WHERE event_id = $1
+"""
+SELECT_ENTRY_POSTINGS = (
+    "SELECT account, unit, amount FROM ledger.postings WHERE event_id = $1 ORDER BY seq"
+)
+
+
+async def correction_fingerprint(conn: asyncpg.Connection, key: str) -> str | None:
+    """The fingerprint stored for a correction's idempotency key, if it was applied."""
+    value: str | None = await conn.fetchval(SELECT_CORRECTION, key)
+    return value
+
+
+async def record_correction(  # noqa: PLR0913 - one row's columns
+    conn: asyncpg.Connection,
+    *,
+    key: str,
+    fingerprint: str,
+    event_id: str,
+    original_event_id: str | None,
+    amount: int,
+) -> None:
+    """Remember an applied correction (and what it took from its original)."""
+    await conn.execute(INSERT_CORRECTION, key, fingerprint, event_id, original_event_id, amount)
+
+
+async def reversed_so_far(conn: asyncpg.Connection, original_event_id: str) -> int:
+    """How much of ``original_event_id`` earlier reversals already gave back."""
+    return int(await conn.fetchval(REVERSED_SO_FAR, original_event_id))
+
+
+async def journal_entry(conn: asyncpg.Connection, event_id: str) -> dict[str, Any] | None:
+    """A journal entry with its postings, or None."""
+    row = await conn.fetchrow(SELECT_ENTRY, event_id)
+    if row is None:
+        return None
+    postings = await conn.fetch(SELECT_ENTRY_POSTINGS, event_id)
+    return {**dict(row), "postings": [dict(p) for p in postings]}

@@ -1,0 +1,193 @@
+"""asyncpg reads for finance: the state digest, the invariant checks and statements.
+
+Read-only over the ledger schema (the live one, or a replay's). Time filters use the journal's
+``occurred_at`` (event time), so a statement or a past balance is the same on a replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    import asyncpg
+
+# Every projection a replay rebuilds: (columns, ordering). Sequence numbers are left out: two
+# runs interleave accounts differently, but every row and every per-account order is the same.
+DIGEST_TABLES: dict[str, tuple[str, str]] = {
+    "journal": ("event_id, type, account_id, cause_id, occurred_at, body", "event_id"),
+    "postings": ("event_id, account, unit, amount", "event_id, account, unit, amount"),
+    "balances": ("account, unit, amount", "account, unit"),
+    "buckets": ("account_id, bucket, unit", "account_id, bucket"),
+    "topups": ("idempotency_key, fingerprint, event_id", "idempotency_key"),
+    "corrections": (
+        "idempotency_key, fingerprint, event_id, original_event_id, amount",
+        "idempotency_key",
+    ),
+    "holds": (
+        (
+            "hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at, opened_at,"
+            " closed_at"
+        ),
+        "hold_id",
+    ),
+    "receipts": (
+        (
+            "request_id, account_id, key_id, project_id, task_id, catalog_model, status,"
+            " created_at, body"
+        ),
+        "request_id",
+    ),
+}
+# A zero balance and a missing row mean the same: an account whose postings cancel out.
+DIGEST_FILTER = {"balances": "WHERE amount <> 0"}
+
+
+UNBALANCED_EVENTS = """
+SELECT count(*) FROM (SELECT event_id, unit FROM ledger.postings
+                      GROUP BY event_id, unit HAVING sum(amount) <> 0) bad
+"""
+UNIT_TOTALS = "SELECT unit, sum(amount)::bigint AS total FROM ledger.postings GROUP BY unit"
+BALANCE_DRIFT = """
+SELECT count(*) FROM ledger.balances b
+FULL JOIN (SELECT account, unit, sum(amount) AS total FROM ledger.postings GROUP BY account, unit) p
+    USING (account, unit)
+WHERE coalesce(b.amount, 0) <> coalesce(p.total, 0)
+"""
+OVERDUE_HOLDS = """
+SELECT hold_id, account_id, deadline_at FROM ledger.holds
+WHERE status = 'open' AND deadline_at < $1 ORDER BY deadline_at
+"""
+UNCLOSED_CLOSED_HOLDS = """
+SELECT count(*) FROM ledger.holds WHERE (status = 'open') <> (closed_at IS NULL)
+"""
+STATEMENT = """
+SELECT j.occurred_at, j.type, j.event_id, j.body -> 'payload' ->> 'request_id' AS request_id,
+       p.account, p.unit, p.amount
+FROM ledger.postings p JOIN ledger.journal j USING (event_id)
+WHERE p.account = ANY($1::text[]) AND j.occurred_at >= $2 AND j.occurred_at < $3
+ORDER BY j.occurred_at, j.seq, p.seq
+"""
+BALANCE_AT = """
+SELECT p.account, p.unit, coalesce(sum(p.amount), 0)::bigint AS amount
+FROM ledger.postings p JOIN ledger.journal j USING (event_id)
+WHERE p.account = ANY($1::text[]) AND j.occurred_at < $2
+GROUP BY p.account, p.unit ORDER BY p.account, p.unit
+"""
+CURRENT_BALANCES = """
+SELECT account, unit, amount FROM ledger.balances
+WHERE account = $1 OR account LIKE $1 || '/%' ORDER BY account, unit
+"""
+ENTRIES = """
+SELECT seq, event_id, type, occurred_at, cause_id, body -> 'payload' AS payload
+FROM ledger.journal WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3
+"""
+STORED_OFFSETS = (
+    "SELECT topic, partition, next_offset FROM ledger.consumer_offsets WHERE group_id = $1"
+)
+OUTBOX_LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM ledger.outbox"
+OUTBOX_PENDING_THROUGH = "SELECT count(*) FROM ledger.outbox WHERE seq <= $1"
+ACCOUNTS_OF = """
+SELECT DISTINCT account FROM ledger.postings
+WHERE account = $1 OR account LIKE $1 || '/%' ORDER BY account
+"""
+
+
+async def table_digests(conn: asyncpg.Connection) -> dict[str, tuple[int, str]]:
+    """Row count and SHA-256 of every projection, over each row's canonical text form."""
+    await conn.execute("SET TIME ZONE 'UTC'")
+    out: dict[str, tuple[int, str]] = {}
+    for name, (columns, order) in DIGEST_TABLES.items():
+        query = (
+            f"SELECT ROW({columns})::text FROM ledger.{name}"  # noqa: S608 - constants only
+            f" {DIGEST_FILTER.get(name, '')} ORDER BY {order}"
+        )
+        digest = hashlib.sha256()
+        rows = 0
+        async with conn.transaction():
+            async for record in conn.cursor(query, prefetch=5000):
+                digest.update(record[0].encode())
+                digest.update(b"\n")
+                rows += 1
+        out[name] = (rows, digest.hexdigest())
+    return out
+
+
+def combine(digests: dict[str, tuple[int, str]]) -> str:
+    """One digest over the per-table digests (table order fixed by :data:`DIGEST_TABLES`)."""
+    text = "\n".join(f"{name}:{digests[name][0]}:{digests[name][1]}" for name in DIGEST_TABLES)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def unbalanced_events(conn: asyncpg.Connection) -> int:
+    """Journal events whose postings do not sum to zero in some unit."""
+    return int(await conn.fetchval(UNBALANCED_EVENTS))
+
+
+async def unit_totals(conn: asyncpg.Connection) -> dict[str, int]:
+    """Sum of every posting per unit (zero when double entry holds)."""
+    return {r["unit"]: int(r["total"]) for r in await conn.fetch(UNIT_TOTALS)}
+
+
+async def balance_drift(conn: asyncpg.Connection) -> int:
+    """Ledger accounts whose balance differs from the sum of their postings."""
+    return int(await conn.fetchval(BALANCE_DRIFT))
+
+
+async def overdue_holds(conn: asyncpg.Connection, before: datetime) -> list[dict[str, Any]]:
+    """Open holds whose deadline is before ``before``."""
+    return [dict(r) for r in await conn.fetch(OVERDUE_HOLDS, before)]
+
+
+async def inconsistent_holds(conn: asyncpg.Connection) -> int:
+    """Holds open with a closing time, or closed without one."""
+    return int(await conn.fetchval(UNCLOSED_CLOSED_HOLDS))
+
+
+async def ledger_accounts(conn: asyncpg.Connection, account: str) -> list[str]:
+    """The ledger accounts of a tenant (``acct`` -> ``acct/credit``, ``acct/credit/held``…)."""
+    return [r["account"] for r in await conn.fetch(ACCOUNTS_OF, account)]
+
+
+async def balances_at(
+    conn: asyncpg.Connection, accounts: list[str], at: datetime
+) -> list[dict[str, Any]]:
+    """Balances of ``accounts`` as of event time ``at`` (postings strictly before it)."""
+    return [dict(r) for r in await conn.fetch(BALANCE_AT, accounts, at)]
+
+
+async def statement_lines(
+    conn: asyncpg.Connection, accounts: list[str], start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Postings of ``accounts`` with their journal event, in event-time order."""
+    return [dict(r) for r in await conn.fetch(STATEMENT, accounts, start, end)]
+
+
+async def stored_offsets(conn: asyncpg.Connection, group: str) -> dict[tuple[str, int], int]:
+    """The consumer group's offsets, stored with its effects."""
+    rows = await conn.fetch(STORED_OFFSETS, group)
+    return {(r["topic"], r["partition"]): int(r["next_offset"]) for r in rows}
+
+
+async def outbox_last_seq(conn: asyncpg.Connection) -> int:
+    """The newest outbox row (0 when it is empty)."""
+    return int(await conn.fetchval(OUTBOX_LAST_SEQ))
+
+
+async def outbox_pending_through(conn: asyncpg.Connection, seq: int) -> int:
+    """Rows up to ``seq`` committed but not yet published."""
+    return int(await conn.fetchval(OUTBOX_PENDING_THROUGH, seq))
+
+
+async def current_balances(conn: asyncpg.Connection, account_id: str) -> list[dict[str, Any]]:
+    """Every ledger account of a tenant with its balance now."""
+    return [dict(r) for r in await conn.fetch(CURRENT_BALANCES, account_id)]
+
+
+async def entries(
+    conn: asyncpg.Connection, account_id: str, before_seq: int, limit: int
+) -> list[dict[str, Any]]:
+    """A tenant's journal entries, newest first, below ``before_seq`` (keyset pagination)."""
+    return [dict(r) for r in await conn.fetch(ENTRIES, account_id, before_seq, limit)]

@@ -1,0 +1,36 @@
+"""Emitting journal events: ids and times come from the cause, never from the clock.
+
+Emitted events take ids derived from their cause and the cause's ``occurred_at``, so replaying
+the same log reproduces the same journal byte for byte (ARCHITECTURE invariant 5).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tollway.events import topics
+from tollway.events.envelope import Envelope, Payload, make
+from tollway.events.ids import derived_id
+from tollway.ledger import store
+from tollway.runtime.outbox import Outgoing
+
+if TYPE_CHECKING:
+    import asyncpg
+
+
+def emit(cause: Envelope[Any], payload: Payload, salt: str) -> Envelope[Payload]:
+    """Wrap ``payload`` as caused by ``cause``: derived id, the cause's time and trace."""
+    return make(
+        payload,
+        trace=cause.trace,
+        occurred_at=cause.occurred_at,
+        event_id=derived_id(cause.id, salt),
+    )
+
+
+async def journal(conn: asyncpg.Connection, env: Envelope[Any]) -> Outgoing:
+    """Append ``env`` to the journal (postings, balances) and return it for ledger.events."""
+    # One serialization serves the journal row and the published message.
+    message = Outgoing.of(topics.LEDGER_EVENTS, env.payload.account_id, env)
+    await store.append(conn, env, message.value)
+    return message
