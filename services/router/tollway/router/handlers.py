@@ -60,7 +60,9 @@ class Router:
         attempts: list[AttemptFinished] = []
         served: UpstreamResult | None = None
         last: UpstreamResult | None = None
-        for candidate in [c for c in req.plan if c.bucket == auth.bucket]:
+        # Only candidates whose bucket the ledger held; refused buckets are on the receipt.
+        held = auth.held_buckets()
+        for candidate in [c for c in req.plan if c.bucket in held]:
             served, last = await self._try_candidate(env, candidate, attempts, last)
             if served is not None or (last is not None and not last.retryable):
                 break
@@ -116,6 +118,8 @@ class Router:
         auth = env.payload
         req = auth.request
         status, body = _reply_body(req.catalog_model, req.request_id, attempts, served, last)
+        if served is None and status >= 500 and auth.refused:
+            status, body = _refused_reply(auth)
         finished = RequestFinished(
             request_id=req.request_id,
             account_id=req.account_id,
@@ -200,5 +204,15 @@ def _reply_body(
     return 502, _error(f"Every route failed for request {request_id}: {trail}.", "upstream_failed")
 
 
-def _error(message: str, code: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
+def _refused_reply(auth: RequestAuthorized) -> tuple[int, dict[str, Any]]:
+    """Every held route failed and the fallback's bucket was refused: 402 naming the limit."""
+    refusal = auth.refused[0]
+    message = (
+        f"The held routes failed and the fallback to the {refusal.bucket} bucket was refused"
+        f" by {refusal.limit}: {refusal.message}"
+    )
+    return 402, _error(message, "fallback_refused", "insufficient_quota")
+
+
+def _error(message: str, code: str, kind: str = "upstream_error") -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
