@@ -143,7 +143,7 @@ async def _owned(request: Request[Any, Any, State], task_id: str) -> KeyInfo:
 
 @get("/v1/tasks/{task_id:str}")
 async def task_receipt(request: Request[Any, Any, State], task_id: str) -> dict[str, Any]:
-    """The task's receipt: calls, tokens and cost per bucket, retries, fallbacks, what stopped it."""
+    """The task's receipt: calls, tokens, cost per bucket, retries, fallbacks, what stopped it."""
     key = await _owned(request, task_id)
     pool = request.app.state.pool
     task = await ls.ledger_task(pool, task_id, key.account_id)

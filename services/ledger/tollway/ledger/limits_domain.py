@@ -217,12 +217,28 @@ def decide_group(
         )
         limit = f"bucket:{group.bucket}"
         return [], Refusal(limit, "insufficient_balance", message, group.worst_micro, available)
+    outside = _outside_task(state, req, group, unit)
+    if outside is not None:
+        return [], outside
     charges = charges_of(state, req, group, unit)
     for charge in charges:
         refusal = _over(state, charge, unit)
         if refusal is not None:
             return [], refusal
     return charges, None
+
+
+def _outside_task(
+    state: LimitState, req: RequestReceived, group: BucketGroup, unit: str
+) -> Refusal | None:
+    """A task spends only from the buckets its envelope names."""
+    if req.task_id is None:
+        return None
+    for b in state.budgets:
+        if b.scope == "task" and b.scope_id == req.task_id and b.covers_bucket(group.bucket, unit):
+            return None
+    message = f"Task '{req.task_id}' has no budget in the {group.bucket} bucket."
+    return Refusal(f"task:{req.task_id}", "task_bucket_not_allowed", message, group.worst_micro, 0)
 
 
 def _over(state: LimitState, charge: Charge, unit: str) -> Refusal | None:
