@@ -9,10 +9,12 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, upstream_calls, wait_for
 from tests.flat_routes import DIRECT_MICRO, MODEL, POOL_MICRO, call, flat_model
+from tollway import cli
 
 pytestmark = pytest.mark.e2e
 __all__ = ["flat_model"]
@@ -357,3 +359,22 @@ def test_invalid_budgets_are_400_naming_the_parameter(stack, tenant_factory, bod
 
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
+
+
+def test_cli_sets_lists_and_removes_a_budget(stack, tenant_factory, capsys) -> None:
+    tenant = tenant_factory({"credit": "1"})
+    base = ["budgets", "--base-url", stack.edge_url, "--admin-token", ADMIN_TOKEN]
+    define = ["set", "--account", tenant.account_id, "--name", "cli-cap", "--unit", "credit"]
+
+    assert cli.main([*base, *define, "--amount", "0.5", "--window", "day"]) == 0
+    budget_id = orjson.loads(capsys.readouterr().out)["id"]
+
+    def listed() -> str:
+        assert cli.main([*base, "list", "--account", tenant.account_id]) == 0
+        return capsys.readouterr().out
+
+    wait_for(lambda: budget_id in listed(), what="the budget in the list")
+    assert cli.main([*base, "rm", budget_id]) == 0
+    wait_for(lambda: budget_id not in listed(), what="the budget to be removed")
+    assert cli.main([*base, *define, "--amount", "1", "--timezone", "Nowhere/Else"]) == 1
+    assert "timezone" in capsys.readouterr().err

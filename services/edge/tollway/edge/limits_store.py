@@ -30,7 +30,7 @@ SELECT body FROM ledger.receipts WHERE account_id = $1 AND task_id = $2 ORDER BY
 SELECT_BUDGETS = """
 SELECT b.budget_id, b.account_id, b.name, b.scope, b.scope_id, b.time_window, b.timezone, b.unit,
        b.bucket, b.amount, b.mode,
-       COALESCE(sum(u.held), 0) AS held, COALESCE(sum(u.spent), 0) AS spent
+       COALESCE(sum(u.held), 0)::bigint AS held, COALESCE(sum(u.spent), 0)::bigint AS spent
 FROM ledger.budgets b
 CROSS JOIN LATERAL (SELECT CASE b.time_window
     WHEN 'minute' THEN now() - interval '1 minute'
