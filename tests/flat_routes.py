@@ -22,13 +22,23 @@ from tollway.events.gateway import Candidate
 from tollway.events.pricing import Price
 
 MODEL = "flat-mini"
+# The same shape on channels of its own, for tests that make the direct channel fail: their
+# failures never count towards ``flat-direct``'s circuit.
+FALLBACK_MODEL = "flat-fallback"
 DIRECT_MICRO = 7
 POOL_MICRO = 3
-# channel id, route type, bucket, output price, the demo upstream channel that answers
-CHANNELS = (
-    ("flat-direct", "direct", "credit", DIRECT_MICRO * 1_000_000, "openai-direct"),
-    ("flat-pool", "pool", "wallet", POOL_MICRO * 1_000_000, "openai-pool"),
-)
+# model -> (channel id, route type, bucket, output price, the demo upstream channel that answers)
+MODELS = {
+    MODEL: (
+        ("flat-direct", "direct", "credit", DIRECT_MICRO * 1_000_000, "openai-direct"),
+        ("flat-pool", "pool", "wallet", POOL_MICRO * 1_000_000, "openai-pool"),
+    ),
+    FALLBACK_MODEL: (
+        ("fb-direct", "direct", "credit", DIRECT_MICRO * 1_000_000, "openai-direct"),
+        ("fb-pool", "pool", "wallet", POOL_MICRO * 1_000_000, "openai-pool"),
+    ),
+}
+CHANNELS = MODELS[MODEL]
 
 
 def candidates() -> list[Candidate]:
@@ -52,33 +62,39 @@ async def _seed(dsn: str, upstream_url: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction():
-            for tier, (cid, rtype, bucket, p_out, answers) in enumerate(CHANNELS):
-                await conn.execute(
-                    "INSERT INTO router.channels (id, name, route_type, brand, bucket, base_url,"
-                    " secret, price_input, price_output) VALUES ($1,$1,$2,'flat',$3,$4,'sk-x',0,$5)"
-                    " ON CONFLICT (id) DO NOTHING",
-                    cid,
-                    rtype,
-                    bucket,
-                    f"{upstream_url}/{answers}/v1",
-                    p_out,
-                )
-                await conn.execute(
-                    "INSERT INTO router.catalog_models (name) VALUES ($1) ON CONFLICT DO NOTHING",
-                    MODEL,
-                )
-                await conn.execute(
-                    "INSERT INTO router.routes (catalog_model, channel_id, upstream_model, tier)"
-                    " VALUES ($1,$2,'gpt-4o-mini',$3) ON CONFLICT DO NOTHING",
-                    MODEL,
-                    cid,
-                    tier,
-                )
+            for model, channels in MODELS.items():
+                await _seed_model(conn, upstream_url, model, channels)
     finally:
         await conn.close()
 
 
-def call(edge_url: str, key: str, task: str | None = None) -> httpx.Response:
+async def _seed_model(
+    conn: asyncpg.Connection, upstream_url: str, model: str, channels: tuple[Any, ...]
+) -> None:
+    await conn.execute(
+        "INSERT INTO router.catalog_models (name) VALUES ($1) ON CONFLICT DO NOTHING", model
+    )
+    for tier, (cid, rtype, bucket, p_out, answers) in enumerate(channels):
+        await conn.execute(
+            "INSERT INTO router.channels (id, name, route_type, brand, bucket, base_url,"
+            " secret, price_input, price_output) VALUES ($1,$1,$2,'flat',$3,$4,'sk-x',0,$5)"
+            " ON CONFLICT (id) DO NOTHING",
+            cid,
+            rtype,
+            bucket,
+            f"{upstream_url}/{answers}/v1",
+            p_out,
+        )
+        await conn.execute(
+            "INSERT INTO router.routes (catalog_model, channel_id, upstream_model, tier)"
+            " VALUES ($1,$2,'gpt-4o-mini',$3) ON CONFLICT DO NOTHING",
+            model,
+            cid,
+            tier,
+        )
+
+
+def call(edge_url: str, key: str, task: str | None = None, model: str = MODEL) -> httpx.Response:
     """One ``flat-mini`` chat completion."""
     headers = {"authorization": f"Bearer {key}"}
     if task is not None:
@@ -86,7 +102,7 @@ def call(edge_url: str, key: str, task: str | None = None) -> httpx.Response:
     return httpx.post(
         f"{edge_url}/v1/chat/completions",
         headers=headers,
-        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
         timeout=30,
     )
 
@@ -98,9 +114,12 @@ def flat_model(stack: Any) -> str:
     tenant = create_tenant(
         stack.edge_url, ADMIN_TOKEN, f"flat-{uuid.uuid4().hex[:8]}", {"credit": "1"}
     )
-    wait_for(
-        lambda: call(stack.edge_url, tenant.api_key).status_code == 200,
-        timeout=30,
-        what="the router to load the flat channels",
-    )
+    for model in MODELS:
+        wait_for(
+            lambda model=model: (
+                call(stack.edge_url, tenant.api_key, model=model).status_code == 200
+            ),
+            timeout=30,
+            what=f"the router to serve {model}",
+        )
     return MODEL

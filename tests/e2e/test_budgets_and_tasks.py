@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, upstream_calls, wait_for
-from tests.flat_routes import DIRECT_MICRO, MODEL, POOL_MICRO, call, flat_model
+from tests.flat_routes import DIRECT_MICRO, FALLBACK_MODEL, MODEL, POOL_MICRO, call, flat_model
 from tollway import cli
 
 pytestmark = pytest.mark.e2e
@@ -199,16 +199,12 @@ def test_direct_to_pool_fallback_places_a_second_hold_and_charges_the_wallet(
         json={"channel": "openai-direct", "kind": "status", "status": 500, "count": 2},
     )
 
-    response = call(stack.edge_url, tenant.api_key)
+    response = call(stack.edge_url, tenant.api_key, model=FALLBACK_MODEL)
 
     assert response.status_code == 200, response.text
     rid = response.headers["x-request-id"]
     receipt = wait_for(lambda: _receipt(stack, tenant.api_key, rid), what="the receipt")
-    assert [a["channel"] for a in receipt["attempts"]] == [
-        "flat-direct",
-        "flat-direct",
-        "flat-pool",
-    ]
+    assert [a["channel"] for a in receipt["attempts"]] == ["fb-direct", "fb-direct", "fb-pool"]
     assert receipt["fallback"] is True
     assert receipt["bucket"] == "wallet"
     assert receipt["charged_micro"] == POOL_MICRO
@@ -241,7 +237,7 @@ def test_a_refused_fallback_hold_is_on_the_receipt_and_the_client_gets_402(
     )
     before = upstream_calls(upstream)
 
-    response = call(stack.edge_url, tenant.api_key)
+    response = call(stack.edge_url, tenant.api_key, model=FALLBACK_MODEL)
 
     assert response.status_code == 402, response.text
     error = response.json()["error"]
@@ -251,9 +247,9 @@ def test_a_refused_fallback_hold_is_on_the_receipt_and_the_client_gets_402(
     receipt = wait_for(lambda: _receipt(stack, tenant.api_key, rid), what="the receipt")
     [refused] = receipt["refused"]
     assert (refused["bucket"], refused["limit"]) == ("wallet", "budget:no-pool")
-    assert refused["skipped"] == ["flat-pool"]
+    assert refused["skipped"] == ["fb-pool"]
     assert receipt["limit"] == "budget:no-pool"
-    assert [a["channel"] for a in receipt["attempts"]] == ["flat-direct", "flat-direct"]
+    assert [a["channel"] for a in receipt["attempts"]] == ["fb-direct", "fb-direct"]
     assert upstream_calls(upstream) - before == 2
     assert _balances(stack, tenant.api_key)["wallet"]["available_micro"] == 1_000_000
 

@@ -14,6 +14,8 @@ from litestar.middleware import ASGIMiddleware
 from tollway.edge import admin, api, budgets, errors, tasks
 from tollway.edge.chat import ChatService
 from tollway.edge.replies import ReplyHub
+from tollway.edge.route_admin import RouteTreeController
+from tollway.edge.route_tree import RouteTreeStore
 from tollway.edge.settings import EdgeSettings
 from tollway.edge.store import EdgeStore
 from tollway.events import topics
@@ -123,6 +125,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             replies=replies,
             store=store,
             admin_token=settings.admin_token,
+            route_tree=RouteTreeStore(pool, producer),
             chat=ChatService(
                 store, producer, replies, settings.edge_id, settings.request_timeout_seconds
             ),
@@ -146,6 +149,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             healthz,
             admin.AdminController,
             budgets.BudgetController,
+            RouteTreeController,
         ],
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware()],
