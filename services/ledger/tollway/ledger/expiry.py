@@ -13,7 +13,7 @@ import structlog
 from aiokafka.partitioner import murmur2
 
 from tollway.events.ledger import HoldExpired, HoldExtended, LateCaptured
-from tollway.ledger import domain, holds, receipts, store
+from tollway.ledger import domain, holds, limits_store, receipts, store
 from tollway.ledger.journal import emit, journal
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ async def _expire(
         postings=holds.expiry_postings(account, bucket, unit, hold["amount"]),
     )
     await store.close_hold(conn, hold["hold_id"], "expired", env.occurred_at)
+    await limits_store.release_hold_usage(conn, hold["hold_id"])  # budgets stop counting it
     message = await journal(conn, emit(env, event, f"expired:{hold['hold_id']}"))
     receipt = await store.get_receipt(conn, hold["request_id"])
     if receipt is not None:
@@ -99,11 +100,14 @@ async def extend(conn: asyncpg.Connection, env: Envelope[HoldExtensionRequested]
 
 async def late_capture(
     conn: asyncpg.Connection, env: Envelope[RequestFinished], hold: dict[str, Any]
-) -> list[Outgoing]:
-    """Charge a request served after its hold expired (invariant 8: never served unbilled)."""
+) -> tuple[Outgoing, Envelope[LateCaptured]] | None:
+    """Charge a request served after its hold expired (invariant 8: never served unbilled).
+
+    Returns the journaled message and its event, or None when the hold was already captured.
+    """
     fin = env.payload
     if not await store.capture_expired(conn, hold["hold_id"]):
-        return []
+        return None
     account, bucket, unit = hold["account_id"], hold["bucket"], hold["unit"]
     settlement = domain.settle(hold["amount"], fin.usage, fin.price)
     channel = fin.served_channel_id or ""
@@ -117,11 +121,12 @@ async def late_capture(
         charged_micro=settlement.charged,
         postings=holds.late_capture_postings(account, bucket, unit, settlement, channel),
     )
-    message = await journal(conn, emit(env, event, "late_captured"))
+    captured = emit(env, event, "late_captured")
+    message = await journal(conn, captured)
     receipt = await store.get_receipt(conn, fin.request_id)
     if receipt is not None:
         available = await store.balance(conn, domain.bucket_account(account, bucket), unit)
         receipts.late_captured(receipt, event, fin, available)
         await store.update_receipt(conn, fin.request_id, "settled", receipt)
     log.info("late_captured", hold_id=hold["hold_id"], account=account)
-    return [message]
+    return message, captured

@@ -17,6 +17,8 @@ from tollway.runtime.outbox import Outgoing
 if TYPE_CHECKING:
     import asyncpg
 
+    from tollway.events.gateway import RequestReceived
+
 
 def emit(cause: Envelope[Any], payload: Payload, salt: str) -> Envelope[Payload]:
     """Wrap ``payload`` as caused by ``cause``: derived id, the cause's time and trace."""
@@ -34,3 +36,22 @@ async def journal(conn: asyncpg.Connection, env: Envelope[Any]) -> Outgoing:
     message = Outgoing.of(topics.LEDGER_EVENTS, env.payload.account_id, env)
     await store.append(conn, env, message.value)
     return message
+
+
+async def create_receipt(
+    conn: asyncpg.Connection, env: Envelope[RequestReceived], status: str, body: dict[str, Any]
+) -> None:
+    """Write a request's receipt row as the ledger first decides on it."""
+    req = env.payload
+    await store.insert_receipt(
+        conn,
+        request_id=req.request_id,
+        account_id=req.account_id,
+        key_id=req.key_id,
+        project_id=req.project_id,
+        task_id=req.task_id,
+        catalog_model=req.catalog_model,
+        status=status,
+        created_at=env.occurred_at,
+        body=body,
+    )
