@@ -19,7 +19,7 @@ from tollway.ledger.journal import emit, journal
 if TYPE_CHECKING:
     import asyncpg
 
-    from tollway.events.envelope import Envelope
+    from tollway.events.envelope import Envelope, Payload
     from tollway.events.gateway import HoldExtensionRequested, RequestFinished
     from tollway.events.ledger import ClockTicked
     from tollway.runtime.outbox import Outgoing
@@ -100,7 +100,7 @@ async def extend(conn: asyncpg.Connection, env: Envelope[HoldExtensionRequested]
 
 async def late_capture(
     conn: asyncpg.Connection, env: Envelope[RequestFinished], hold: dict[str, Any]
-) -> tuple[Outgoing, Envelope[LateCaptured]] | None:
+) -> tuple[Outgoing, Envelope[Payload]] | None:
     """Charge a request served after its hold expired (invariant 8: never served unbilled).
 
     Returns the journaled message and its event, or None when the hold was already captured.
