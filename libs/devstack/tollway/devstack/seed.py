@@ -38,6 +38,10 @@ ROUTES: dict[str, list[tuple[str, str, int]]] = {
         ("anthropic-backup", "claude-3-5-haiku-20241022", 1),
         ("anthropic-pool", "claude-3-5-haiku", 2),
     ],
+    "text-embedding-3-small": [
+        ("openai-direct", "text-embedding-3-small", 0),
+        ("openai-pool", "text-embedding-3-small", 1),
+    ],
 }
 BUCKET_UNITS = {"credit": "credit", "wallet": "CNY"}
 
@@ -58,8 +62,10 @@ async def seed_routes(dsn: str, upstream_url: str) -> None:
             for name, brand, route_type, bucket, p_in, p_out in CHANNELS:
                 await conn.execute(
                     "INSERT INTO router.channels (id, name, route_type, brand, bucket, base_url,"
-                    " secret, price_input, price_output) VALUES ($1,$1,$2,$3,$4,$5,$6,$7,$8)"
-                    " ON CONFLICT (id) DO UPDATE SET base_url = EXCLUDED.base_url",
+                    " secret, price_input, price_output, adapter)"
+                    " VALUES ($1,$1,$2,$3,$4,$5,$6,$7,$8,$3)"
+                    " ON CONFLICT (id) DO UPDATE SET base_url = EXCLUDED.base_url,"
+                    " adapter = EXCLUDED.adapter",
                     name,
                     route_type,
                     brand,

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer
 
 from tollway.events import topics
 from tollway.events.logging import configure_logging
+from tollway.router import cancels
 from tollway.router.channels import ChannelCache
 from tollway.router.handlers import RetryPolicy, Router
 from tollway.router.settings import RouterSettings
@@ -44,12 +45,17 @@ async def serve(settings: RouterSettings) -> None:
         await producer.start()
         await consumer.start()
         try:
-            router = Router(
-                channels, RetryPolicy(settings.attempts_per_channel, settings.backoff_ms)
+            flags = cancels.Cancels()
+            policy = RetryPolicy(settings.attempts_per_channel, settings.backoff_ms)
+            worker = RouterWorker(
+                consumer, producer, Router(channels, policy, flags), settings.max_in_flight
             )
-            worker = RouterWorker(consumer, producer, router, settings.max_in_flight)
             log.info("router_started", group=settings.group_id)
-            await run_until_signalled(worker.run(), channels.run(settings.channel_refresh_seconds))
+            await run_until_signalled(
+                worker.run(),
+                channels.run(settings.channel_refresh_seconds),
+                cancels.listen(settings.kafka_bootstrap_servers, flags),
+            )
         finally:
             await consumer.stop()
             await producer.stop()

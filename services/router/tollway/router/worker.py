@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from tollway.router.handlers import Router
+    from tollway.runtime.outbox import Outgoing
 
 log = structlog.get_logger(__name__)
 
@@ -123,10 +124,17 @@ class RouterWorker:
         if not isinstance(env.payload, RequestAuthorized) or not self._seen.first_time(env.id):
             return
         structlog.contextvars.bind_contextvars(request_id=env.payload.request.request_id)
-        emits = await self._router.execute(env)  # type: ignore[arg-type]
-        futures = [
-            await self._producer.send(o.topic, value=o.value, key=o.key.encode()) for o in emits
-        ]
+        futures: list[asyncio.Future[Any]] = []
+
+        async def sink(out: Outgoing) -> None:
+            # Enqueued, not awaited: frames leave at once and keep their order per partition.
+            futures.append(
+                await self._producer.send(out.topic, value=out.value, key=out.key.encode())
+            )
+
+        emits = await self._router.execute(env, sink)  # type: ignore[arg-type]
+        for out in emits:
+            await sink(out)
         await asyncio.gather(*futures)
 
     async def _dead_letter(self, message: Any, exc: Exception) -> None:
