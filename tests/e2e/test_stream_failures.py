@@ -97,9 +97,10 @@ def test_anthropic_stream_cut_ends_with_an_error_event(stack, tenant_factory, up
     _arm(upstream, "anthropic-direct", "cut_stream", after_chunks=2)
     sdk = anthropic.Anthropic(base_url=stack.edge_url, api_key=tenant.api_key, max_retries=0)
 
-    with pytest.raises(anthropic.APIStatusError), sdk.messages.stream(
-        model="claude-3-5-haiku", max_tokens=200, messages=PROMPT
-    ) as stream:
+    with (
+        pytest.raises(anthropic.APIStatusError),
+        sdk.messages.stream(model="claude-3-5-haiku", max_tokens=200, messages=PROMPT) as stream,
+    ):
         for _ in stream:
             pass
 

@@ -106,12 +106,20 @@ def create_tenant(
     account_id: str,
     topups: dict[str, str],
     route_types: tuple[str, ...] = ("direct", "pool"),
+    allowed_models: list[str] | None = None,
 ) -> Tenant:
     """Open an account, issue a key, top up its buckets and wait until the ledger shows them."""
     with admin(edge_url, token) as client:
         _ok(client.post("/accounts", json={"name": account_id, "id": account_id}))
         key = _ok(
-            client.post("/keys", json={"account_id": account_id, "route_types": list(route_types)})
+            client.post(
+                "/keys",
+                json={
+                    "account_id": account_id,
+                    "route_types": list(route_types),
+                    "allowed_models": allowed_models,
+                },
+            )
         )["key"]
         for bucket, amount in topups.items():
             _ok(

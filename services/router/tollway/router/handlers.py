@@ -131,7 +131,8 @@ class Router:
         auth = env.payload
         req = auth.request
         served = last if last is not None and last.served else None
-        status, body = _reply_body(req.request_id, attempts, served, last)
+        expired = datetime.now(UTC) >= req.deadline_at
+        status, body = _reply_body(req.request_id, attempts, served, last, expired=expired)
         finished = RequestFinished(
             request_id=req.request_id,
             account_id=req.account_id,
@@ -216,14 +217,21 @@ def _reply_body(
     attempts: list[AttemptFinished],
     served: UpstreamResult | None,
     last: UpstreamResult | None,
+    *,
+    expired: bool,
 ) -> tuple[int, dict[str, Any]]:
     if served is not None:
         return 200, served.body or {}
     if last is not None and last.status is not None and not last.retryable and last.body:
         return last.status, last.body  # the upstream's own client error, passed through
-    if last is None:
-        return 504, _error("The request's deadline passed before any upstream call.", "timeout")
-    trail = ", ".join(f"#{a.attempt} {a.candidate.channel} {a.outcome}" for a in attempts)
+    trail = ", ".join(
+        f"#{a.attempt} {a.candidate.channel} {a.error_class or a.outcome}"
+        f" (upstream request {a.upstream_request_id or 'none'})"
+        for a in attempts
+    )
+    if last is None or (expired and last.outcome == "timeout"):
+        message = f"The deadline of request {request_id} passed. Attempts: {trail or 'none'}."
+        return 504, _error(message, "deadline_exceeded")
     return 502, _error(f"Every route failed for request {request_id}: {trail}.", "upstream_failed")
 
 
