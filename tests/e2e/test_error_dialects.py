@@ -68,8 +68,10 @@ DIALECTS = pytest.mark.parametrize("dialect", ["openai", "anthropic"])
         (b"\xff\xfe{}", "JSON"),
         (b'{"model": "gpt-4o-mini", "messages": [], "max_tokens": 5}', "messages"),
         (
-            b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}],'
-            b' "max_tokens": -1}',
+            (
+                b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}],'
+                b' "max_tokens": -1}'
+            ),
             "max_tokens",
         ),
         (

@@ -71,9 +71,13 @@ def test_cut_after_the_first_byte_ends_with_an_error_event_and_settles_the_consu
         model="gpt-4o-mini", messages=PROMPT, stream=True, max_tokens=200
     ) as response:
         request_id = response.headers["x-request-id"]
-        with pytest.raises(openai.APIError) as caught:
+
+        def consume() -> None:
             for chunk in response.parse():
                 received.extend(c.delta.content or "" for c in chunk.choices)
+
+        with pytest.raises(openai.APIError) as caught:
+            consume()
 
     assert "stream" in caught.value.message
     assert received  # the client did get the first part
@@ -97,12 +101,13 @@ def test_anthropic_stream_cut_ends_with_an_error_event(stack, tenant_factory, up
     _arm(upstream, "anthropic-direct", "cut_stream", after_chunks=2)
     sdk = anthropic.Anthropic(base_url=stack.edge_url, api_key=tenant.api_key, max_retries=0)
 
-    with (
-        pytest.raises(anthropic.APIStatusError),
-        sdk.messages.stream(model="claude-3-5-haiku", max_tokens=200, messages=PROMPT) as stream,
-    ):
-        for _ in stream:
-            pass
+    def consume() -> None:
+        with sdk.messages.stream(model="claude-3-5-haiku", max_tokens=200, messages=PROMPT) as s:
+            for _ in s:
+                pass
+
+    with pytest.raises(anthropic.APIStatusError):
+        consume()
 
 
 def test_client_disconnect_stops_the_upstream_and_settles_what_was_streamed(

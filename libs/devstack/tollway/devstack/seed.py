@@ -100,11 +100,12 @@ def admin(edge_url: str, token: str) -> httpx.Client:
     )
 
 
-def create_tenant(
+def create_tenant(  # noqa: PLR0913 - the key's options are keyword-only
     edge_url: str,
     token: str,
     account_id: str,
     topups: dict[str, str],
+    *,
     route_types: tuple[str, ...] = ("direct", "pool"),
     allowed_models: list[str] | None = None,
 ) -> Tenant:
