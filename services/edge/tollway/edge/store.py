@@ -77,10 +77,11 @@ USAGE_GROUPS = {
 }
 USAGE = """
 SELECT {group} AS grp, body->>'unit' AS unit, count(*) AS requests,
-       sum(COALESCE((body->'usage'->>'input_tokens')::bigint, 0)) AS input_tokens,
-       sum(COALESCE((body->'usage'->>'output_tokens')::bigint, 0)) AS output_tokens,
-       sum(COALESCE((body->'usage'->>'cached_input_tokens')::bigint, 0)) AS cached_input_tokens,
-       sum(COALESCE((body->>'charged_micro')::bigint, 0)) AS charged_micro
+       sum(COALESCE((body->'usage'->>'input_tokens')::bigint, 0))::bigint AS input_tokens,
+       sum(COALESCE((body->'usage'->>'output_tokens')::bigint, 0))::bigint AS output_tokens,
+       sum(COALESCE((body->'usage'->>'cached_input_tokens')::bigint, 0))::bigint
+           AS cached_input_tokens,
+       sum(COALESCE((body->>'charged_micro')::bigint, 0))::bigint AS charged_micro
 FROM ledger.receipts
 WHERE account_id = $1
   AND ($2::timestamptz IS NULL OR created_at >= $2)
