@@ -32,6 +32,7 @@ class Candidate(BaseModel):
     upstream_model: str
     price: Price
     tier: int = 0
+    weight: int = Field(default=1, ge=1)
 
 
 @register
@@ -217,6 +218,16 @@ class AttemptFinished(Payload):
     upstream_request_id: str | None = None
 
 
+class SkippedCandidate(BaseModel):
+    """A candidate of the plan the router did not try, and why (``circuit_open``, …)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel_id: str
+    channel: str
+    reason: str
+
+
 @register
 class RequestFinished(Payload):
     """The router is done with a request: which attempt (if any) produced the answer.
@@ -239,6 +250,7 @@ class RequestFinished(Payload):
     status: int
     attempts: int = Field(ge=0)
     usage_estimated: bool = False
+    skipped: list[SkippedCandidate] = Field(default_factory=list)
 
     @property
     def served(self) -> bool:

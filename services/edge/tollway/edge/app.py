@@ -14,6 +14,8 @@ from litestar.middleware import ASGIMiddleware
 from tollway.edge import admin, api, errors, selfservice
 from tollway.edge.calls import CallService
 from tollway.edge.replies import ReplyHub
+from tollway.edge.route_admin import RouteTreeController
+from tollway.edge.route_tree import RouteTreeStore
 from tollway.edge.settings import EdgeSettings
 from tollway.edge.store import EdgeStore
 from tollway.events import topics
@@ -125,6 +127,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             replies=replies,
             store=store,
             admin_token=settings.admin_token,
+            route_tree=RouteTreeStore(pool, producer),
             calls=CallService(
                 store, producer, replies, settings.edge_id, settings.request_timeout_seconds
             ),
@@ -150,6 +153,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             selfservice.usage,
             healthz,
             admin.AdminController,
+            RouteTreeController,
         ],
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware()],

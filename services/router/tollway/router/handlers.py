@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,19 +28,24 @@ from tollway.events.gateway import (
     ReplyFinal,
     RequestAuthorized,
     RequestFinished,
+    SkippedCandidate,
 )
 from tollway.events.ids import derived_id
 from tollway.events.pricing import Usage
+from tollway.events.routing import ChannelHealthChanged
 from tollway.router.adapters import call_json
+from tollway.router.cancels import Cancels
+from tollway.router.health import HealthBoard, HealthPolicy, Transition
 from tollway.router.streaming import Sink, StreamAttempt
 from tollway.router.upstream import UpstreamResult
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
-    from tollway.router.cancels import Cancels
+    from collections.abc import Awaitable, Callable, Sequence
+
     from tollway.router.channels import Channel, ChannelCache
 
-Attempt = Callable[["Channel", Candidate, float], Awaitable[UpstreamResult]]
+    Attempt = Callable[[Channel, Candidate, float], Awaitable[UpstreamResult]]
 
 log = structlog.get_logger(__name__)
 
@@ -53,29 +58,73 @@ class RetryPolicy:
     backoff_ms: int = 50
 
 
+@dataclass(slots=True)
+class _Run:
+    """What one request's execution has produced so far."""
+
+    attempts: list[AttemptFinished] = field(default_factory=list)
+    skipped: list[SkippedCandidate] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    served: UpstreamResult | None = None
+    last: UpstreamResult | None = None
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def order_candidates(candidates: Sequence[Candidate], rng: random.Random) -> list[Candidate]:
+    """Tiers in order (primary, backup 1, …); inside a tier, a weighted random order."""
+    ordered: list[Candidate] = []
+    for tier in sorted({c.tier for c in candidates}):
+        pool = [c for c in candidates if c.tier == tier]
+        while pool:
+            pick = rng.choices(range(len(pool)), weights=[c.weight for c in pool])[0]
+            ordered.append(pool.pop(pick))
+    return ordered
+
+
+@dataclass(frozen=True, slots=True)
+class Circuits:
+    """Channel health wiring: the board, who this router is, where transitions are kept."""
+
+    board: HealthBoard = field(default_factory=lambda: HealthBoard(HealthPolicy()))
+    router_id: str = "router"
+    on_change: Callable[[Envelope[ChannelHealthChanged]], Awaitable[None]] | None = None
+
+
 class Router:
     """Runs authorized requests against their plans."""
 
-    def __init__(self, channels: ChannelCache, policy: RetryPolicy, cancels: Cancels) -> None:
-        """Call upstreams through ``channels`` under ``policy``; stop streams on ``cancels``."""
+    def __init__(
+        self,
+        channels: ChannelCache,
+        policy: RetryPolicy,
+        circuits: Circuits | None = None,
+        rng: random.Random | None = None,
+        cancels: Cancels | None = None,
+    ) -> None:
+        """Call upstreams through ``channels`` under ``policy``, skipping open circuits.
+
+        ``cancels`` flags streams whose client went away.
+        """
         self._channels = channels
         self._policy = policy
-        self._cancels = cancels
+        self._circuits = circuits or Circuits()
+        self.health = self._circuits.board
+        self._rng = rng or random.Random()  # noqa: S311 - load spreading, not crypto
+        self._cancels = cancels or Cancels()
 
-    async def execute(self, env: Envelope[RequestAuthorized], sink: Sink) -> list[Outgoing]:
-        """Serve one request; stream frames go to ``sink`` as they arrive.
+    async def execute(
+        self, env: Envelope[RequestAuthorized], sink: Sink | None = None
+    ) -> list[Outgoing]:
+        """Serve one request; return the usage events and the reply, in publishing order.
 
-        Returns the usage events and the final reply (when the client got no stream), in
-        publishing order.
+        A stream's frames go to ``sink`` as they arrive; its reply is the stream itself.
         """
         req = env.payload.request
-        if not req.stream:
-            attempts, last = await self._run_plan(env, self._json_attempt(env), asyncio.Event())
-            return self._emits(env, attempts, last)
+        if not req.stream or sink is None:
+            return await self._run_plan(env, _Run(), self._json_attempt(env))
         with self._cancels.watch(req.request_id) as cancelled:
-            streamer = StreamAttempt(env, sink, cancelled)
-            attempts, last = await self._run_plan(env, streamer.run, cancelled)
-        return self._emits(env, attempts, last)
+            run = _Run(cancelled=cancelled)
+            return await self._run_plan(env, run, StreamAttempt(env, sink, cancelled).run)
 
     def _json_attempt(self, env: Envelope[RequestAuthorized]) -> Attempt:
         async def attempt(channel: Channel, candidate: Candidate, limit_s: float) -> UpstreamResult:
@@ -84,69 +133,103 @@ class Router:
         return attempt
 
     async def _run_plan(
-        self, env: Envelope[RequestAuthorized], attempt: Attempt, cancelled: asyncio.Event
-    ) -> tuple[list[AttemptFinished], UpstreamResult | None]:
+        self, env: Envelope[RequestAuthorized], run: _Run, attempt: Attempt
+    ) -> list[Outgoing]:
         auth = env.payload
         held = auth.held_buckets()
-        attempts: list[AttemptFinished] = []
-        last: UpstreamResult | None = None
-        for candidate in [c for c in auth.request.plan if c.bucket in held]:
-            last = await self._try_candidate(env, candidate, attempt, attempts, last, cancelled)
-            if last is not None and (last.served or not last.retryable or cancelled.is_set()):
+        covered = [c for c in auth.request.plan if c.bucket in held]
+        for candidate in order_candidates(covered, self._rng):
+            admitted, moved = self.health.admit(candidate.channel_id, time.monotonic())
+            run.transitions.extend([moved] if moved else [])
+            if not admitted:
+                run.skipped.append(
+                    SkippedCandidate(
+                        channel_id=candidate.channel_id,
+                        channel=candidate.channel,
+                        reason="circuit_open",
+                    )
+                )
+                continue
+            await self._try_candidate(env, candidate, run, attempt)
+            if run.served is not None or run.cancelled.is_set():
                 break
-        return attempts, last
+            if run.last is not None and not run.last.retryable:
+                break
+        return self._emits(env, run) + await self._health_events(run.transitions)
 
-    async def _try_candidate(  # noqa: PLR0913, PLR0917 - the plan loop's state, passed explicitly
-        self,
-        env: Envelope[RequestAuthorized],
-        candidate: Candidate,
-        attempt: Attempt,
-        attempts: list[AttemptFinished],
-        last: UpstreamResult | None,
-        cancelled: asyncio.Event,
-    ) -> UpstreamResult | None:
+    async def _try_candidate(
+        self, env: Envelope[RequestAuthorized], candidate: Candidate, run: _Run, attempt: Attempt
+    ) -> None:
         deadline = env.payload.request.deadline_at
         for n in range(self._policy.attempts_per_channel):
             remaining = (deadline - datetime.now(UTC)).total_seconds()
-            if remaining <= 0 or cancelled.is_set():
-                return last
+            if remaining <= 0 or run.cancelled.is_set():
+                return
             if n > 0:
-                await asyncio.sleep(_backoff(self._policy.backoff_ms, n, last, remaining))
-            channel = self._channels.get(candidate.channel_id)
+                await asyncio.sleep(_backoff(self._policy.backoff_ms, n, run.last, remaining))
+            channel = await self._channels.lookup(candidate.channel_id)
             if channel is None:
-                last = _unavailable()
+                run.last = result = _unavailable()
             else:
-                last = await attempt(channel, candidate, min(remaining, channel.timeout_ms / 1000))
-            attempts.append(_attempt_event(env, candidate, len(attempts) + 1, last))
-            if last.served or not last.retryable:
-                return last
-        return last
+                limit = min(remaining, channel.timeout_ms / 1000)
+                run.last = result = await attempt(channel, candidate, limit)
+            run.attempts.append(_attempt_event(env, candidate, len(run.attempts) + 1, result))
+            # A client error (400 from upstream) says nothing about the channel's health.
+            healthy = result.served or not result.retryable
+            moved = self.health.record(
+                candidate.channel_id, ok=healthy, latency_ms=result.latency_ms, now=time.monotonic()
+            )
+            run.transitions.extend([moved] if moved else [])
+            if result.served:
+                run.served = result
+                return
+            if not result.retryable or self.health.state(candidate.channel_id) == "open":
+                return
 
-    def _emits(
-        self,
-        env: Envelope[RequestAuthorized],
-        attempts: list[AttemptFinished],
-        last: UpstreamResult | None,
-    ) -> list[Outgoing]:
+    async def _health_events(self, transitions: list[Transition]) -> list[Outgoing]:
+        out = []
+        for t in transitions:
+            channel = self._channels.get(t.channel_id)
+            changed = ChannelHealthChanged(
+                channel_id=t.channel_id,
+                channel=channel.name if channel else t.channel_id,
+                router_id=self._circuits.router_id,
+                from_state=t.from_state,
+                to_state=t.to_state,
+                reason=t.reason,
+                error_rate=t.error_rate,
+                samples=t.samples,
+                p50_latency_ms=t.p50_latency_ms,
+                cool_down_seconds=t.cool_down_seconds,
+            )
+            log.warning("channel_circuit_changed", **changed.model_dump())
+            health_env = make(changed)
+            if self._circuits.on_change is not None:
+                await self._circuits.on_change(health_env)
+            out.append(Outgoing.of(topics.CHANNEL_HEALTH, t.channel_id, health_env))
+        return out
+
+    def _emits(self, env: Envelope[RequestAuthorized], run: _Run) -> list[Outgoing]:
         auth = env.payload
         req = auth.request
-        served = last if last is not None and last.served else None
+        attempts = run.attempts
         expired = datetime.now(UTC) >= req.deadline_at
-        status, body = _reply_body(req.request_id, attempts, served, last, expired=expired)
+        status, body = _reply_body(req.request_id, run, expired=expired)
         finished = RequestFinished(
             request_id=req.request_id,
             account_id=req.account_id,
             hold_id=auth.hold_id,
-            **_served_fields(attempts[-1] if served is not None else None),
+            **_served_fields(attempts[-1] if run.served is not None else None),
             status=status,
             attempts=len(attempts),
+            skipped=run.skipped,
         )
         usage = [
             Outgoing.of(topics.USAGE, req.account_id, _derive(env, a, f"attempt:{a.attempt}"))
             for a in attempts
         ]
         usage.append(Outgoing.of(topics.USAGE, req.account_id, _derive(env, finished, "finished")))
-        if req.stream and served is not None:
+        if req.stream and run.served is not None:
             return usage  # the stream itself was the reply, and it has ended
         reply = ReplyFinal(request_id=req.request_id, status=status, body=body)
         return [
@@ -212,22 +295,23 @@ def _attempt_event(
     )
 
 
-def _reply_body(
-    request_id: str,
-    attempts: list[AttemptFinished],
-    served: UpstreamResult | None,
-    last: UpstreamResult | None,
-    *,
-    expired: bool,
-) -> tuple[int, dict[str, Any]]:
+def _reply_body(request_id: str, run: _Run, *, expired: bool) -> tuple[int, dict[str, Any]]:
+    served, last = run.served, run.last
     if served is not None:
-        return 200, served.body or {}
+        return 200, served.body or {}  # already in the client's dialect, under the catalog name
     if last is not None and last.status is not None and not last.retryable and last.body:
         return last.status, last.body  # the upstream's own client error, passed through
+    if last is None and run.skipped:
+        names = ", ".join(s.channel for s in run.skipped)
+        message = (
+            f"Every route for request {request_id} is temporarily out of service (circuit open:"
+            f" {names}). Retry in a few seconds."
+        )
+        return 503, _error(message, "channels_unavailable")
     trail = ", ".join(
         f"#{a.attempt} {a.candidate.channel} {a.error_class or a.outcome}"
         f" (upstream request {a.upstream_request_id or 'none'})"
-        for a in attempts
+        for a in run.attempts
     )
     if last is None or (expired and last.outcome == "timeout"):
         message = f"The deadline of request {request_id} passed. Attempts: {trail or 'none'}."
