@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import upstream_calls
+from tests.e2e.route_kit import admin_client, new_channel, new_model
 
 pytestmark = pytest.mark.e2e
 
@@ -142,15 +143,25 @@ def test_every_route_failing_is_502_listing_the_attempts(
     stack, tenant_factory, upstream, dialect, stream
 ) -> None:
     tenant = tenant_factory({"credit": "1"})
+    with admin_client(stack) as admin:  # fresh channels: their circuits start closed
+        primary = new_channel(admin, stack, "openai-direct")
+        backup = new_channel(admin, stack, "openai-backup")
+        model = new_model(
+            admin,
+            [
+                {"channel_id": primary, "upstream_model": "u", "tier": 0},
+                {"channel_id": backup, "upstream_model": "u", "tier": 1},
+            ],
+        )
     for channel in ("openai-direct", "openai-backup"):
         fault = {"channel": channel, "kind": "status", "status": 500, "count": 2}
         upstream.post("/_control/faults", json=fault).raise_for_status()
 
-    response = _post(stack, dialect, tenant.api_key, json=_body(dialect, stream=stream))
+    response = _post(stack, dialect, tenant.api_key, json=_body(dialect, model, stream=stream))
 
     message = _assert_error(response, dialect, 502)
-    assert "openai-direct" in message
-    assert "openai-backup" in message
+    assert message.count(primary) == 2
+    assert message.count(backup) == 2
     assert "upstream request up-" in message
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 ABSURD_MAX_TOKENS = 1_000_000
 M = TypeVar("M", bound=BaseModel)
+NO_NUL = r"^[^\x00]*$"  # recorded on the receipt, and Postgres text cannot hold NUL
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ class ChatRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     n: int = Field(default=1, ge=1, le=16)
     stop: str | list[str] | None = None
-    user: str | None = Field(default=None, max_length=256)
+    user: str | None = Field(default=None, max_length=256, pattern=NO_NUL)
 
 
 class EmbeddingsRequest(BaseModel):
@@ -62,7 +63,7 @@ class EmbeddingsRequest(BaseModel):
 
     model: str = Field(min_length=1, max_length=256)
     input: str | list[str] | list[int] | list[list[int]]
-    user: str | None = Field(default=None, max_length=256)
+    user: str | None = Field(default=None, max_length=256, pattern=NO_NUL)
 
 
 class MessagesRequest(BaseModel):
@@ -152,7 +153,7 @@ def messages_call(data: dict[str, Any]) -> ClientCall:
         model=msg.model,
         body=data,
         stream=msg.stream,
-        user=str(user)[:256] if user is not None else None,
+        user=str(user).replace("\x00", "")[:256] if user is not None else None,
         max_tokens=msg.max_tokens,
         choices=1,
         input_estimate=estimate_tokens([msg.system, msg.messages, data.get("tools")]),

@@ -56,6 +56,15 @@ async def retrieve_model(request: Request[Any, Any, State], model: str) -> dict[
     return _model(name)
 
 
+def _no_nul(**params: str | None) -> None:
+    """Postgres text cannot hold NUL, so such a filter is a client error, not a crash."""
+    for name, value in params.items():
+        if value is not None and "\x00" in value:
+            raise errors.InvalidRequestError(
+                f"Invalid value for '{name}': NUL characters are not allowed.", param=name
+            )
+
+
 def _time(value: str | None, param: str) -> datetime | None:
     if value is None:
         return None
@@ -98,6 +107,7 @@ async def list_receipts(  # noqa: PLR0913 - one parameter per documented filter
 ) -> dict[str, Any]:
     """The account's receipts, newest first, ``limit`` at a time (keyset pagination)."""
     caller = await authenticate(request)
+    _no_nul(project=project, key=key, task=task, model=model)
     store = request.app.state.store
     if not await store.owns(caller.account_id, project_id=project, key_id=key):
         raise errors.NotFoundError("No such project or key for this account.")

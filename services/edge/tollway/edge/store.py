@@ -187,6 +187,8 @@ class EdgeStore:
 
     async def model(self, name: str) -> ModelInfo | None:
         """The catalog model with its plan, or None when unknown or disabled."""
+        if "\x00" in name:
+            return None  # Postgres text cannot hold NUL: no model can have this name
         hit, value = self._models.get(name)
         if hit:
             return value  # type: ignore[no-any-return]
