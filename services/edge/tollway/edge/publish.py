@@ -12,6 +12,7 @@ from tollway.events import topics
 from tollway.events.envelope import Envelope, Trace, encode, make
 from tollway.events.gateway import RequestCancelled
 from tollway.events.ids import derived_id
+from tollway.runtime.tracing import headers_out
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
@@ -31,7 +32,10 @@ async def publish_request(
     try:
         await asyncio.wait_for(
             producer.send_and_wait(
-                topics.REQUESTS, value=encode(envelope), key=account_id.encode()
+                topics.REQUESTS,
+                value=encode(envelope),
+                key=account_id.encode(),
+                headers=list(headers_out()),
             ),
             timeout=CONFIRM_SECONDS,
         )

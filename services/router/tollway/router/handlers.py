@@ -38,6 +38,7 @@ from tollway.router.cancels import Cancels
 from tollway.router.health import HealthBoard, HealthPolicy, Transition
 from tollway.router.streaming import Sink, StreamAttempt
 from tollway.router.upstream import UpstreamResult
+from tollway.runtime.metrics import observe_attempt, observe_breaker
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
@@ -173,6 +174,9 @@ class Router:
             else:
                 limit = min(remaining, channel.timeout_ms / 1000)
                 run.last = result = await attempt(channel, candidate, limit)
+            observe_attempt(
+                candidate.channel, candidate.route_type, result.outcome, result.latency_ms
+            )
             run.attempts.append(_attempt_event(env, candidate, len(run.attempts) + 1, result))
             # A client error (400 from upstream) says nothing about the channel's health.
             healthy = result.served or not result.retryable
@@ -203,6 +207,7 @@ class Router:
                 cool_down_seconds=t.cool_down_seconds,
             )
             log.warning("channel_circuit_changed", **changed.model_dump())
+            observe_breaker(changed.channel, t.from_state, t.to_state)
             health_env = make(changed)
             if self._circuits.on_change is not None:
                 await self._circuits.on_change(health_env)

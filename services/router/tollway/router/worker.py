@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka.structs import OffsetAndMetadata
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from tollway.events import topics
 from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.gateway import RequestAuthorized
+from tollway.runtime.tracing import headers_out, span_from
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -123,18 +125,28 @@ class RouterWorker:
             return
         if not isinstance(env.payload, RequestAuthorized) or not self._seen.first_time(env.id):
             return
-        structlog.contextvars.bind_contextvars(request_id=env.payload.request.request_id)
+        structlog.contextvars.bind_contextvars(
+            request_id=env.payload.request.request_id, task_id=env.trace.task_id
+        )
         futures: list[asyncio.Future[Any]] = []
+        # The trace context travels in the authorization's headers; usage and reply carry it on.
+        with span_from(f"process {message.topic}", message.headers, SpanKind.CONSUMER):
+            trace_headers = list(headers_out())
 
-        async def sink(out: Outgoing) -> None:
-            # Enqueued, not awaited: frames leave at once and keep their order per partition.
-            futures.append(
-                await self._producer.send(out.topic, value=out.value, key=out.key.encode())
-            )
+            async def sink(out: Outgoing) -> None:
+                # Enqueued, not awaited: frames leave at once and keep their order per partition.
+                futures.append(
+                    await self._producer.send(
+                        out.topic,
+                        value=out.value,
+                        key=out.key.encode(),
+                        headers=[*out.headers, *trace_headers],
+                    )
+                )
 
-        emits = await self._router.execute(env, sink)  # type: ignore[arg-type]
-        for out in emits:
-            await sink(out)
+            emits = await self._router.execute(env, sink)  # type: ignore[arg-type]
+            for out in emits:
+                await sink(out)
         await asyncio.gather(*futures)
 
     async def _dead_letter(self, message: Any, exc: Exception) -> None:
