@@ -86,3 +86,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "con
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def tenant_factory_module(stack: Stack) -> Callable[..., Tenant]:
+    """Like ``tenant_factory``, for data shared by the tests of one module."""
+
+    def make(topups: dict[str, str] | None = None, **kwargs: Any) -> Tenant:
+        account_id = f"t-{uuid.uuid4().hex[:12]}"
+        return create_tenant(stack.edge_url, ADMIN_TOKEN, account_id, topups or {}, **kwargs)
+
+    return make

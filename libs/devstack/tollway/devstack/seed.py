@@ -38,6 +38,10 @@ ROUTES: dict[str, list[tuple[str, str, int]]] = {
         ("anthropic-backup", "claude-3-5-haiku-20241022", 1),
         ("anthropic-pool", "claude-3-5-haiku", 2),
     ],
+    "text-embedding-3-small": [
+        ("openai-direct", "text-embedding-3-small", 0),
+        ("openai-pool", "text-embedding-3-small", 1),
+    ],
 }
 BUCKET_UNITS = {"credit": "credit", "wallet": "CNY"}
 
@@ -58,8 +62,10 @@ async def seed_routes(dsn: str, upstream_url: str) -> None:
             for name, brand, route_type, bucket, p_in, p_out in CHANNELS:
                 await conn.execute(
                     "INSERT INTO router.channels (id, name, route_type, brand, bucket, base_url,"
-                    " secret, price_input, price_output) VALUES ($1,$1,$2,$3,$4,$5,$6,$7,$8)"
-                    " ON CONFLICT (id) DO UPDATE SET base_url = EXCLUDED.base_url",
+                    " secret, price_input, price_output, adapter)"
+                    " VALUES ($1,$1,$2,$3,$4,$5,$6,$7,$8,$3)"
+                    " ON CONFLICT (id) DO UPDATE SET base_url = EXCLUDED.base_url,"
+                    " adapter = EXCLUDED.adapter",
                     name,
                     route_type,
                     brand,
@@ -94,18 +100,27 @@ def admin(edge_url: str, token: str) -> httpx.Client:
     )
 
 
-def create_tenant(
+def create_tenant(  # noqa: PLR0913 - the key's options are keyword-only
     edge_url: str,
     token: str,
     account_id: str,
     topups: dict[str, str],
+    *,
     route_types: tuple[str, ...] = ("direct", "pool"),
+    allowed_models: list[str] | None = None,
 ) -> Tenant:
     """Open an account, issue a key, top up its buckets and wait until the ledger shows them."""
     with admin(edge_url, token) as client:
         _ok(client.post("/accounts", json={"name": account_id, "id": account_id}))
         key = _ok(
-            client.post("/keys", json={"account_id": account_id, "route_types": list(route_types)})
+            client.post(
+                "/keys",
+                json={
+                    "account_id": account_id,
+                    "route_types": list(route_types),
+                    "allowed_models": allowed_models,
+                },
+            )
         )["key"]
         for bucket, amount in topups.items():
             _ok(

@@ -141,6 +141,60 @@ class ReplyFinal(Payload):
     body: dict[str, Any]
 
 
+class SseFrame(BaseModel):
+    """One server-sent event, already in the client's protocol (``data`` is the JSON text)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event: str | None = None
+    data: str
+
+
+@register
+class ReplyChunk(Payload):
+    """Frames of a streamed answer, relayed to the client as they arrive (reply topic).
+
+    ``seq`` counts from 0 per request, so the edge can tell a gap or a duplicate from order.
+    """
+
+    TYPE = "reply.chunk"
+
+    request_id: str
+    seq: int = Field(ge=0)
+    frames: list[SseFrame]
+
+
+@register
+class ReplyStreamEnd(Payload):
+    """The last frames of a streamed answer (reply topic).
+
+    ``ok`` is False when the stream ended on an error: ``frames`` then carry the error event in
+    the client's protocol, never a clean end that looks like success.
+    """
+
+    TYPE = "reply.stream_end"
+
+    request_id: str
+    seq: int = Field(ge=0)
+    frames: list[SseFrame]
+    ok: bool = True
+    error_code: str | None = None
+
+
+@register
+class RequestCancelled(Payload):
+    """The client went away; any router serving the request stops its upstream call (gw.cancels).
+
+    Broadcast: every router instance reads every partition, and the one serving the request
+    acts on it; the rest ignore it.
+    """
+
+    TYPE = "request.cancelled"
+
+    request_id: str
+    reason: str = "client_disconnected"
+
+
 AttemptOutcome = Literal["ok", "http_error", "timeout", "connect_error", "protocol_error"]
 
 
@@ -160,6 +214,7 @@ class AttemptFinished(Payload):
     latency_ms: int = Field(ge=0)
     ttft_ms: int | None = None
     usage: Usage = Usage()
+    usage_estimated: bool = False
     upstream_request_id: str | None = None
 
 
@@ -194,6 +249,7 @@ class RequestFinished(Payload):
     price: Price | None = None
     status: int
     attempts: int = Field(ge=0)
+    usage_estimated: bool = False
     skipped: list[SkippedCandidate] = Field(default_factory=list)
 
     @property

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 REQUESTS = "gw.requests"
 AUTHORIZED = "gw.authorized"
 USAGE = "gw.usage"
+CANCELS = "gw.cancels"
 LEDGER_EVENTS = "ledger.events"
 BREAKERS = "limits.breakers"
 ALERTS = "limits.alerts"
@@ -50,6 +51,7 @@ def core_topics(partitions: int = 4) -> list[TopicSpec]:
         TopicSpec(REQUESTS, partitions),
         TopicSpec(AUTHORIZED, partitions),
         TopicSpec(USAGE, partitions),
+        TopicSpec(CANCELS, 1, retention_ms=SHORT_MS),
         TopicSpec(LEDGER_EVENTS, partitions),
         TopicSpec(BREAKERS, partitions, compacted=True),
         TopicSpec(ALERTS, partitions, retention_ms=THIRTY_DAYS_MS),

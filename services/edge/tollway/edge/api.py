@@ -1,4 +1,8 @@
-"""The client API: OpenAI-compatible chat completions and the key's self-service reads."""
+"""The client API: OpenAI chat and embeddings, Anthropic messages, the key's receipt and balance.
+
+Handlers are thin: authenticate, parse, validate into a ``ClientCall``, hand it to the call
+service; a stream becomes server-sent events, anything else one JSON answer.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,17 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response, get, post
+from litestar.response import Stream
 
 from tollway.edge import errors
-from tollway.edge.chat import parse_json, validate_chat
-from tollway.edge.keys import hash_key
-from tollway.events.envelope import utcnow
+from tollway.edge.auth import authenticate
+from tollway.edge.chat import ClientCall, chat_call, embeddings_call, messages_call, parse_json
 from tollway.events.ids import new_id
 
 if TYPE_CHECKING:
-    from litestar.datastructures import State
+    from collections.abc import Callable
 
-    from tollway.edge.store import KeyInfo
+    from litestar.datastructures import State
 
 TASK_HEADER = "x-tollway-task"
 TASK_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -35,43 +39,43 @@ def task_header(value: str | None) -> str | None:
     return value
 
 
-async def authenticate(request: Request[Any, Any, State]) -> KeyInfo:
-    """The key behind ``Authorization: Bearer tw-…``, or 401."""
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if not token:
-        raise errors.AuthenticationError(
-            "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
-        )
-    key: KeyInfo | None = await request.app.state.store.key_by_hash(hash_key(token))
-    if key is None:
-        raise errors.AuthenticationError("Incorrect API key provided.")
-    if key.revoked_at is not None:
-        raise errors.AuthenticationError("This API key has been revoked.", code="revoked_api_key")
-    if key.expires_at is not None and key.expires_at <= utcnow():
-        raise errors.AuthenticationError("This API key has expired.", code="expired_api_key")
-    return key
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-@post("/v1/chat/completions")
-async def chat_completions(request: Request[Any, Any, State]) -> Response[Any]:
-    """Create a chat completion (non-streaming)."""
-    request_id = request.state.request_id
+async def _serve(
+    request: Request[Any, Any, State], validate: Callable[[dict[str, Any]], ClientCall]
+) -> Response[Any]:
     key = await authenticate(request)
     raw = await request.body()
     if len(raw) > request.app.state.settings.max_body_bytes:
         raise errors.PayloadTooLargeError("The request body is too large.")
-    body = parse_json(raw)
-    chat = validate_chat(body)
-    if chat.stream:
-        raise errors.InvalidRequestError(
-            "Streaming is not supported yet on this gateway.",
-            param="stream",
-            code="unsupported_parameter",
-        )
+    call = validate(parse_json(raw))
+    calls = request.app.state.calls
     task_id = task_header(request.headers.get(TASK_HEADER))
-    status, answer = await request.app.state.chat.complete(key, chat, body, task_id, request_id)
+    request_id = request.state.request_id
+    if call.stream:
+        frames = await calls.stream(key, call, task_id, request_id)
+        return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+    status, answer = await calls.complete(key, call, task_id, request_id)
     return Response(answer, status_code=status)
+
+
+@post("/v1/chat/completions")
+async def chat_completions(request: Request[Any, Any, State]) -> Response[Any]:
+    """Create a chat completion (OpenAI), streamed when ``stream`` is true."""
+    return await _serve(request, chat_call)
+
+
+@post("/v1/embeddings")
+async def embeddings(request: Request[Any, Any, State]) -> Response[Any]:
+    """Create embeddings (OpenAI)."""
+    return await _serve(request, embeddings_call)
+
+
+@post("/v1/messages")
+async def messages(request: Request[Any, Any, State]) -> Response[Any]:
+    """Create a message (Anthropic), streamed when ``stream`` is true."""
+    return await _serve(request, messages_call)
 
 
 @get("/v1/receipts/{request_id:str}")

@@ -11,8 +11,17 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
 
-from tollway.edge import admin, api, budgets, errors, ledger_admin, ledger_corrections, tasks
-from tollway.edge.chat import ChatService
+from tollway.edge import (
+    admin,
+    api,
+    budgets,
+    errors,
+    ledger_admin,
+    ledger_corrections,
+    selfservice,
+    tasks,
+)
+from tollway.edge.calls import CallService
 from tollway.edge.replies import ReplyHub
 from tollway.edge.route_admin import RouteTreeController
 from tollway.edge.route_tree import RouteTreeStore
@@ -56,19 +65,20 @@ class RequestIdMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send_with_id)
 
 
-def gateway_error(_: Request[Any, Any, Any], exc: errors.GatewayError) -> Response[Any]:
-    """The one place a domain error becomes an HTTP response (OpenAI shape)."""
-    return Response(exc.openai_body(), status_code=exc.status, headers=exc.headers)
+def gateway_error(request: Request[Any, Any, Any], exc: errors.GatewayError) -> Response[Any]:
+    """The one place a domain error becomes an HTTP response, in the route's dialect."""
+    body = errors.body_for(exc, request.url.path)
+    return Response(body, status_code=exc.status, headers=exc.headers)
 
 
-def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Framework errors (unknown route, wrong method, bad admin body) in the same shape."""
     cls = errors.STATUS_TO_ERROR.get(exc.status_code, errors.InvalidRequestError)
     detail = exc.detail if isinstance(exc.detail, str) else "Invalid request."
     extra = getattr(exc, "extra", None)
     if extra:
         detail = f"{detail}: {extra}"
-    body = cls(detail).openai_body()
+    body = errors.body_for(cls(detail), request.url.path)
     return Response(body, status_code=exc.status_code)
 
 
@@ -82,7 +92,8 @@ def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respons
         error=type(exc).__name__,
         exc_info=exc,
     )
-    body = errors.GatewayError(f"Internal error; quote request id {request_id}.").openai_body()
+    error = errors.GatewayError(f"Internal error; quote request id {request_id}.")
+    body = errors.body_for(error, request.url.path)
     return Response(body, status_code=500)
 
 
@@ -133,7 +144,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             store=store,
             admin_token=settings.admin_token,
             route_tree=RouteTreeStore(pool, producer),
-            chat=ChatService(
+            calls=CallService(
                 store, producer, replies, settings.edge_id, settings.request_timeout_seconds
             ),
         )
@@ -148,11 +159,17 @@ def create_app(settings: EdgeSettings) -> Litestar:
     return Litestar(
         route_handlers=[
             api.chat_completions,
+            api.embeddings,
+            api.messages,
             api.receipt,
             api.balance,
             tasks.open_task,
             tasks.task_receipt,
             tasks.close_task,
+            selfservice.list_models,
+            selfservice.retrieve_model,
+            selfservice.list_receipts,
+            selfservice.usage,
             healthz,
             admin.AdminController,
             ledger_admin.LedgerAdminController,

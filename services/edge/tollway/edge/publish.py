@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from tollway.edge import errors
 from tollway.events import topics
-from tollway.events.envelope import Envelope, encode
+from tollway.events.envelope import Envelope, Trace, encode, make
+from tollway.events.gateway import RequestCancelled
+from tollway.events.ids import derived_id
 from tollway.runtime.tracing import headers_out
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
 
 CONFIRM_SECONDS = 5
+log = structlog.get_logger(__name__)
 
 
 async def publish_request(
@@ -38,3 +43,26 @@ async def publish_request(
         raise errors.DependencyDownError(
             f"The event log did not confirm the request within {CONFIRM_SECONDS}s. {next_step}"
         ) from exc
+
+
+async def publish_cancel(producer: AIOKafkaProducer, request_id: str, account_id: str) -> None:
+    """Tell every router that the client of ``request_id`` went away (best effort).
+
+    A lost cancel costs at most the rest of the stream: the router settles what it streamed.
+    """
+    envelope = make(
+        RequestCancelled(request_id=request_id),
+        trace=Trace(request_id=request_id),
+        event_id=derived_id(request_id, "cancel"),
+    )
+    try:
+        await producer.send_and_wait(
+            topics.CANCELS, value=encode(envelope), key=request_id.encode()
+        )
+    except Exception as exc:  # noqa: BLE001 - logged; the stream still settles what it sent
+        log.warning(
+            "cancel_not_published",
+            request_id=request_id,
+            account=account_id,
+            error=type(exc).__name__,
+        )

@@ -1,6 +1,7 @@
 """The reply topic of one edge instance: answers for its in-flight requests, matched by request id.
 
-A future is registered before the request is published, so a fast answer is never missed. The
+An inbox is registered before the request is published, so a fast answer is never missed. A
+plain request gets one reply; a streamed one gets its chunks in order, then its end. The
 consumer reads every partition from the end: replies for requests this process did not send
 (a previous incarnation's) are dropped.
 """
@@ -36,7 +37,7 @@ class ReplyHub:
             fetch_max_wait_ms=5,
             auto_offset_reset="latest",
         )
-        self._waiting: dict[str, asyncio.Future[Envelope[Payload]]] = {}
+        self._waiting: dict[str, asyncio.Queue[Envelope[Payload]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.ready = False
 
@@ -62,12 +63,12 @@ class ReplyHub:
         await self._consumer.stop()
 
     @contextlib.contextmanager
-    def expect(self, request_id: str) -> Iterator[asyncio.Future[Envelope[Payload]]]:
-        """Register interest in ``request_id``'s reply for the duration of the block."""
-        future: asyncio.Future[Envelope[Payload]] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = future
+    def expect(self, request_id: str) -> Iterator[asyncio.Queue[Envelope[Payload]]]:
+        """Receive ``request_id``'s replies, in arrival order, for the duration of the block."""
+        inbox: asyncio.Queue[Envelope[Payload]] = asyncio.Queue()
+        self._waiting[request_id] = inbox
         try:
-            yield future
+            yield inbox
         finally:
             self._waiting.pop(request_id, None)
 
@@ -80,10 +81,10 @@ class ReplyHub:
 
     def _deliver(self, key: bytes | None, value: bytes) -> None:
         request_id = key.decode() if key else ""
-        future = self._waiting.get(request_id)
-        if future is None or future.done():
+        inbox = self._waiting.get(request_id)
+        if inbox is None:
             return
         try:
-            future.set_result(decode(value))
+            inbox.put_nowait(decode(value))
         except (UnknownEventTypeError, ValidationError, ValueError) as exc:
             log.exception("reply_undecodable", request_id=request_id, error=type(exc).__name__)

@@ -39,6 +39,55 @@ WHERE r.catalog_model = $1 AND c.enabled
 ORDER BY r.tier, r.weight DESC, c.name
 """
 SELECT_RECEIPT = "SELECT body FROM ledger.receipts WHERE request_id = $1 AND account_id = $2"
+SELECT_CATALOG = """
+SELECT m.name, array_agg(DISTINCT c.route_type) AS route_types
+FROM router.catalog_models m
+JOIN router.routes r ON r.catalog_model = m.name
+JOIN router.channels c ON c.id = r.channel_id
+WHERE m.enabled AND c.enabled
+GROUP BY m.name ORDER BY m.name
+"""
+OWNS_PROJECT = "SELECT true FROM edge.projects WHERE id = $1 AND account_id = $2"
+OWNS_KEY = "SELECT true FROM edge.api_keys WHERE id = $1 AND account_id = $2"
+# Keyset pagination, newest first: the cursor is the last row's (created_at, request_id).
+LIST_RECEIPTS = """
+SELECT request_id, created_at, body FROM ledger.receipts
+WHERE account_id = $1
+  AND ($2::text IS NULL OR project_id = $2)
+  AND ($3::text IS NULL OR key_id = $3)
+  AND ($4::text IS NULL OR task_id = $4)
+  AND ($5::text IS NULL OR catalog_model = $5)
+  AND ($6::timestamptz IS NULL OR created_at >= $6)
+  AND ($7::timestamptz IS NULL OR created_at < $7)
+  AND ($8::timestamptz IS NULL OR (created_at, request_id) < ($8, $9::text))
+ORDER BY created_at DESC, request_id DESC
+LIMIT $10
+"""
+USAGE_GROUPS = {
+    "key": "key_id",
+    "project": "project_id",
+    "model": "catalog_model",
+    "bucket": "body->>'bucket'",
+    "day": "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    "route": (
+        "(SELECT a->>'route_type' FROM jsonb_array_elements(body->'attempts') a"
+        " WHERE a->>'channel' = body->>'served_by'"
+        " ORDER BY (a->>'attempt')::int DESC LIMIT 1)"
+    ),
+}
+USAGE = """
+SELECT {group} AS grp, body->>'unit' AS unit, count(*) AS requests,
+       sum(COALESCE((body->'usage'->>'input_tokens')::bigint, 0))::bigint AS input_tokens,
+       sum(COALESCE((body->'usage'->>'output_tokens')::bigint, 0))::bigint AS output_tokens,
+       sum(COALESCE((body->'usage'->>'cached_input_tokens')::bigint, 0))::bigint
+           AS cached_input_tokens,
+       sum(COALESCE((body->>'charged_micro')::bigint, 0))::bigint AS charged_micro
+FROM ledger.receipts
+WHERE account_id = $1
+  AND ($2::timestamptz IS NULL OR created_at >= $2)
+  AND ($3::timestamptz IS NULL OR created_at < $3)
+GROUP BY 1, 2 ORDER BY 1 NULLS LAST, 2
+"""
 SELECT_BALANCES = """
 SELECT b.bucket, b.unit,
        COALESCE((SELECT amount FROM ledger.balances
@@ -62,6 +111,20 @@ class KeyInfo:
     route_types: tuple[str, ...]
     expires_at: datetime | None
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptQuery:
+    """Filters and the keyset cursor of a receipts listing."""
+
+    project: str | None = None
+    key: str | None = None
+    task: str | None = None
+    model: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after: tuple[datetime, str] | None = None
+    limit: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +187,8 @@ class EdgeStore:
 
     async def model(self, name: str) -> ModelInfo | None:
         """The catalog model with its plan, or None when unknown or disabled."""
+        if "\x00" in name:
+            return None  # Postgres text cannot hold NUL: no model can have this name
         hit, value = self._models.get(name)
         if hit:
             return value  # type: ignore[no-any-return]
@@ -141,6 +206,46 @@ class EdgeStore:
         """A receipt of this account, or None (another account's receipt is not found)."""
         raw = await self.pool.fetchval(SELECT_RECEIPT, request_id, account_id)
         return None if raw is None else orjson.loads(raw)
+
+    async def catalog(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Every enabled catalog model with the route types that can serve it."""
+        rows = await self.pool.fetch(SELECT_CATALOG)
+        return [(r["name"], tuple(r["route_types"])) for r in rows]
+
+    async def owns(self, account_id: str, *, project_id: str | None, key_id: str | None) -> bool:
+        """The project and key (when given) belong to ``account_id``."""
+        for sql, value in ((OWNS_PROJECT, project_id), (OWNS_KEY, key_id)):
+            if value is not None and not await self.pool.fetchval(sql, value, account_id):
+                return False
+        return True
+
+    async def receipts(
+        self, account_id: str, query: ReceiptQuery
+    ) -> list[tuple[datetime, str, dict[str, Any]]]:
+        """A page of the account's receipts, newest first, each with its cursor position."""
+        after_at, after_id = query.after or (None, None)
+        rows = await self.pool.fetch(
+            LIST_RECEIPTS,
+            account_id,
+            query.project,
+            query.key,
+            query.task,
+            query.model,
+            query.since,
+            query.until,
+            after_at,
+            after_id,
+            query.limit,
+        )
+        return [(r["created_at"], r["request_id"], orjson.loads(r["body"])) for r in rows]
+
+    async def usage(
+        self, account_id: str, group_by: str, since: datetime | None, until: datetime | None
+    ) -> list[dict[str, Any]]:
+        """Requests, tokens and charges of the account, per group and unit."""
+        sql = USAGE.format(group=USAGE_GROUPS[group_by])  # a constant picked by a whitelisted key
+        rows = await self.pool.fetch(sql, account_id, since, until)
+        return [{group_by: r["grp"], **{k: v for k, v in r.items() if k != "grp"}} for r in rows]
 
     async def balances(self, account_id: str) -> list[dict[str, Any]]:
         """Each bucket's available, held and posted micro-units."""

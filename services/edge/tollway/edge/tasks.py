@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from tollway.edge import errors
 from tollway.edge import limits_store as ls
-from tollway.edge.api import TASK_ID, authenticate
+from tollway.edge.api import TASK_ID
+from tollway.edge.auth import authenticate
 from tollway.edge.publish import publish_request
 from tollway.events.envelope import Trace, make
 from tollway.events.ids import new_id

@@ -57,6 +57,7 @@ def opened(env: Envelope[RequestReceived], bucket: str, unit: str | None) -> dic
         "fallback": False,
         "served_by": None,
         "usage": None,
+        "usage_estimated": False,
         "charged_micro": 0,
         "cost_micro": 0,
         "balance_after_micro": None,
@@ -91,6 +92,7 @@ def add_attempt(receipt: dict[str, Any], attempt: AttemptFinished, cost: int) ->
         "latency_ms": attempt.latency_ms,
         "ttft_ms": attempt.ttft_ms,
         "usage": attempt.usage.model_dump(),
+        "usage_estimated": attempt.usage_estimated,
         "cost_micro": cost,
         "upstream_request_id": attempt.upstream_request_id,
     }
@@ -130,6 +132,7 @@ def finished(
         receipt["cost_micro"] = cost_micro(fin.usage, fin.price) if fin.price else 0
         receipt["served_by"] = served["channel"] if served else fin.served_channel_id
         receipt["usage"] = fin.usage.model_dump()
+        receipt["usage_estimated"] = fin.usage_estimated
     elif isinstance(settlement, HoldReleased):
         receipt["status"] = "released"
         receipt["hold"] = {

@@ -1,128 +1,112 @@
-"""Protocol adapters: turn a client's request into an upstream call and read the usage back.
+"""Protocol adapters by channel: how a request is sent, how the answer and its usage are read.
 
-Only the OpenAI-compatible chat adapter exists so far; each adapter returns an
-:class:`UpstreamResult` whatever happened, so every attempt can be recorded.
+A channel's ``adapter`` column names its dialect; the client's dialect is the request's
+``protocol``. Each dialect lives in its own module (``openai_adapter``, ``anthropic_adapter``);
+this module picks one and runs the non-streaming exchange.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
-from tollway.events.pricing import Usage
+from tollway.router import anthropic_adapter, openai_adapter
+from tollway.router.openai_adapter import UnsupportedEndpointError
+from tollway.router.upstream import (
+    UpstreamCall,
+    UpstreamResult,
+    error_result,
+    failure,
+    ms_since,
+    post_json,
+    upstream_id,
+)
 
 if TYPE_CHECKING:
-    from tollway.router.channels import Channel
+    from collections.abc import Callable
 
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+    from tollway.events.gateway import RequestReceived, SseFrame
+    from tollway.events.pricing import Usage
+    from tollway.router.channels import Channel
+    from tollway.router.deltas import Delta
+
+
+class StreamDecoder(Protocol):
+    """Turns a channel's stream frames into deltas."""
+
+    def decode(self, frame: SseFrame) -> list[Delta]:
+        """Deltas of one frame."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
-class UpstreamResult:
-    """What one attempt produced: a response body or a classified failure."""
+class Dialect:
+    """What the router needs from a channel's protocol adapter."""
 
-    outcome: str
-    status: int | None
-    body: dict[str, Any] | None
-    usage: Usage
-    latency_ms: int
-    error_class: str | None = None
-    upstream_request_id: str | None = None
-    retry_after: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        """The upstream answered successfully."""
-        return self.outcome == "ok"
-
-    @property
-    def retryable(self) -> bool:
-        """Worth another try (here or on the next candidate)."""
-        return not self.ok and (self.status is None or self.status in RETRYABLE_STATUS)
+    build_call: Callable[[RequestReceived, str, str], UpstreamCall]
+    read_usage: Callable[[dict[str, Any]], Usage]
+    client_body: Callable[[RequestReceived, dict[str, Any]], dict[str, Any]]
+    decoder: Callable[[], StreamDecoder]
 
 
-def openai_usage(body: dict[str, Any]) -> Usage:
-    """Read OpenAI ``usage`` (cached input tokens included); zero when absent."""
-    raw = body.get("usage") or {}
-    details = raw.get("prompt_tokens_details") or {}
-    return Usage(
-        input_tokens=int(raw.get("prompt_tokens") or 0),
-        output_tokens=int(raw.get("completion_tokens") or 0),
-        cached_input_tokens=int(details.get("cached_tokens") or 0),
-    )
+DIALECTS: dict[str, Dialect] = {
+    "openai": Dialect(
+        openai_adapter.build_call,
+        openai_adapter.read_usage,
+        openai_adapter.client_body,
+        openai_adapter.Decoder,
+    ),
+    "anthropic": Dialect(
+        anthropic_adapter.build_call,
+        anthropic_adapter.read_usage,
+        anthropic_adapter.client_body,
+        anthropic_adapter.Decoder,
+    ),
+}
 
 
-async def call_openai_chat(
-    channel: Channel, body: dict[str, Any], upstream_model: str, timeout_s: float
+def unsupported(exc: Exception, started: float) -> UpstreamResult:
+    """The channel cannot serve this endpoint: a client error, not worth a retry."""
+    body = {"error": {"message": str(exc), "type": "invalid_request_error", "code": "unsupported"}}
+    return failure("protocol_error", "unsupported_endpoint", started, status=400, body=body)
+
+
+async def call_json(
+    channel: Channel, req: RequestReceived, upstream_model: str, timeout_s: float
 ) -> UpstreamResult:
-    """POST /chat/completions on an OpenAI-compatible channel."""
+    """One non-streaming attempt on ``channel``, answered in the client's dialect."""
+    dialect = DIALECTS[channel.adapter]
     started = time.perf_counter()
-    payload = {**body, "model": upstream_model, "stream": False}
-    headers = {"authorization": f"Bearer {channel.secret}"}
     try:
-        async with channel.slots:
-            response = await channel.client.post(
-                "/chat/completions", json=payload, headers=headers, timeout=timeout_s
-            )
+        call = dialect.build_call(req, upstream_model, channel.secret)
+    except UnsupportedEndpointError as exc:
+        return unsupported(exc, started)
+    try:
+        response = await post_json(channel, call, timeout_s)
     except httpx.TimeoutException as exc:
-        return _failure("timeout", type(exc).__name__, started)
+        return failure("timeout", type(exc).__name__, started)
     except httpx.HTTPError as exc:
-        return _failure("connect_error", type(exc).__name__, started)
-    return _read(response, started)
-
-
-def _failure(outcome: str, error_class: str, started: float) -> UpstreamResult:
-    return UpstreamResult(
-        outcome=outcome,
-        status=None,
-        body=None,
-        usage=Usage(),
-        latency_ms=_ms(started),
-        error_class=error_class,
-    )
-
-
-def _read(response: httpx.Response, started: float) -> UpstreamResult:
-    latency = _ms(started)
-    upstream_id = response.headers.get("x-request-id")
+        return failure("connect_error", type(exc).__name__, started)
     try:
         body = response.json()
     except ValueError:
-        return UpstreamResult(
-            outcome="protocol_error",
+        return failure(
+            "protocol_error",
+            "invalid_json",
+            started,
             status=response.status_code,
-            body=None,
-            usage=Usage(),
-            latency_ms=latency,
-            error_class="invalid_json",
-            upstream_request_id=upstream_id,
+            upstream_request_id=upstream_id(response),
         )
-    if not isinstance(body, dict):
-        body = {"value": body}
-    if response.status_code >= 400:
-        retry_after = response.headers.get("retry-after")
-        return UpstreamResult(
-            outcome="http_error",
-            status=response.status_code,
-            body=body,
-            usage=openai_usage(body),
-            latency_ms=latency,
-            error_class=f"http_{response.status_code}",
-            upstream_request_id=upstream_id,
-            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
-        )
+    if response.status_code >= 400 or not isinstance(body, dict):
+        return error_result(response, body, started)
     return UpstreamResult(
         outcome="ok",
         status=response.status_code,
-        body=body,
-        usage=openai_usage(body),
-        latency_ms=latency,
-        upstream_request_id=upstream_id,
+        body=dialect.client_body(req, body),
+        usage=dialect.read_usage(body),
+        latency_ms=ms_since(started),
+        upstream_request_id=upstream_id(response),
     )
-
-
-def _ms(started: float) -> int:
-    return int((time.perf_counter() - started) * 1000)

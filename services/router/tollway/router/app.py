@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from tollway.events import topics
 from tollway.events.logging import configure_logging
+from tollway.router import cancels
 from tollway.router.channels import ChannelCache, follow_changes
 from tollway.router.handlers import Circuits, RetryPolicy, Router
 from tollway.router.health import HealthBoard, HealthPolicy
@@ -48,6 +49,7 @@ async def serve(settings: RouterSettings) -> None:
         await producer.start()
         await consumer.start()
         try:
+            flags = cancels.Cancels()
             router = Router(
                 channels,
                 RetryPolicy(settings.attempts_per_channel, settings.backoff_ms),
@@ -57,6 +59,7 @@ async def serve(settings: RouterSettings) -> None:
                     on_change=channels.save_health,
                 ),
                 rng=random.Random(settings.seed),  # noqa: S311 - load spreading, not crypto
+                cancels=flags,
             )
             worker = RouterWorker(consumer, producer, router, settings.max_in_flight)
             log.info("router_started", group=settings.group_id)
@@ -64,6 +67,7 @@ async def serve(settings: RouterSettings) -> None:
                 worker.run(),
                 channels.run(settings.channel_refresh_seconds),
                 follow_changes(channels, settings.kafka_bootstrap_servers),
+                cancels.listen(settings.kafka_bootstrap_servers, flags),
             )
         finally:
             await consumer.stop()

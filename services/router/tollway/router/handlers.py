@@ -1,7 +1,9 @@
 """Executing a route plan.
 
 Try the covered candidates in order, retry what is retryable, record every attempt, answer the
-client and tell the ledger which attempt (if any) served.
+client and tell the ledger which attempt (if any) served. A streamed request runs the same plan
+with streamed attempts (``streaming``): once the client has received a frame, that attempt is
+the served one and the plan stops.
 
 Event ids are derived from the authorization's id, so a redelivered authorization (the router
 crashed before committing its offset) re-emits the same ids and the ledger applies them once.
@@ -31,15 +33,20 @@ from tollway.events.gateway import (
 from tollway.events.ids import derived_id
 from tollway.events.pricing import Usage
 from tollway.events.routing import ChannelHealthChanged
-from tollway.router.adapters import UpstreamResult, call_openai_chat
+from tollway.router.adapters import call_json
+from tollway.router.cancels import Cancels
 from tollway.router.health import HealthBoard, HealthPolicy, Transition
+from tollway.router.streaming import Sink, StreamAttempt
+from tollway.router.upstream import UpstreamResult
 from tollway.runtime.metrics import observe_attempt, observe_breaker
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from tollway.router.channels import ChannelCache
+    from tollway.router.channels import Channel, ChannelCache
+
+    Attempt = Callable[[Channel, Candidate, float], Awaitable[UpstreamResult]]
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +68,7 @@ class _Run:
     transitions: list[Transition] = field(default_factory=list)
     served: UpstreamResult | None = None
     last: UpstreamResult | None = None
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def order_candidates(candidates: Sequence[Candidate], rng: random.Random) -> list[Candidate]:
@@ -92,18 +100,43 @@ class Router:
         policy: RetryPolicy,
         circuits: Circuits | None = None,
         rng: random.Random | None = None,
+        cancels: Cancels | None = None,
     ) -> None:
-        """Call upstreams through ``channels`` under ``policy``, skipping open circuits."""
+        """Call upstreams through ``channels`` under ``policy``, skipping open circuits.
+
+        ``cancels`` flags streams whose client went away.
+        """
         self._channels = channels
         self._policy = policy
         self._circuits = circuits or Circuits()
         self.health = self._circuits.board
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not crypto
+        self._cancels = cancels or Cancels()
 
-    async def execute(self, env: Envelope[RequestAuthorized]) -> list[Outgoing]:
-        """Serve one request; return the usage events and the reply, in publishing order."""
+    async def execute(
+        self, env: Envelope[RequestAuthorized], sink: Sink | None = None
+    ) -> list[Outgoing]:
+        """Serve one request; return the usage events and the reply, in publishing order.
+
+        A stream's frames go to ``sink`` as they arrive; its reply is the stream itself.
+        """
+        req = env.payload.request
+        if not req.stream or sink is None:
+            return await self._run_plan(env, _Run(), self._json_attempt(env))
+        with self._cancels.watch(req.request_id) as cancelled:
+            run = _Run(cancelled=cancelled)
+            return await self._run_plan(env, run, StreamAttempt(env, sink, cancelled).run)
+
+    def _json_attempt(self, env: Envelope[RequestAuthorized]) -> Attempt:
+        async def attempt(channel: Channel, candidate: Candidate, limit_s: float) -> UpstreamResult:
+            return await call_json(channel, env.payload.request, candidate.upstream_model, limit_s)
+
+        return attempt
+
+    async def _run_plan(
+        self, env: Envelope[RequestAuthorized], run: _Run, attempt: Attempt
+    ) -> list[Outgoing]:
         auth = env.payload
-        run = _Run()
         # Only candidates whose bucket the ledger held; refused buckets are on the receipt.
         held = auth.held_buckets()
         covered = [c for c in auth.request.plan if c.bucket in held]
@@ -119,33 +152,40 @@ class Router:
                     )
                 )
                 continue
-            await self._try_candidate(env, candidate, run)
-            if run.served is not None or (run.last is not None and not run.last.retryable):
+            await self._try_candidate(env, candidate, run, attempt)
+            if run.served is not None or run.cancelled.is_set():
+                break
+            if run.last is not None and not run.last.retryable:
                 break
         return self._emits(env, run) + await self._health_events(run.transitions)
 
     async def _try_candidate(
-        self, env: Envelope[RequestAuthorized], candidate: Candidate, run: _Run
+        self, env: Envelope[RequestAuthorized], candidate: Candidate, run: _Run, attempt: Attempt
     ) -> None:
         deadline = env.payload.request.deadline_at
         for n in range(self._policy.attempts_per_channel):
             remaining = (deadline - datetime.now(UTC)).total_seconds()
-            if remaining <= 0:
+            if remaining <= 0 or run.cancelled.is_set():
                 return
             if n > 0:
                 await asyncio.sleep(_backoff(self._policy.backoff_ms, n, run.last, remaining))
-            run.last = result = await self._attempt(env, candidate, remaining)
+            channel = await self._channels.lookup(candidate.channel_id)
+            if channel is None:
+                run.last = result = _unavailable()
+            else:
+                limit = min(remaining, channel.timeout_ms / 1000)
+                run.last = result = await attempt(channel, candidate, limit)
             observe_attempt(
                 candidate.channel, candidate.route_type, result.outcome, result.latency_ms
             )
             run.attempts.append(_attempt_event(env, candidate, len(run.attempts) + 1, result))
             # A client error (400 from upstream) says nothing about the channel's health.
-            healthy = result.ok or not result.retryable
+            healthy = result.served or not result.retryable
             moved = self.health.record(
                 candidate.channel_id, ok=healthy, latency_ms=result.latency_ms, now=time.monotonic()
             )
             run.transitions.extend([moved] if moved else [])
-            if result.ok:
+            if result.served:
                 run.served = result
                 return
             if not result.retryable or self.health.state(candidate.channel_id) == "open":
@@ -175,29 +215,12 @@ class Router:
             out.append(Outgoing.of(topics.CHANNEL_HEALTH, t.channel_id, health_env))
         return out
 
-    async def _attempt(
-        self, env: Envelope[RequestAuthorized], candidate: Candidate, remaining: float
-    ) -> UpstreamResult:
-        channel = await self._channels.lookup(candidate.channel_id)
-        if channel is None:
-            return UpstreamResult(
-                outcome="connect_error",
-                status=None,
-                body=None,
-                usage=_zero(),
-                latency_ms=0,
-                error_class="channel_unavailable",
-            )
-        timeout = min(remaining, channel.timeout_ms / 1000)
-        return await call_openai_chat(
-            channel, env.payload.request.body, candidate.upstream_model, timeout
-        )
-
     def _emits(self, env: Envelope[RequestAuthorized], run: _Run) -> list[Outgoing]:
         auth = env.payload
         req = auth.request
         attempts = run.attempts
-        status, body = _reply_body(req.catalog_model, req.request_id, run)
+        expired = datetime.now(UTC) >= req.deadline_at
+        status, body = _reply_body(req.request_id, run, expired=expired)
         if run.served is None and status >= 500 and auth.refused:
             status, body = _refused_reply(auth)
         finished = RequestFinished(
@@ -214,6 +237,8 @@ class Router:
             for a in attempts
         ]
         usage.append(Outgoing.of(topics.USAGE, req.account_id, _derive(env, finished, "finished")))
+        if req.stream and run.served is not None:
+            return usage  # the stream itself was the reply, and it has ended
         reply = ReplyFinal(request_id=req.request_id, status=status, body=body)
         return [
             Outgoing.of(
@@ -231,6 +256,7 @@ def _served_fields(attempt: AttemptFinished | None) -> dict[str, Any]:
         "served_channel_id": attempt.candidate.channel_id,
         "served_bucket": attempt.candidate.bucket,
         "usage": attempt.usage,
+        "usage_estimated": attempt.usage_estimated,
         "price": attempt.candidate.price,
     }
 
@@ -239,8 +265,15 @@ def _derive(cause: Envelope[Any], payload: Payload, salt: str) -> Envelope[Paylo
     return make(payload, trace=cause.trace, event_id=derived_id(cause.id, salt))
 
 
-def _zero() -> Usage:
-    return Usage()
+def _unavailable() -> UpstreamResult:
+    return UpstreamResult(
+        outcome="connect_error",
+        status=None,
+        body=None,
+        usage=Usage(),
+        latency_ms=0,
+        error_class="channel_unavailable",
+    )
 
 
 def _backoff(base_ms: int, n: int, last: UpstreamResult | None, remaining: float) -> float:
@@ -263,15 +296,17 @@ def _attempt_event(
         status=result.status,
         error_class=result.error_class,
         latency_ms=result.latency_ms,
+        ttft_ms=result.ttft_ms,
         usage=result.usage,
+        usage_estimated=result.usage.estimated,
         upstream_request_id=result.upstream_request_id,
     )
 
 
-def _reply_body(catalog_model: str, request_id: str, run: _Run) -> tuple[int, dict[str, Any]]:
+def _reply_body(request_id: str, run: _Run, *, expired: bool) -> tuple[int, dict[str, Any]]:
     served, last = run.served, run.last
-    if served is not None and served.body is not None:
-        return 200, {**served.body, "model": catalog_model}
+    if served is not None:
+        return 200, served.body or {}  # already in the client's dialect, under the catalog name
     if last is not None and last.status is not None and not last.retryable and last.body:
         return last.status, last.body  # the upstream's own client error, passed through
     if last is None and run.skipped:
@@ -281,9 +316,14 @@ def _reply_body(catalog_model: str, request_id: str, run: _Run) -> tuple[int, di
             f" {names}). Retry in a few seconds."
         )
         return 503, _error(message, "channels_unavailable")
-    if last is None:
-        return 504, _error("The request's deadline passed before any upstream call.", "timeout")
-    trail = ", ".join(f"#{a.attempt} {a.candidate.channel} {a.outcome}" for a in run.attempts)
+    trail = ", ".join(
+        f"#{a.attempt} {a.candidate.channel} {a.error_class or a.outcome}"
+        f" (upstream request {a.upstream_request_id or 'none'})"
+        for a in run.attempts
+    )
+    if last is None or (expired and last.outcome == "timeout"):
+        message = f"The deadline of request {request_id} passed. Attempts: {trail or 'none'}."
+        return 504, _error(message, "deadline_exceeded")
     return 502, _error(f"Every route failed for request {request_id}: {trail}.", "upstream_failed")
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from tollway.router.handlers import Router
+    from tollway.runtime.outbox import Outgoing
 
 log = structlog.get_logger(__name__)
 
@@ -127,19 +128,25 @@ class RouterWorker:
         structlog.contextvars.bind_contextvars(
             request_id=env.payload.request.request_id, task_id=env.trace.task_id
         )
+        futures: list[asyncio.Future[Any]] = []
         # The trace context travels in the authorization's headers; usage and reply carry it on.
         with span_from(f"process {message.topic}", message.headers, SpanKind.CONSUMER):
-            emits = await self._router.execute(env)  # type: ignore[arg-type]
             trace_headers = list(headers_out())
-            futures = [
-                await self._producer.send(
-                    o.topic,
-                    value=o.value,
-                    key=o.key.encode(),
-                    headers=[*o.headers, *trace_headers],
+
+            async def sink(out: Outgoing) -> None:
+                # Enqueued, not awaited: frames leave at once and keep their order per partition.
+                futures.append(
+                    await self._producer.send(
+                        out.topic,
+                        value=out.value,
+                        key=out.key.encode(),
+                        headers=[*out.headers, *trace_headers],
+                    )
                 )
-                for o in emits
-            ]
+
+            emits = await self._router.execute(env, sink)  # type: ignore[arg-type]
+            for out in emits:
+                await sink(out)
         await asyncio.gather(*futures)
 
     async def _dead_letter(self, message: Any, exc: Exception) -> None:
