@@ -160,6 +160,10 @@ class AttemptFinished(Payload):
     ttft_ms: int | None = None
     usage: Usage = Usage()
     upstream_request_id: str | None = None
+    # Who spent the tokens, so velocity windows need no lookup (limits service).
+    key_id: str | None = None
+    project_id: str | None = None
+    catalog_model: str | None = None
 
 
 @register
@@ -183,6 +187,12 @@ class RequestFinished(Payload):
     price: Price | None = None
     status: int
     attempts: int = Field(ge=0)
+    # Who asked, for which route, and how many times the plan moved to another channel.
+    key_id: str | None = None
+    project_id: str | None = None
+    catalog_model: str | None = None
+    fallbacks: int = Field(default=0, ge=0)
+    stopped_by: str | None = None
 
     @property
     def served(self) -> bool:

@@ -11,13 +11,14 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
 
-from tollway.edge import admin, api, errors
+from tollway.edge import admin, api, errors, limits_admin
 from tollway.edge.chat import ChatService
 from tollway.edge.replies import ReplyHub
 from tollway.edge.settings import EdgeSettings
 from tollway.edge.store import EdgeStore
 from tollway.events import topics
 from tollway.events.logging import configure_logging
+from tollway.runtime.breakers import BreakerView
 from tollway.runtime.http import serve
 from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.migrations import apply_migrations
@@ -81,7 +82,7 @@ def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respons
 async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """Readiness: Postgres answers and the reply topic is being read."""
     state = request.app.state
-    checks = {"replies": bool(state.replies.ready)}
+    checks = {"replies": bool(state.replies.ready), "breakers": bool(state.breakers.ready)}
     try:
         checks["postgres"] = await state.pool.fetchval("SELECT true")
     except (OSError, asyncpg.PostgresError):
@@ -115,22 +116,31 @@ def create_app(settings: EdgeSettings) -> Litestar:
         await producer.start()
         replies = ReplyHub(settings.kafka_bootstrap_servers, reply_topic)
         await replies.start()
+        breakers = BreakerView(settings.kafka_bootstrap_servers)
+        await breakers.start()
         store = EdgeStore(pool, settings.cache_ttl_seconds)
         app.state.update(
             settings=settings,
             pool=pool,
             producer=producer,
             replies=replies,
+            breakers=breakers,
             store=store,
             admin_token=settings.admin_token,
             chat=ChatService(
-                store, producer, replies, settings.edge_id, settings.request_timeout_seconds
+                store,
+                producer,
+                replies,
+                settings.edge_id,
+                settings.request_timeout_seconds,
+                breakers.board,
             ),
         )
         log.info("edge_started", edge_id=settings.edge_id, port=settings.port)
         try:
             yield
         finally:
+            await breakers.stop()
             await replies.stop()
             await producer.stop()
             await pool.close()
@@ -142,6 +152,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             api.balance,
             healthz,
             admin.AdminController,
+            limits_admin.LimitsAdminController,
         ],
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware()],

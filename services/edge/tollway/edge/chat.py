@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tollway.edge import errors
+from tollway.edge.breakers import check_breakers
 from tollway.edge.publish import publish_request
 from tollway.events.envelope import Trace, make, utcnow
 from tollway.events.gateway import ReplyFinal, RequestReceived, RequestRejected
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
     from tollway.edge.replies import ReplyHub
     from tollway.edge.store import EdgeStore, KeyInfo, ModelInfo
+    from tollway.runtime.breakers import BreakerBoard
 
 ABSURD_MAX_TOKENS = 1_000_000
 
@@ -105,8 +107,10 @@ class ChatService:
         replies: ReplyHub,
         edge_id: str,
         timeout_seconds: float,
+        breakers: BreakerBoard,
     ) -> None:
         """Wire the service."""
+        self._breakers = breakers
         self._store = store
         self._producer = producer
         self._replies = replies
@@ -122,6 +126,7 @@ class ChatService:
         request_id: str,
     ) -> tuple[int, dict[str, Any]]:
         """Return the upstream's status and body, or raise the client's error."""
+        check_breakers(self._breakers, key, task_id)
         model = check_access(key, await self._store.model(chat.model), chat.model)
         plan = [c for c in model.plan if c.route_type in key.route_types]
         max_out = chat.max_completion_tokens or chat.max_tokens or model.default_max_output_tokens

@@ -14,6 +14,7 @@ from tollway.router.channels import ChannelCache
 from tollway.router.handlers import RetryPolicy, Router
 from tollway.router.settings import RouterSettings
 from tollway.router.worker import RouterWorker
+from tollway.runtime.breakers import BreakerView
 from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.migrations import apply_migrations
 from tollway.runtime.service import run_until_signalled
@@ -41,16 +42,21 @@ async def serve(settings: RouterSettings) -> None:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=5,
         )
+        breakers = BreakerView(settings.kafka_bootstrap_servers)
         await producer.start()
         await consumer.start()
+        await breakers.start()
         try:
             router = Router(
-                channels, RetryPolicy(settings.attempts_per_channel, settings.backoff_ms)
+                channels,
+                RetryPolicy(settings.attempts_per_channel, settings.backoff_ms),
+                breakers.board,
             )
             worker = RouterWorker(consumer, producer, router, settings.max_in_flight)
             log.info("router_started", group=settings.group_id)
             await run_until_signalled(worker.run(), channels.run(settings.channel_refresh_seconds))
         finally:
+            await breakers.stop()
             await consumer.stop()
             await producer.stop()
     finally:

@@ -29,10 +29,13 @@ from tollway.events.gateway import (
 from tollway.events.ids import derived_id
 from tollway.events.pricing import Usage
 from tollway.router.adapters import UpstreamResult, call_openai_chat
+from tollway.runtime.breakers import request_scopes
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
+    from tollway.events.limits import BreakerTripped
     from tollway.router.channels import ChannelCache
+    from tollway.runtime.breakers import BreakerBoard
 
 log = structlog.get_logger(__name__)
 
@@ -48,10 +51,22 @@ class RetryPolicy:
 class Router:
     """Runs authorized requests against their plans."""
 
-    def __init__(self, channels: ChannelCache, policy: RetryPolicy) -> None:
-        """Call upstreams through ``channels`` under ``policy``."""
+    def __init__(
+        self, channels: ChannelCache, policy: RetryPolicy, breakers: BreakerBoard | None = None
+    ) -> None:
+        """Call upstreams through ``channels`` under ``policy``, never past an open breaker."""
         self._channels = channels
         self._policy = policy
+        self._breakers = breakers
+
+    def _open_breaker(self, env: Envelope[RequestAuthorized]) -> BreakerTripped | None:
+        # Checked before every attempt: a breaker that trips while requests wait in
+        # gw.authorized stops them before they reach an upstream.
+        if self._breakers is None:
+            return None
+        req = env.payload.request
+        scopes = request_scopes(req.account_id, req.key_id, req.project_id, req.task_id)
+        return self._breakers.open_for(scopes, datetime.now(UTC))
 
     async def execute(self, env: Envelope[RequestAuthorized]) -> list[Outgoing]:
         """Serve one request; return the usage events and the reply, in publishing order."""
@@ -63,6 +78,8 @@ class Router:
         for candidate in [c for c in req.plan if c.bucket == auth.bucket]:
             served, last = await self._try_candidate(env, candidate, attempts, last)
             if served is not None or (last is not None and not last.retryable):
+                break
+            if self._open_breaker(env) is not None:
                 break
         return self._emits(env, attempts, served, last)
 
@@ -76,7 +93,7 @@ class Router:
         deadline = env.payload.request.deadline_at
         for n in range(self._policy.attempts_per_channel):
             remaining = (deadline - datetime.now(UTC)).total_seconds()
-            if remaining <= 0:
+            if remaining <= 0 or self._open_breaker(env) is not None:
                 return None, last
             if n > 0:
                 await asyncio.sleep(_backoff(self._policy.backoff_ms, n, last, remaining))
@@ -116,6 +133,9 @@ class Router:
         auth = env.payload
         req = auth.request
         status, body = _reply_body(req.catalog_model, req.request_id, attempts, served, last)
+        tripped = self._open_breaker(env) if served is None else None
+        if tripped is not None:
+            status, body = 429, _breaker_error(tripped)
         finished = RequestFinished(
             request_id=req.request_id,
             account_id=req.account_id,
@@ -123,6 +143,11 @@ class Router:
             **_served_fields(attempts[-1] if served is not None else None),
             status=status,
             attempts=len(attempts),
+            key_id=req.key_id,
+            project_id=req.project_id,
+            catalog_model=req.catalog_model,
+            fallbacks=max(0, len({a.candidate.channel_id for a in attempts}) - 1),
+            stopped_by=f"breaker:{tripped.scope}:{tripped.name}" if tripped else None,
         )
         usage = [
             Outgoing.of(topics.USAGE, req.account_id, _derive(env, a, f"attempt:{a.attempt}"))
@@ -180,6 +205,9 @@ def _attempt_event(
         latency_ms=result.latency_ms,
         usage=result.usage,
         upstream_request_id=result.upstream_request_id,
+        key_id=req.key_id,
+        project_id=req.project_id,
+        catalog_model=req.catalog_model,
     )
 
 
@@ -198,6 +226,21 @@ def _reply_body(
         return 504, _error("The request's deadline passed before any upstream call.", "timeout")
     trail = ", ".join(f"#{a.attempt} {a.candidate.channel} {a.outcome}" for a in attempts)
     return 502, _error(f"Every route failed for request {request_id}: {trail}.", "upstream_failed")
+
+
+def _breaker_error(tripped: BreakerTripped) -> dict[str, Any]:
+    message = (
+        f"Breaker '{tripped.name}' is open on {tripped.scope} '{tripped.scope_id}':"
+        f" {tripped.reason}."
+    )
+    return {
+        "error": {
+            "message": message,
+            "type": "rate_limit_error",
+            "param": None,
+            "code": "breaker_open",
+        }
+    }
 
 
 def _error(message: str, code: str) -> dict[str, Any]:
