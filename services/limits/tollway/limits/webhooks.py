@@ -12,8 +12,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import asyncpg
 import httpx
 import structlog
 
@@ -25,8 +26,6 @@ from tollway.events.webhooks import (
     subscription_secret,
 )
 
-if TYPE_CHECKING:
-    import asyncpg
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +42,7 @@ WHERE delivery_id = $1
 MARK_RETRY = """
 UPDATE limits.webhook_deliveries
 SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
-    failed_at = CASE WHEN $4 THEN $5 ELSE NULL END
+    failed_at = CASE WHEN $4::boolean THEN $5::timestamptz ELSE NULL END
 WHERE delivery_id = $1
 """
 OK_STATUSES = range(200, 300)
@@ -81,7 +80,7 @@ class WebhookDispatcher:
             while True:
                 try:
                     sent = await self.deliver_due(client)
-                except (OSError, httpx.HTTPError) as exc:
+                except (OSError, httpx.HTTPError, asyncpg.PostgresError) as exc:
                     log.warning("webhook_dispatch_failed", error=type(exc).__name__)
                     sent = 0
                 if sent == 0:
