@@ -36,12 +36,14 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 status = 500 if receiver.failures_left > 0 else 200
                 receiver.failures_left -= 1
                 if status == 200:
-                    receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    receiver.received.append(
+                        ({k.lower(): v for k, v in self.headers.items()}, body)
+                    )
                 self.send_response(status)
                 self.end_headers()
 
@@ -76,7 +78,16 @@ def chat(stack, key: str) -> int:
 
 def tail(stack, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "tollway.cli", "alerts", "tail", "--bootstrap", stack.bootstrap, *args],
+        [
+            sys.executable,
+            "-m",
+            "tollway.cli",
+            "alerts",
+            "tail",
+            "--bootstrap",
+            stack.bootstrap,
+            *args,
+        ],
         capture_output=True,
         timeout=60,
         check=True,
@@ -100,7 +111,9 @@ def test_failing_channel_and_fallback_storm_alert_ops_by_topic_cli_and_signed_we
 
     assert set(statuses) == {200}  # every request fell back to the backup channel
     lines = wait_for(
-        lambda: (out := tail(stack, "--scope", f"channel:{CHANNEL}")) and "error_rate" in out and out,
+        lambda: (
+            (out := tail(stack, "--scope", f"channel:{CHANNEL}")) and "error_rate" in out and out
+        ),
         what="an error-rate alert on the topic",
     )
     assert f"channel:{CHANNEL} error_rate" in lines

@@ -50,7 +50,7 @@ class StackConfig:
     admin_token: str = "tw-admin-dev"  # noqa: S105 - the local demo's token, printed to the user
     edge_id: str = "edge-1"
     fast_unsafe: bool = False
-    webhook_signing_key: str = "tw-webhook-dev"  # noqa: S105 - the local demo's key
+    webhook_signing_key: str = "tw-webhook-dev"
     partitions: int = 4
     database_url: str | None = field(default_factory=lambda: os.environ.get("DATABASE_URL"))
     kafka_bootstrap: str | None = field(

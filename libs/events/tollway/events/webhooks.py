@@ -45,4 +45,6 @@ def verify(
         return False
     if abs(now - timestamp) > tolerance:
         return False
-    return hmac.compare_digest(sign(secret, timestamp, body), f"t={timestamp},v1={parts.get('v1', '')}")
+    return hmac.compare_digest(
+        sign(secret, timestamp, body), f"t={timestamp},v1={parts.get('v1', '')}"
+    )

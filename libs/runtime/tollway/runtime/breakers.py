@@ -48,9 +48,9 @@ class BreakerBoard:
             if scope_id is None:
                 continue
             env = self.latest.get(breaker_key(scope, scope_id))
-            if env is not None and isinstance(env.payload, BreakerTripped):
-                if env.payload.until > now:
-                    return env.payload
+            tripped = env.payload if env is not None else None
+            if isinstance(tripped, BreakerTripped) and tripped.until > now:
+                return tripped
         return None
 
     def records(self) -> list[Envelope[Payload]]:
@@ -122,7 +122,9 @@ class BreakerView:
         try:
             env = decode(message.value)
         except (UnknownEventTypeError, ValidationError, ValueError) as exc:
-            log.warning("breaker_record_undecodable", offset=message.offset, error=type(exc).__name__)
+            log.warning(
+                "breaker_record_undecodable", offset=message.offset, error=type(exc).__name__
+            )
             return
         self.board.apply(env)
         log.info("breaker_seen", type=env.type, key=message.key.decode() if message.key else None)

@@ -100,7 +100,7 @@ def check_access(key: KeyInfo, model: ModelInfo | None, name: str) -> ModelInfo:
 class ChatService:
     """Turns a validated chat request into events and waits for its answer."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913, PLR0917 - a composition-root constructor
         self,
         store: EdgeStore,
         producer: AIOKafkaProducer,

@@ -58,7 +58,7 @@ class NewWebhook(BaseModel):
 def _describe(board: BreakerBoard, now: Any) -> list[dict[str, Any]]:
     rows = []
     for env in board.records():
-        p = env.payload
+        p: Any = env.payload
         is_open = isinstance(p, BreakerTripped) and p.until > now
         rows.append(
             {"key": breaker_key(p.scope, p.scope_id), "open": is_open, "event_id": env.id}
@@ -99,7 +99,7 @@ async def reset_breaker(request: Request[Any, Any, Any], data: ResetBreaker) -> 
             "The event log did not confirm the reset; retry it (a reset is idempotent)."
         ) from exc
     async with asyncio.timeout(RESET_VISIBLE_SECONDS):
-        while board.latest.get(breaker_key(data.scope, data.scope_id)) is current:
+        while board.latest.get(breaker_key(data.scope, data.scope_id)) is current:  # noqa: ASYNC110 - the view has no event to wait on
             await asyncio.sleep(0.02)
     return {"reset": True, "event_id": reset.id, "breaker": tripped.name}
 
@@ -123,7 +123,8 @@ async def create_webhook(request: Request[Any, Any, Any], data: NewWebhook) -> d
     signing_key: str = request.app.state.settings.webhook_signing_key
     if not signing_key:
         raise errors.DependencyDownError(
-            "Webhooks are disabled: set TOLLWAY_WEBHOOK_SIGNING_KEY on the edge and limits services."
+            "Webhooks are disabled: set TOLLWAY_WEBHOOK_SIGNING_KEY on the edge and limits"
+            " services."
         )
     webhook_id = f"wh_{new_id()[-12:]}"
     await request.app.state.pool.execute(
@@ -170,9 +171,7 @@ class LimitsAdminController(Controller):
         return await create_webhook(request, data)
 
     @get("/webhooks")
-    async def list_webhooks(
-        self, request: Request[Any, Any, Any], _admin: None
-    ) -> dict[str, Any]:
+    async def list_webhooks(self, request: Request[Any, Any, Any], _admin: None) -> dict[str, Any]:
         """The subscriptions, without secrets."""
         rows = await request.app.state.pool.fetch(
             "SELECT id, url, scopes, description, created_at, disabled_at FROM edge.webhooks"

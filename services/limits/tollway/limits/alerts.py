@@ -14,7 +14,6 @@ import structlog
 
 from tollway.events import topics
 from tollway.events.envelope import Envelope, make
-from tollway.events.gateway import AttemptFinished, RequestFinished
 from tollway.events.ids import derived_id
 from tollway.events.limits import Alert, BudgetThresholdCrossed, breaker_key
 from tollway.events.pricing import cost_micro
@@ -28,6 +27,8 @@ if TYPE_CHECKING:
 
     import asyncpg
 
+    from tollway.events.gateway import AttemptFinished, RequestFinished
+
 log = structlog.get_logger(__name__)
 SERVER_ERROR = 500
 TOO_MANY = 429
@@ -37,8 +38,8 @@ TOO_MANY = 429
 class AlertPolicy:
     """The alert rules' thresholds (from settings, fixed at start)."""
 
-    errors: RatePolicy = RatePolicy(0.5, 10)
-    fallbacks: RatePolicy = RatePolicy(0.3, 10)
+    errors: RatePolicy = field(default_factory=lambda: RatePolicy(0.5, 10))
+    fallbacks: RatePolicy = field(default_factory=lambda: RatePolicy(0.3, 10))
     route_spend_micro_per_minute: Mapping[str, int] = field(default_factory=dict)
     mix_shift: float = 0.5
     mix_min_requests: int = 20
@@ -99,7 +100,9 @@ async def _error_rate(
     total, _ = await store.sums(conn, "channel", channel, "attempts", at, window, window)
     bad, _ = await store.sums(conn, "channel", channel, "errors", at, window, window)
     ratio = rate_breach(total, bad, policy)
-    if ratio is None or not await store.claim_alert(conn, "channel", channel, "error_rate", at, window):
+    if ratio is None or not await store.claim_alert(
+        conn, "channel", channel, "error_rate", at, window
+    ):
         return []
     examples = await store.examples(conn, "channel", channel, ["errors"], at)
     return [
@@ -121,7 +124,9 @@ async def _error_rate(
 async def _wasted(conn: asyncpg.Connection, env: Envelope[AttemptFinished]) -> list[Alert]:
     p, at = env.payload, env.occurred_at
     channel = p.candidate.channel_id
-    if not await store.claim_alert(conn, "channel", channel, "failed_with_tokens", at, MINUTE_SECONDS):
+    if not await store.claim_alert(
+        conn, "channel", channel, "failed_with_tokens", at, MINUTE_SECONDS
+    ):
         return []
     return [
         Alert(
@@ -194,7 +199,9 @@ async def _fallback_rate(
     total, _ = await store.sums(conn, "route", route, "requests", at, window, window)
     fell, _ = await store.sums(conn, "route", route, "fallbacks", at, window, window)
     ratio = rate_breach(total, fell, policy)
-    if ratio is None or not await store.claim_alert(conn, "route", route, "fallback_rate", at, window):
+    if ratio is None or not await store.claim_alert(
+        conn, "route", route, "fallback_rate", at, window
+    ):
         return []
     return [
         Alert(
@@ -219,7 +226,7 @@ async def _route_spend(
     policy: AlertPolicy,
 ) -> list[Alert]:
     p, at = env.payload, env.occurred_at
-    assert p.price is not None  # noqa: S101 - checked by the caller
+    assert p.price is not None
     metric = spend_metric(bucket)
     await store.add(conn, "route", route, metric, at, cost_micro(p.usage, p.price), p.request_id)
     limit = policy.route_spend_micro_per_minute.get(bucket)
@@ -257,7 +264,7 @@ def on_budget(env: Envelope[BudgetThresholdCrossed]) -> Alert:
         threshold=p.percent,
         window_seconds=0,
         window_end=env.occurred_at,
-        severity="critical" if p.percent >= 100 else "warning",  # noqa: PLR2004
+        severity="critical" if p.percent >= 100 else "warning",
         message=(
             f"Budget {p.name!r} ({p.scope} {p.scope_id}, {p.mode}) is at {p.percent}%:"
             f" {p.spent} of {p.amount} {p.unit}."

@@ -1,5 +1,4 @@
-"""Composition root of the limits service: settings -> pool -> migrations -> consumer, relay,
-cool-down sweeper and webhook dispatcher.
+"""Composition root of the limits service: consumer, relay, cool-down sweeper, webhooks.
 
 The consumer is the exactly-once one the ledger uses: windows, breakers, alert throttles and
 webhook deliveries change in the same transaction as the stored Kafka offsets, and the breaker

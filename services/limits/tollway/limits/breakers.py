@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-async def trip(  # noqa: PLR0913 - the cause, the scope and the verdict
+async def trip(  # noqa: PLR0913, PLR0917 - the cause, the scope and the verdict
     conn: asyncpg.Connection,
     cause: Envelope[Any],
     scope: str,
@@ -48,7 +48,7 @@ async def trip(  # noqa: PLR0913 - the cause, the scope and the verdict
     examples = await store.examples(conn, scope, scope_id, [verdict.metric], at)
     payload = BreakerTripped(
         account_id=account_id,
-        scope=scope,  # type: ignore[arg-type] - scopes come from BREAKER_SCOPES
+        scope=scope,
         scope_id=scope_id,
         name=verdict.name,
         reason=verdict.reason,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -17,6 +16,7 @@ from tollway.events.envelope import Envelope, Payload, decode
 from tollway.events.limits import Alert
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
@@ -89,7 +89,9 @@ def render(env: Envelope[Payload], as_json: bool) -> str:
 
 async def tail(bootstrap: str, scopes: Sequence[str], *, follow: bool, as_json: bool) -> None:
     """Read limits.alerts from the beginning; stop at the current end unless ``follow``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         await consumer.topics()

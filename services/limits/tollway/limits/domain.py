@@ -111,7 +111,7 @@ class Trip:
     reason: str
 
 
-def velocity_trip(  # noqa: PLR0913 - the judged sums and every rule that applies to them
+def velocity_trip(  # noqa: PLR0913, PLR0917 - the judged sums and every rule that applies to them
     metric: str,
     minute_sum: int,
     recent_sum: int,
@@ -190,4 +190,7 @@ def mix_shift(recent: Mapping[str, int], baseline: Mapping[str, int]) -> float:
     if recent_total == 0 or base_total == 0:
         return 0.0
     names = set(recent) | set(baseline)
-    return sum(abs(recent.get(n, 0) / recent_total - baseline.get(n, 0) / base_total) for n in names) / 2
+    return (
+        sum(abs(recent.get(n, 0) / recent_total - baseline.get(n, 0) / base_total) for n in names)
+        / 2
+    )

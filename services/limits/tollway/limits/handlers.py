@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from tollway.events.gateway import AttemptFinished, RequestFinished
-from tollway.events.limits import BudgetThresholdCrossed, BreakerReset, VelocityLimitSet
+from tollway.events.limits import BreakerReset, BudgetThresholdCrossed, VelocityLimitSet
 from tollway.events.pricing import cost_micro
 from tollway.limits import alerts, breakers, store
 from tollway.limits.alerts import AlertPolicy
@@ -45,8 +45,10 @@ log = structlog.get_logger(__name__)
 class VelocityPolicy:
     """Defaults for scopes without an operator's own thresholds, and the relative rule."""
 
-    defaults: Limits = Limits(tokens_per_minute=2_000_000, relative_factor=10)
-    relative: RelativePolicy = RelativePolicy()
+    defaults: Limits = field(
+        default_factory=lambda: Limits(tokens_per_minute=2_000_000, relative_factor=10)
+    )
+    relative: RelativePolicy = field(default_factory=RelativePolicy)
     scopes: tuple[str, ...] = ("key", "project", "task")
 
 
@@ -123,7 +125,9 @@ class LimitsHandler:
                 baseline = fold_baseline(prior, at, amount)
                 await store.save_baseline(conn, scope, scope_id, metric, baseline)
             limits = await self._limits(conn, scope, scope_id)
-            verdict = velocity_trip(metric, minute, recent, limits, baseline, self.velocity.relative)
+            verdict = velocity_trip(
+                metric, minute, recent, limits, baseline, self.velocity.relative
+            )
             if verdict is None:
                 continue
             tripped = await breakers.trip(

@@ -30,7 +30,8 @@ ON CONFLICT (scope, scope_id, metric, slot) DO UPDATE SET
                THEN array_append(w.examples, $6) ELSE w.examples END
 """
 WINDOW_SUMS = """
-SELECT COALESCE(sum(amount) FILTER (WHERE slot > $4::timestamptz - make_interval(secs => $5)), 0) AS short,
+SELECT COALESCE(sum(amount) FILTER (WHERE slot > $4::timestamptz - make_interval(secs => $5)), 0)
+           AS short,
        COALESCE(sum(amount), 0) AS long
 FROM limits.window_slots
 WHERE scope = $1 AND scope_id = $2 AND metric = $3
@@ -43,8 +44,10 @@ ORDER BY slot DESC LIMIT 3
 """
 MIX_SUMS = """
 SELECT metric,
-       COALESCE(sum(amount) FILTER (WHERE slot > $3::timestamptz - make_interval(secs => $4)), 0) AS recent,
-       COALESCE(sum(amount) FILTER (WHERE slot <= $3::timestamptz - make_interval(secs => $4)), 0) AS before
+       COALESCE(sum(amount) FILTER (WHERE slot > $3::timestamptz - make_interval(secs => $4)), 0)
+           AS recent,
+       COALESCE(sum(amount) FILTER (WHERE slot <= $3::timestamptz - make_interval(secs => $4)), 0)
+           AS before
 FROM limits.window_slots
 WHERE scope = $1 AND scope_id = $2 AND metric LIKE 'mix:%' AND slot <= $3
 GROUP BY metric
@@ -117,7 +120,7 @@ async def mark_applied(conn: asyncpg.Connection, event_id: str, at: datetime) ->
     return await conn.fetchval(MARK_APPLIED, event_id, at) is not None
 
 
-async def add(  # noqa: PLR0913 - one slot's coordinates and what to add to it
+async def add(  # noqa: PLR0913, PLR0917 - one slot's coordinates and what to add to it
     conn: asyncpg.Connection,
     scope: str,
     scope_id: str,
@@ -130,7 +133,7 @@ async def add(  # noqa: PLR0913 - one slot's coordinates and what to add to it
     await conn.execute(ADD_TO_SLOT, scope, scope_id, metric, slot_of(at), amount, example)
 
 
-async def sums(  # noqa: PLR0913 - a window's coordinates and its two lengths
+async def sums(  # noqa: PLR0913, PLR0917 - a window's coordinates and its two lengths
     conn: asyncpg.Connection,
     scope: str,
     scope_id: str,
@@ -227,7 +230,7 @@ async def breaker(conn: asyncpg.Connection, scope: str, scope_id: str) -> dict[s
     return None if row is None else dict(row)
 
 
-async def open_breaker(  # noqa: PLR0913 - the row's columns
+async def open_breaker(  # noqa: PLR0913, PLR0917 - the row's columns
     conn: asyncpg.Connection,
     scope: str,
     scope_id: str,
@@ -238,9 +241,7 @@ async def open_breaker(  # noqa: PLR0913 - the row's columns
     until: datetime,
 ) -> None:
     """Mark the scope's breaker open until ``until``."""
-    await conn.execute(
-        OPEN_BREAKER, scope, scope_id, account_id, name, trip_id, crossed_at, until
-    )
+    await conn.execute(OPEN_BREAKER, scope, scope_id, account_id, name, trip_id, crossed_at, until)
 
 
 async def close_breaker(
@@ -256,7 +257,7 @@ async def due_breakers(conn: asyncpg.Connection, now: datetime) -> list[dict[str
     return [dict(r) for r in await conn.fetch(DUE_BREAKERS, now)]
 
 
-async def claim_alert(
+async def claim_alert(  # noqa: PLR0913, PLR0917 - a series, a time and its window
     conn: asyncpg.Connection, scope: str, scope_id: str, metric: str, at: datetime, window: int
 ) -> bool:
     """True (and recorded) when no alert for this scope and metric fired in the last window."""

@@ -26,7 +26,6 @@ from tollway.events.webhooks import (
     subscription_secret,
 )
 
-
 log = structlog.get_logger(__name__)
 
 CLAIM_DUE = """
@@ -92,7 +91,7 @@ class WebhookDispatcher:
         async with self._pool.acquire() as conn, conn.transaction():
             try:
                 rows = await conn.fetch(CLAIM_DUE, now, batch)
-            except Exception as exc:  # noqa: BLE001 - the edge's table may not exist yet
+            except Exception as exc:
                 if type(exc).__name__ == "UndefinedTableError":
                     return 0
                 raise
@@ -126,6 +125,4 @@ class WebhookDispatcher:
         give_up = attempts >= self._policy.max_attempts
         retry_at = now + timedelta(seconds=backoff(self._policy, attempts))
         await conn.execute(MARK_RETRY, row["delivery_id"], retry_at, error, give_up, now)
-        log.warning(
-            "webhook_failed", delivery_id=row["delivery_id"], error=error, given_up=give_up
-        )
+        log.warning("webhook_failed", delivery_id=row["delivery_id"], error=error, given_up=give_up)
