@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
 
-.PHONY: deps dev test test-unit test-integration lint fmt clean
+.PHONY: deps kafka-deps dev test test-kafka test-unit test-integration lint fmt clean
 
 deps: ## install uv, PostgreSQL server binaries (Debian) and the locked Python environment
 	@./deploy/scripts/install-deps.sh
@@ -14,6 +14,13 @@ dev: deps ## run the whole system on embedded defaults and print how to call it
 
 test: deps ## every test, on an embedded Postgres and Kafka-protocol broker
 	@$(UV) run --frozen pytest -q
+
+kafka-deps: deps ## Java 17 and Maven (Debian), then Apache Kafka's jars from Maven Central, cached
+	@./deploy/scripts/install-kafka-deps.sh
+	@$(UV) run --frozen python -m tollway.devstack.kafka
+
+test-kafka: kafka-deps ## integration and end-to-end tests on Apache Kafka 4.x (KRaft) started here
+	@TOLLWAY_BROKER=kafka $(UV) run --frozen pytest -q tests/integration tests/e2e
 
 test-unit: deps
 	@$(UV) run --frozen pytest -q tests/unit

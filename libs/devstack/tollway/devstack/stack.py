@@ -23,6 +23,7 @@ import httpx
 import structlog
 
 from tollway.devstack.broker import EmbeddedBroker, port_is_free, wait_for_port
+from tollway.devstack.kafka import ApacheKafkaBroker
 from tollway.devstack.postgres import EmbeddedPostgres
 from tollway.events import topics
 from tollway.runtime.kafka import ensure_topics
@@ -56,6 +57,9 @@ class StackConfig:
     kafka_bootstrap: str | None = field(
         default_factory=lambda: os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     )
+    # Which broker the stack starts when no KAFKA_BOOTSTRAP_SERVERS is given: "tansu" (embedded,
+    # in memory, instant) or "kafka" (Apache Kafka 4.x, KRaft, the production broker).
+    broker: str = field(default_factory=lambda: os.environ.get("TOLLWAY_BROKER", "tansu"))
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -68,7 +72,7 @@ class Stack:
     bootstrap: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _postgres: EmbeddedPostgres | None = None
-    _broker: EmbeddedBroker | None = None
+    _broker: EmbeddedBroker | ApacheKafkaBroker | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     @property
@@ -110,8 +114,7 @@ class Stack:
         if cfg.kafka_bootstrap:
             self.bootstrap = cfg.kafka_bootstrap
         else:
-            _step("broker", f"starting Tansu on port {cfg.broker_port}")
-            self._broker = EmbeddedBroker(cfg.broker_port, self.log_dir / "broker.log")
+            self._broker = self._new_broker()
             self.bootstrap = self._broker.start()
         if fresh_broker and not cfg.database_url:
             # The embedded broker keeps its log in memory: state derived from an older log
@@ -120,6 +123,17 @@ class Stack:
         _step("migrations", "applying")
         asyncio.run(migrate(self.dsn, ALL_SERVICES))
         asyncio.run(ensure_topics(self.bootstrap, topics.core_topics(cfg.partitions)))
+
+    def _new_broker(self) -> EmbeddedBroker | ApacheKafkaBroker:
+        cfg = self.config
+        log_path = self.log_dir / "broker.log"
+        if cfg.broker == "kafka":
+            _step("broker", f"starting Apache Kafka (KRaft) on port {cfg.broker_port}")
+            return ApacheKafkaBroker(cfg.broker_port, cfg.root / "kafka", log_path)
+        if cfg.broker != "tansu":
+            raise ValueError(f"TOLLWAY_BROKER={cfg.broker!r}: use 'tansu' or 'kafka'")
+        _step("broker", f"starting Tansu on port {cfg.broker_port}")
+        return EmbeddedBroker(cfg.broker_port, log_path)
 
     def service_env(self) -> dict[str, str]:
         """The environment every service process gets (nothing else configures them)."""

@@ -110,7 +110,12 @@ def decode(raw: bytes) -> Envelope[Payload]:
     return Envelope[Payload].model_validate(data)
 
 
-PAYLOAD_MODULES = ("tollway.events.gateway", "tollway.events.ledger", "tollway.events.limits")
+PAYLOAD_MODULES = (
+    "tollway.events.gateway",
+    "tollway.events.ledger",
+    "tollway.events.limits",
+    "tollway.events.routing",
+)
 
 
 def _load_payload_modules() -> None:

@@ -32,6 +32,7 @@ class Candidate(BaseModel):
     upstream_model: str
     price: Price
     tier: int = 0
+    weight: int = Field(default=1, ge=1)
 
 
 @register
@@ -166,6 +167,16 @@ class AttemptFinished(Payload):
     catalog_model: str | None = None
 
 
+class SkippedCandidate(BaseModel):
+    """A candidate of the plan the router did not try, and why (``circuit_open``, …)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel_id: str
+    channel: str
+    reason: str
+
+
 @register
 class RequestFinished(Payload):
     """The router is done with a request: which attempt (if any) produced the answer.
@@ -187,6 +198,7 @@ class RequestFinished(Payload):
     price: Price | None = None
     status: int
     attempts: int = Field(ge=0)
+    skipped: list[SkippedCandidate] = Field(default_factory=list)
     # Who asked, for which route, and how many times the plan moved to another channel.
     key_id: str | None = None
     project_id: str | None = None

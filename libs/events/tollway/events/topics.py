@@ -14,6 +14,8 @@ USAGE = "gw.usage"
 LEDGER_EVENTS = "ledger.events"
 BREAKERS = "limits.breakers"
 ALERTS = "limits.alerts"
+CHANNEL_HEALTH = "router.health"
+ROUTE_CONFIG = "router.config"
 REPLIES_PREFIX = "gw.replies."
 DLQ_SUFFIX = ".dlq"
 
@@ -51,8 +53,12 @@ def core_topics(partitions: int = 4) -> list[TopicSpec]:
         TopicSpec(LEDGER_EVENTS, partitions),
         TopicSpec(BREAKERS, partitions, compacted=True),
         TopicSpec(ALERTS, partitions, retention_ms=THIRTY_DAYS_MS),
+        TopicSpec(CHANNEL_HEALTH, 1, compacted=True),
+        TopicSpec(ROUTE_CONFIG, 1, retention_ms=SHORT_MS),
     ]
-    dlqs = [TopicSpec(dlq_topic(s.name), 1) for s in specs if not s.compacted]
+    dlqs = [
+        TopicSpec(dlq_topic(s.name), 1) for s in specs if not s.compacted and s.name != ROUTE_CONFIG
+    ]
     return specs + dlqs
 
 

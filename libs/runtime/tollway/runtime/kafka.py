@@ -54,8 +54,9 @@ def new_producer(bootstrap: str, client_id: str, **overrides: Any) -> AIOKafkaPr
         "linger_ms": 1,
         "max_batch_size": 256 * 1024,
         # A send that cannot complete fails within 5 s instead of aiokafka's 40 s default, so
-        # the outbox relay's own retry takes over quickly (seen once per fresh embedded broker:
-        # the first send to a topic created after the producer started can stall).
+        # the outbox relay's own retry takes over quickly (seen once per fresh embedded Tansu
+        # broker: the first send to a topic created after the producer started can stall; not
+        # seen on Apache Kafka, where the shorter timeout is harmless).
         "request_timeout_ms": 5000,
     }
     options.update(overrides)

@@ -14,6 +14,8 @@ from litestar.middleware import ASGIMiddleware
 from tollway.edge import admin, api, errors, limits_admin
 from tollway.edge.chat import ChatService
 from tollway.edge.replies import ReplyHub
+from tollway.edge.route_admin import RouteTreeController
+from tollway.edge.route_tree import RouteTreeStore
 from tollway.edge.settings import EdgeSettings
 from tollway.edge.store import EdgeStore
 from tollway.events import topics
@@ -127,6 +129,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             breakers=breakers,
             store=store,
             admin_token=settings.admin_token,
+            route_tree=RouteTreeStore(pool, producer),
             chat=ChatService(
                 store,
                 producer,
@@ -153,6 +156,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             healthz,
             admin.AdminController,
             limits_admin.LimitsAdminController,
+            RouteTreeController,
         ],
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware()],

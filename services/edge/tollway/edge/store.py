@@ -166,6 +166,7 @@ def _candidate(row: Any) -> Candidate:
         bucket=row["bucket"],
         upstream_model=row["upstream_model"],
         tier=row["tier"],
+        weight=row["weight"],
         price=Price(
             input=row["price_input"],
             output=row["price_output"],

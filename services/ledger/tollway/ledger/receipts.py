@@ -116,6 +116,8 @@ def finished(
     served = served_attempt(receipt, fin.served_attempt)
     receipt["final_status"] = fin.status
     receipt["balance_after_micro"] = available
+    # Candidates the router left out (an open circuit, ...) are part of the story too.
+    receipt["skipped"] = [s.model_dump() for s in fin.skipped]
     if isinstance(settlement, HoldSettled):
         receipt["status"] = "settled"
         receipt["hold"] = {

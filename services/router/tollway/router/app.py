@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 
 import asyncpg
 import structlog
@@ -10,8 +12,9 @@ from aiokafka import AIOKafkaConsumer
 
 from tollway.events import topics
 from tollway.events.logging import configure_logging
-from tollway.router.channels import ChannelCache
-from tollway.router.handlers import RetryPolicy, Router
+from tollway.router.channels import ChannelCache, follow_changes
+from tollway.router.handlers import Circuits, RetryPolicy, Router
+from tollway.router.health import HealthBoard, HealthPolicy
 from tollway.router.settings import RouterSettings
 from tollway.router.worker import RouterWorker
 from tollway.runtime.breakers import BreakerView
@@ -50,11 +53,21 @@ async def serve(settings: RouterSettings) -> None:
             router = Router(
                 channels,
                 RetryPolicy(settings.attempts_per_channel, settings.backoff_ms),
-                breakers.board,
+                Circuits(
+                    board=HealthBoard(_health_policy(settings)),
+                    router_id=settings.instance_id or f"router-{os.getpid()}",
+                    on_change=channels.save_health,
+                ),
+                rng=random.Random(settings.seed),  # noqa: S311 - load spreading, not crypto
+                breakers=breakers.board,
             )
             worker = RouterWorker(consumer, producer, router, settings.max_in_flight)
             log.info("router_started", group=settings.group_id)
-            await run_until_signalled(worker.run(), channels.run(settings.channel_refresh_seconds))
+            await run_until_signalled(
+                worker.run(),
+                channels.run(settings.channel_refresh_seconds),
+                follow_changes(channels, settings.kafka_bootstrap_servers),
+            )
         finally:
             await breakers.stop()
             await consumer.stop()
@@ -62,6 +75,16 @@ async def serve(settings: RouterSettings) -> None:
     finally:
         await channels.close()
         await pool.close()
+
+
+def _health_policy(settings: RouterSettings) -> HealthPolicy:
+    return HealthPolicy(
+        window_seconds=settings.health_window_seconds,
+        min_samples=settings.health_min_samples,
+        error_rate=settings.health_error_rate,
+        consecutive_failures=settings.health_consecutive_failures,
+        cool_down_seconds=settings.health_cool_down_seconds,
+    )
 
 
 def main() -> None:

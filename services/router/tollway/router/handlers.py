@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,14 +26,19 @@ from tollway.events.gateway import (
     ReplyFinal,
     RequestAuthorized,
     RequestFinished,
+    SkippedCandidate,
 )
 from tollway.events.ids import derived_id
 from tollway.events.pricing import Usage
+from tollway.events.routing import ChannelHealthChanged
 from tollway.router.adapters import UpstreamResult, call_openai_chat
+from tollway.router.health import HealthBoard, HealthPolicy, Transition
 from tollway.runtime.breakers import request_scopes
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
     from tollway.events.limits import BreakerTripped
     from tollway.router.channels import ChannelCache
     from tollway.runtime.breakers import BreakerBoard
@@ -48,67 +54,140 @@ class RetryPolicy:
     backoff_ms: int = 50
 
 
+@dataclass(slots=True)
+class _Run:
+    """What one request's execution has produced so far."""
+
+    attempts: list[AttemptFinished] = field(default_factory=list)
+    skipped: list[SkippedCandidate] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    served: UpstreamResult | None = None
+    last: UpstreamResult | None = None
+    stopped_by: BreakerTripped | None = None
+
+
+def order_candidates(candidates: Sequence[Candidate], rng: random.Random) -> list[Candidate]:
+    """Tiers in order (primary, backup 1, …); inside a tier, a weighted random order."""
+    ordered: list[Candidate] = []
+    for tier in sorted({c.tier for c in candidates}):
+        pool = [c for c in candidates if c.tier == tier]
+        while pool:
+            pick = rng.choices(range(len(pool)), weights=[c.weight for c in pool])[0]
+            ordered.append(pool.pop(pick))
+    return ordered
+
+
+@dataclass(frozen=True, slots=True)
+class Circuits:
+    """Channel health wiring: the board, who this router is, where transitions are kept."""
+
+    board: HealthBoard = field(default_factory=lambda: HealthBoard(HealthPolicy()))
+    router_id: str = "router"
+    on_change: Callable[[Envelope[ChannelHealthChanged]], Awaitable[None]] | None = None
+
+
 class Router:
     """Runs authorized requests against their plans."""
 
     def __init__(
-        self, channels: ChannelCache, policy: RetryPolicy, breakers: BreakerBoard | None = None
+        self,
+        channels: ChannelCache,
+        policy: RetryPolicy,
+        circuits: Circuits | None = None,
+        rng: random.Random | None = None,
+        breakers: BreakerBoard | None = None,
     ) -> None:
-        """Call upstreams through ``channels`` under ``policy``, never past an open breaker."""
+        """Call upstreams through ``channels``, skipping open circuits and open breakers."""
         self._channels = channels
         self._policy = policy
+        self._circuits = circuits or Circuits()
+        self.health = self._circuits.board
+        self._rng = rng or random.Random()  # noqa: S311 - load spreading, not crypto
         self._breakers = breakers
 
-    def _open_breaker(self, env: Envelope[RequestAuthorized]) -> BreakerTripped | None:
+    def _breaker_stops(self, env: Envelope[RequestAuthorized], run: _Run) -> bool:
         # Checked before every attempt: a breaker that trips while requests wait in
         # gw.authorized stops them before they reach an upstream.
         if self._breakers is None:
-            return None
+            return False
         req = env.payload.request
         scopes = request_scopes(req.account_id, req.key_id, req.project_id, req.task_id)
-        return self._breakers.open_for(scopes, datetime.now(UTC))
+        run.stopped_by = self._breakers.open_for(scopes, datetime.now(UTC))
+        return run.stopped_by is not None
 
     async def execute(self, env: Envelope[RequestAuthorized]) -> list[Outgoing]:
         """Serve one request; return the usage events and the reply, in publishing order."""
         auth = env.payload
-        req = auth.request
-        attempts: list[AttemptFinished] = []
-        served: UpstreamResult | None = None
-        last: UpstreamResult | None = None
-        for candidate in [c for c in req.plan if c.bucket == auth.bucket]:
-            served, last = await self._try_candidate(env, candidate, attempts, last)
-            if served is not None or (last is not None and not last.retryable):
+        run = _Run()
+        covered = [c for c in auth.request.plan if c.bucket == auth.bucket]
+        for candidate in order_candidates(covered, self._rng):
+            admitted, moved = self.health.admit(candidate.channel_id, time.monotonic())
+            run.transitions.extend([moved] if moved else [])
+            if not admitted:
+                run.skipped.append(
+                    SkippedCandidate(
+                        channel_id=candidate.channel_id,
+                        channel=candidate.channel,
+                        reason="circuit_open",
+                    )
+                )
+                continue
+            await self._try_candidate(env, candidate, run)
+            if run.served is not None or (run.last is not None and not run.last.retryable):
                 break
-            if self._open_breaker(env) is not None:
-                break
-        return self._emits(env, attempts, served, last)
+        return self._emits(env, run) + await self._health_events(run.transitions)
 
     async def _try_candidate(
-        self,
-        env: Envelope[RequestAuthorized],
-        candidate: Candidate,
-        attempts: list[AttemptFinished],
-        last: UpstreamResult | None,
-    ) -> tuple[UpstreamResult | None, UpstreamResult | None]:
+        self, env: Envelope[RequestAuthorized], candidate: Candidate, run: _Run
+    ) -> None:
         deadline = env.payload.request.deadline_at
         for n in range(self._policy.attempts_per_channel):
             remaining = (deadline - datetime.now(UTC)).total_seconds()
-            if remaining <= 0 or self._open_breaker(env) is not None:
-                return None, last
+            if remaining <= 0 or self._breaker_stops(env, run):
+                return
             if n > 0:
-                await asyncio.sleep(_backoff(self._policy.backoff_ms, n, last, remaining))
-            last = await self._attempt(env, candidate, remaining)
-            attempts.append(_attempt_event(env, candidate, len(attempts) + 1, last))
-            if last.ok:
-                return last, last
-            if not last.retryable:
-                return None, last
-        return None, last
+                await asyncio.sleep(_backoff(self._policy.backoff_ms, n, run.last, remaining))
+            run.last = result = await self._attempt(env, candidate, remaining)
+            run.attempts.append(_attempt_event(env, candidate, len(run.attempts) + 1, result))
+            # A client error (400 from upstream) says nothing about the channel's health.
+            healthy = result.ok or not result.retryable
+            moved = self.health.record(
+                candidate.channel_id, ok=healthy, latency_ms=result.latency_ms, now=time.monotonic()
+            )
+            run.transitions.extend([moved] if moved else [])
+            if result.ok:
+                run.served = result
+                return
+            if not result.retryable or self.health.state(candidate.channel_id) == "open":
+                return
+
+    async def _health_events(self, transitions: list[Transition]) -> list[Outgoing]:
+        out = []
+        for t in transitions:
+            channel = self._channels.get(t.channel_id)
+            changed = ChannelHealthChanged(
+                channel_id=t.channel_id,
+                channel=channel.name if channel else t.channel_id,
+                router_id=self._circuits.router_id,
+                from_state=t.from_state,
+                to_state=t.to_state,
+                reason=t.reason,
+                error_rate=t.error_rate,
+                samples=t.samples,
+                p50_latency_ms=t.p50_latency_ms,
+                cool_down_seconds=t.cool_down_seconds,
+            )
+            log.warning("channel_circuit_changed", **changed.model_dump())
+            health_env = make(changed)
+            if self._circuits.on_change is not None:
+                await self._circuits.on_change(health_env)
+            out.append(Outgoing.of(topics.CHANNEL_HEALTH, t.channel_id, health_env))
+        return out
 
     async def _attempt(
         self, env: Envelope[RequestAuthorized], candidate: Candidate, remaining: float
     ) -> UpstreamResult:
-        channel = self._channels.get(candidate.channel_id)
+        channel = await self._channels.lookup(candidate.channel_id)
         if channel is None:
             return UpstreamResult(
                 outcome="connect_error",
@@ -123,31 +202,25 @@ class Router:
             channel, env.payload.request.body, candidate.upstream_model, timeout
         )
 
-    def _emits(
-        self,
-        env: Envelope[RequestAuthorized],
-        attempts: list[AttemptFinished],
-        served: UpstreamResult | None,
-        last: UpstreamResult | None,
-    ) -> list[Outgoing]:
+    def _emits(self, env: Envelope[RequestAuthorized], run: _Run) -> list[Outgoing]:
         auth = env.payload
         req = auth.request
-        status, body = _reply_body(req.catalog_model, req.request_id, attempts, served, last)
-        tripped = self._open_breaker(env) if served is None else None
-        if tripped is not None:
-            status, body = 429, _breaker_error(tripped)
+        attempts = run.attempts
+        status, body = _reply_body(req.catalog_model, req.request_id, run)
         finished = RequestFinished(
             request_id=req.request_id,
             account_id=req.account_id,
             hold_id=auth.hold_id,
-            **_served_fields(attempts[-1] if served is not None else None),
+            **_served_fields(attempts[-1] if run.served is not None else None),
             status=status,
             attempts=len(attempts),
+            skipped=run.skipped,
             key_id=req.key_id,
             project_id=req.project_id,
             catalog_model=req.catalog_model,
-            fallbacks=max(0, len({a.candidate.channel_id for a in attempts}) - 1),
-            stopped_by=f"breaker:{tripped.scope}:{tripped.name}" if tripped else None,
+            fallbacks=len(run.skipped)
+            + max(0, len({a.candidate.channel_id for a in attempts}) - 1),
+            stopped_by=_stopped_by(run),
         )
         usage = [
             Outgoing.of(topics.USAGE, req.account_id, _derive(env, a, f"attempt:{a.attempt}"))
@@ -211,21 +284,30 @@ def _attempt_event(
     )
 
 
-def _reply_body(
-    catalog_model: str,
-    request_id: str,
-    attempts: list[AttemptFinished],
-    served: UpstreamResult | None,
-    last: UpstreamResult | None,
-) -> tuple[int, dict[str, Any]]:
+def _reply_body(catalog_model: str, request_id: str, run: _Run) -> tuple[int, dict[str, Any]]:
+    served, last = run.served, run.last
     if served is not None and served.body is not None:
         return 200, {**served.body, "model": catalog_model}
+    if run.stopped_by is not None:
+        return 429, _breaker_error(run.stopped_by)
     if last is not None and last.status is not None and not last.retryable and last.body:
         return last.status, last.body  # the upstream's own client error, passed through
+    if last is None and run.skipped:
+        names = ", ".join(s.channel for s in run.skipped)
+        message = (
+            f"Every route for request {request_id} is temporarily out of service (circuit open:"
+            f" {names}). Retry in a few seconds."
+        )
+        return 503, _error(message, "channels_unavailable")
     if last is None:
         return 504, _error("The request's deadline passed before any upstream call.", "timeout")
-    trail = ", ".join(f"#{a.attempt} {a.candidate.channel} {a.outcome}" for a in attempts)
+    trail = ", ".join(f"#{a.attempt} {a.candidate.channel} {a.outcome}" for a in run.attempts)
     return 502, _error(f"Every route failed for request {request_id}: {trail}.", "upstream_failed")
+
+
+def _stopped_by(run: _Run) -> str | None:
+    tripped = run.stopped_by
+    return None if tripped is None else f"breaker:{tripped.scope}:{tripped.name}"
 
 
 def _breaker_error(tripped: BreakerTripped) -> dict[str, Any]:
@@ -233,14 +315,8 @@ def _breaker_error(tripped: BreakerTripped) -> dict[str, Any]:
         f"Breaker '{tripped.name}' is open on {tripped.scope} '{tripped.scope_id}':"
         f" {tripped.reason}."
     )
-    return {
-        "error": {
-            "message": message,
-            "type": "rate_limit_error",
-            "param": None,
-            "code": "breaker_open",
-        }
-    }
+    error = {"message": message, "type": "rate_limit_error", "param": None, "code": "breaker_open"}
+    return {"error": error}
 
 
 def _error(message: str, code: str) -> dict[str, Any]:

@@ -17,3 +17,12 @@ class RouterSettings(CommonSettings):
     attempts_per_channel: int = 2
     backoff_ms: int = 50
     channel_refresh_seconds: float = 2.0
+    # Circuit breaker per channel (see tollway.router.health).
+    health_window_seconds: float = 30.0
+    health_min_samples: int = 10
+    health_error_rate: float = 0.5
+    health_consecutive_failures: int = 5
+    health_cool_down_seconds: float = 5.0
+    # Seed of the weighted choice inside a tier; unset = random (set it for reproducible tests).
+    seed: int | None = None
+    instance_id: str = ""

@@ -1,0 +1,291 @@
+"""The route tree through the admin API: channels, catalog models, routed models and their order.
+
+    channel type (direct | pool) → brand → channel → routed models → primary/backup order
+
+Every mutation writes the router's tables and an append-only audit row in one transaction, then
+announces ``RouteTreeChanged`` on ``router.config`` so routers reload at once (they also reload
+on a timer, so a lost announcement delays a change by a second, never loses it). Channel
+secrets are write-only: no answer and no audit row ever contains one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+import structlog
+from pydantic import BaseModel, Field, field_validator
+
+from tollway.events import topics
+from tollway.events.envelope import encode, make
+from tollway.events.pricing import format_micro, to_micro
+from tollway.events.routing import RouteTreeChanged
+
+if TYPE_CHECKING:
+    import asyncpg
+    from aiokafka import AIOKafkaProducer
+
+log = structlog.get_logger(__name__)
+
+SLUG = r"^[a-z0-9][a-z0-9_.-]{1,63}$"
+SELECT_CHANNELS = """
+SELECT c.*, h.state, h.reason, h.error_rate, h.changed_at
+FROM router.channels c LEFT JOIN router.channel_health h ON h.channel_id = c.id
+ORDER BY route_type, brand, name
+"""
+SELECT_CHANNEL = "SELECT * FROM router.channels WHERE id = $1"
+SELECT_MODELS = """
+SELECT name, description, default_max_output_tokens, max_output_tokens, enabled
+FROM router.catalog_models ORDER BY name
+"""
+SELECT_MODEL = """
+SELECT name, description, default_max_output_tokens, max_output_tokens, enabled
+FROM router.catalog_models WHERE name = $1
+"""
+SELECT_ROUTES = """
+SELECT catalog_model, channel_id, upstream_model, tier, weight
+FROM router.routes ORDER BY catalog_model, tier, weight DESC, channel_id
+"""
+INSERT_AUDIT = """
+INSERT INTO router.audit (actor, action, subject, before, after) VALUES ($1, $2, $3, $4, $5)
+RETURNING id
+"""
+SELECT_AUDIT = """
+SELECT id, at, actor, action, subject, before, after FROM router.audit
+WHERE ($1::text IS NULL OR subject = $1) ORDER BY id DESC LIMIT $2
+"""
+SELECT_HEALTH_EVENTS = """
+SELECT from_state, to_state, reason, error_rate, router_id, occurred_at
+FROM router.channel_health_events WHERE channel_id = $1 ORDER BY occurred_at DESC LIMIT 100
+"""
+ANNOUNCE_SECONDS = 2
+
+
+class Prices(BaseModel):
+    """Prices per 1M tokens as decimal strings of the bucket's unit (``"0.15"``)."""
+
+    input: str
+    output: str
+    cached_input: str | None = None
+
+    @field_validator("input", "output", "cached_input")
+    @classmethod
+    def _decimal(cls, value: str | None) -> str | None:
+        if value is not None and to_micro(value) < 0:
+            raise ValueError("a price cannot be negative")
+        return value
+
+
+class ChannelPatch(BaseModel):
+    """Fields an operator may change on a channel (absent = unchanged)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    brand: str | None = Field(default=None, pattern=SLUG)
+    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,32}$")
+    base_url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=2000)
+    adapter: Literal["openai", "anthropic"] | None = None
+    secret: str | None = Field(default=None, min_length=1, max_length=4096)
+    prices: Prices | None = None
+    timeout_ms: int | None = Field(default=None, ge=100, le=600_000)
+    max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
+    enabled: bool | None = None
+
+
+class NewChannel(ChannelPatch):
+    """A channel: where a brand's models are served, by which protocol, paid from which bucket."""
+
+    id: str = Field(pattern=SLUG)
+    route_type: Literal["direct", "pool"]
+    brand: str = Field(pattern=SLUG)
+    base_url: str = Field(pattern=r"^https?://\S+$", max_length=2000)
+    secret: str = Field(min_length=1, max_length=4096)
+    prices: Prices
+
+
+class ModelPatch(BaseModel):
+    """Fields of a catalog model an operator may change."""
+
+    description: str | None = Field(default=None, max_length=500)
+    default_max_output_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_output_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    enabled: bool | None = None
+
+
+class NewModel(ModelPatch):
+    """A model clients may ask for by name."""
+
+    name: str = Field(pattern=SLUG)
+
+
+class RouteEntry(BaseModel):
+    """One routed model: the channel, its upstream model name, its tier and weight."""
+
+    channel_id: str
+    upstream_model: str = Field(min_length=1, max_length=200)
+    tier: int = Field(default=0, ge=0, le=9)
+    weight: int = Field(default=1, ge=1, le=1000)
+
+
+class RoutePlan(BaseModel):
+    """A catalog model's candidates: tier 0 is primary, 1 backup 1, …; weights split a tier."""
+
+    routes: list[RouteEntry] = Field(max_length=50)
+
+
+def channel_view(row: Any) -> dict[str, Any]:
+    """A channel as the API shows it: prices as decimals, never the secret."""
+    cached = row["price_cached_input"]
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "route_type": row["route_type"],
+        "brand": row["brand"],
+        "bucket": row["bucket"],
+        "base_url": row["base_url"],
+        "adapter": row["adapter"],
+        "prices_per_1m": {
+            "input": format_micro(row["price_input"]),
+            "output": format_micro(row["price_output"]),
+            "cached_input": None if cached is None else format_micro(cached),
+        },
+        "timeout_ms": row["timeout_ms"],
+        "max_concurrency": row["max_concurrency"],
+        "enabled": row["enabled"],
+    }
+
+
+def _health(row: Any) -> dict[str, Any]:
+    if row["state"] is None:
+        return {"state": "closed", "reason": "no failures seen"}
+    return {
+        "state": row["state"],
+        "reason": row["reason"],
+        "error_rate": row["error_rate"],
+        "since": row["changed_at"].isoformat(),
+    }
+
+
+def channel_columns(data: ChannelPatch) -> dict[str, Any]:
+    """The patch as column values (prices in micro-units per 1M tokens)."""
+    columns = data.model_dump(exclude_none=True, exclude={"prices"})
+    if data.prices is not None:
+        columns["price_input"] = to_micro(data.prices.input)
+        columns["price_output"] = to_micro(data.prices.output)
+        cached = data.prices.cached_input
+        columns["price_cached_input"] = None if cached is None else to_micro(cached)
+    return columns
+
+
+class RouteTreeStore:
+    """Reads and audited writes of the router's tables."""
+
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+        """Write through ``pool``; announce changes through ``producer``."""
+        self._pool = pool
+        self._producer = producer
+
+    async def tree(self) -> dict[str, Any]:
+        """The whole tree, with each channel's live circuit state and each model's plan."""
+        async with self._pool.acquire() as conn:
+            channels = await conn.fetch(SELECT_CHANNELS)
+            models = await conn.fetch(SELECT_MODELS)
+            routes = await conn.fetch(SELECT_ROUTES)
+        by_channel: dict[str, list[dict[str, Any]]] = {}
+        for r in routes:
+            by_channel.setdefault(r["channel_id"], []).append(
+                {k: r[k] for k in ("catalog_model", "upstream_model", "tier", "weight")}
+            )
+        route_types: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        views: dict[str, dict[str, Any]] = {}
+        for c in channels:
+            view = {**channel_view(c), "health": _health(c), "models": by_channel.get(c["id"], [])}
+            views[c["id"]] = view
+            route_types.setdefault(c["route_type"], {}).setdefault(c["brand"], []).append(view)
+        return {
+            "route_types": [
+                {
+                    "route_type": rt,
+                    "brands": [{"brand": b, "channels": chs} for b, chs in brands.items()],
+                }
+                for rt, brands in route_types.items()
+            ],
+            "catalog": [_plan(m, routes, views) for m in models],
+        }
+
+    async def mutate(
+        self, actor: str, action: str, subject: str, change: _Change
+    ) -> dict[str, Any]:
+        """Apply one change with its audit row in a transaction, then announce it."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            before, after = await change(conn)
+            audit_id = await conn.fetchval(
+                INSERT_AUDIT,
+                actor,
+                action,
+                subject,
+                None if before is None else orjson.dumps(before).decode(),
+                None if after is None else orjson.dumps(after).decode(),
+            )
+        await self._announce(RouteTreeChanged(action=action, subject=subject, audit_id=audit_id))
+        return {**(after or {}), "audit_id": audit_id}
+
+    async def _announce(self, changed: RouteTreeChanged) -> None:
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(
+                    topics.ROUTE_CONFIG, value=encode(make(changed)), key=changed.subject.encode()
+                ),
+                timeout=ANNOUNCE_SECONDS,
+            )
+        except Exception as exc:  # noqa: BLE001 - routers also reload on a timer
+            log.warning("route_change_not_announced", subject=changed.subject, error=repr(exc))
+
+    async def audit(self, subject: str | None, limit: int) -> list[dict[str, Any]]:
+        """The newest audit rows, optionally for one subject."""
+        rows = await self._pool.fetch(SELECT_AUDIT, subject, limit)
+        return [
+            {
+                "id": r["id"],
+                "at": r["at"].isoformat(),
+                "actor": r["actor"],
+                "action": r["action"],
+                "subject": r["subject"],
+                "before": None if r["before"] is None else orjson.loads(r["before"]),
+                "after": None if r["after"] is None else orjson.loads(r["after"]),
+            }
+            for r in rows
+        ]
+
+    async def health_history(self, channel_id: str) -> list[dict[str, Any]]:
+        """A channel's circuit transitions, newest first."""
+        rows = await self._pool.fetch(SELECT_HEALTH_EVENTS, channel_id)
+        return [{**dict(r), "occurred_at": r["occurred_at"].isoformat()} for r in rows]
+
+
+def _plan(model: Any, routes: list[Any], channels: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    plan = []
+    for r in (r for r in routes if r["catalog_model"] == model["name"]):
+        c = channels.get(r["channel_id"], {})
+        plan.append(
+            {
+                "channel_id": r["channel_id"],
+                "channel": c.get("name"),
+                "route_type": c.get("route_type"),
+                "bucket": c.get("bucket"),
+                "upstream_model": r["upstream_model"],
+                "tier": r["tier"],
+                "weight": r["weight"],
+                "enabled": c.get("enabled"),
+                "health": c.get("health", {}).get("state"),
+            }
+        )
+    return {**dict(model), "plan": plan}
+
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    _Change = Callable[
+        [asyncpg.Connection], Awaitable[tuple[dict[str, Any] | None, dict[str, Any] | None]]
+    ]
