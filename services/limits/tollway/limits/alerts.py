@@ -53,6 +53,12 @@ async def publish(conn: asyncpg.Connection, cause: Envelope[Any], alert: Alert) 
         occurred_at=alert.window_end,
         event_id=derived_id(cause.id, f"alert:{alert.scope}:{alert.scope_id}:{alert.metric}"),
     )
+    return await publish_envelope(conn, env)
+
+
+async def publish_envelope(conn: asyncpg.Connection, env: Envelope[Alert]) -> Outgoing:
+    """Publish an alert envelope through the outbox and queue its webhook deliveries."""
+    alert = env.payload
     message = Outgoing.of(topics.ALERTS, breaker_key(alert.scope, alert.scope_id), env)
     for subscription_id, scopes in await store.subscribers(conn):
         if scopes and alert.scope not in scopes:

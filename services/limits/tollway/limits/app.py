@@ -19,6 +19,7 @@ from tollway.limits import breakers
 from tollway.limits.alerts import AlertPolicy
 from tollway.limits.domain import Limits, RatePolicy, RelativePolicy
 from tollway.limits.handlers import LimitsHandler, VelocityPolicy
+from tollway.limits.lag import watch_lag
 from tollway.limits.settings import LimitsSettings
 from tollway.limits.webhooks import DeliveryPolicy, WebhookDispatcher
 from tollway.runtime.consumer import TransactionalConsumer
@@ -97,6 +98,13 @@ async def serve(settings: LimitsSettings) -> None:
                 consumer.run(),
                 sweep_forever(pool, relay, settings.sweep_seconds),
                 dispatcher.run(),
+                watch_lag(
+                    pool,
+                    settings.kafka_bootstrap_servers,
+                    relay,
+                    settings.lag_alert_records,
+                    settings.lag_check_seconds,
+                ),
             )
         finally:
             await producer.stop()

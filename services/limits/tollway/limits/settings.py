@@ -34,7 +34,7 @@ class LimitsSettings(CommonSettings):
     route_spend_micro_per_minute: dict[str, int] = Field(default_factory=dict)
     mix_shift: float = 0.5
     mix_min_requests: int = 20
-    lag_alert_seconds: float = 30.0
+    lag_alert_records: int = 10_000
     lag_check_seconds: float = 5.0
 
     # Webhooks.

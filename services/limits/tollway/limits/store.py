@@ -283,3 +283,13 @@ async def add_delivery(
 ) -> None:
     """Queue one alert for one subscription (idempotent by the stable delivery id)."""
     await conn.execute(INSERT_DELIVERY, delivery_id, subscription_id, alert_id, body)
+
+
+async def stored_offsets(pool: asyncpg.Pool, schema: str, group: str) -> dict[tuple[str, int], int]:
+    """A consumer group's next offsets as stored with its effects (``schema`` is a constant)."""
+    rows = await pool.fetch(
+        f"SELECT topic, partition, next_offset FROM {schema}.consumer_offsets"  # noqa: S608
+        " WHERE group_id = $1",
+        group,
+    )
+    return {(r["topic"], r["partition"]): int(r["next_offset"]) for r in rows}
