@@ -96,7 +96,7 @@ def tail(stack, *args: str) -> str:
 
 
 def test_failing_channel_and_fallback_storm_alert_ops_by_topic_cli_and_signed_webhook(
-    stack, tenant_factory, upstream, receiver
+    stack, tenant_factory, upstream, receiver, request
 ) -> None:
     with httpx.Client(
         base_url=f"{stack.edge_url}/admin/v1", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -104,6 +104,12 @@ def test_failing_channel_and_fallback_storm_alert_ops_by_topic_cli_and_signed_we
         created = admin.post(
             "/webhooks", json={"url": f"http://127.0.0.1:{receiver.port}/hook"}
         ).json()
+    admin_headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    request.addfinalizer(  # later tests' alerts must not queue for a receiver that is gone
+        lambda: httpx.delete(
+            f"{stack.edge_url}/admin/v1/webhooks/{created['id']}", headers=admin_headers
+        ).raise_for_status()
+    )
     tenant = tenant_factory({"credit": "20"})
     upstream.post("/_control/faults", json={"channel": CHANNEL, "kind": "status", "count": 1000})
 

@@ -5,6 +5,7 @@
     POST /admin/v1/velocity-limits       thresholds for an account, key, project or task
     POST /admin/v1/webhooks              subscribe a URL to alerts (the secret is shown once)
     GET  /admin/v1/webhooks              the subscriptions (never their secrets)
+    DELETE /admin/v1/webhooks/{id}       stop delivering to a subscription
 
 Velocity limits travel on gw.requests with the account's traffic, so the limits service applies
 them in log order; resets go straight to ``limits.breakers``, where every edge sees them.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
 from pydantic import BaseModel, Field
 
@@ -178,3 +179,17 @@ class LimitsAdminController(Controller):
             " ORDER BY created_at"
         )
         return {"webhooks": [dict(r) | {"created_at": r["created_at"].isoformat()} for r in rows]}
+
+    @delete("/webhooks/{webhook_id:str}", status_code=200)
+    async def disable_webhook(
+        self, request: Request[Any, Any, Any], webhook_id: str, _admin: None
+    ) -> dict[str, Any]:
+        """Stop delivering to a subscription (pending deliveries are dropped with it)."""
+        found = await request.app.state.pool.fetchval(
+            "UPDATE edge.webhooks SET disabled_at = COALESCE(disabled_at, now()) WHERE id = $1"
+            " RETURNING id",
+            webhook_id,
+        )
+        if found is None:
+            raise errors.NotFoundError(f"No webhook '{webhook_id}'.", code="webhook_not_found")
+        return {"id": webhook_id, "disabled": True}

@@ -38,7 +38,7 @@ TOO_MANY = 429
 class AlertPolicy:
     """The alert rules' thresholds (from settings, fixed at start)."""
 
-    errors: RatePolicy = field(default_factory=lambda: RatePolicy(0.5, 10))
+    errors: RatePolicy = field(default_factory=lambda: RatePolicy(0.5, 5))
     fallbacks: RatePolicy = field(default_factory=lambda: RatePolicy(0.3, 10))
     route_spend_micro_per_minute: Mapping[str, int] = field(default_factory=dict)
     mix_shift: float = 0.5

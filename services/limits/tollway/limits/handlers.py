@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+HANDLED = (AttemptFinished, RequestFinished, BudgetThresholdCrossed, VelocityLimitSet, BreakerReset)
+
 
 @dataclass(frozen=True, slots=True)
 class VelocityPolicy:
@@ -65,6 +67,9 @@ class LimitsHandler:
         latest = None
         for record in records:
             env = record.envelope
+            # Most of gw.requests and ledger.events is not ours: skip it without a write.
+            if not isinstance(env.payload, HANDLED):
+                continue
             if not await store.mark_applied(conn, env.id, env.occurred_at):
                 continue
             out.extend(await self._apply(conn, env))

@@ -28,7 +28,7 @@ class LimitsSettings(CommonSettings):
 
     # Alerts.
     error_rate: float = 0.5
-    error_min_attempts: int = 10
+    error_min_attempts: int = 5  # the router's circuit opens after 5 straight failures
     fallback_rate: float = 0.3
     fallback_min_requests: int = 10
     route_spend_micro_per_minute: dict[str, int] = Field(default_factory=dict)

@@ -32,6 +32,7 @@ CLAIM_DUE = """
 SELECT d.delivery_id, d.subscription_id, d.body, d.attempts, w.url
 FROM limits.webhook_deliveries d JOIN edge.webhooks w ON w.id = d.subscription_id
 WHERE d.delivered_at IS NULL AND d.failed_at IS NULL AND d.next_attempt_at <= $1
+  AND w.disabled_at IS NULL
 ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED
 """
 MARK_DELIVERED = """
