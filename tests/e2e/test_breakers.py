@@ -211,3 +211,19 @@ def test_operator_reset_of_an_unknown_breaker_is_a_clear_404(stack) -> None:
     assert response.json()["error"]["code"] == "breaker_not_found"
     assert bad.status_code == 400
     assert bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_velocity_limits_refuse_bad_input_in_the_openai_shape(stack) -> None:
+    with admin(stack) as client:
+        account = client.post(
+            "/velocity-limits",
+            json={"account_id": "a", "scope": "account", "scope_id": "a", "tokens_per_minute": 5},
+        )
+        negative = client.post(
+            "/velocity-limits",
+            json={"account_id": "a", "scope": "key", "scope_id": "k", "tokens_per_minute": -5},
+        )
+    assert account.status_code == 400
+    assert account.json()["error"]["param"] == "scope"
+    assert negative.status_code == 400
+    assert negative.json()["error"]["type"] == "invalid_request_error"

@@ -109,6 +109,12 @@ async def set_velocity_limit(
     request: Request[Any, Any, Any], data: VelocityLimitSet
 ) -> dict[str, Any]:
     """Publish the thresholds with the account's traffic."""
+    if data.scope == "account":
+        raise errors.InvalidRequestError(
+            "Velocity limits apply to a key, project or task; set them on each key or project.",
+            param="scope",
+            code="unsupported_scope",
+        )
     env = make(data)
     await publish_request(
         request.app.state.producer,
