@@ -6,87 +6,31 @@ state, which routers keep per channel id, never leaks between tests.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, wait_for
+from tests.conftest import wait_for
+from tests.e2e.route_kit import (
+    admin_client,
+    chat,
+    circuit_state,
+    demo_calls,
+    new_channel,
+    new_model,
+    settled_receipt,
+)
 
 pytestmark = pytest.mark.e2e
 
 
-def _admin(stack: Any) -> httpx.Client:
-    return httpx.Client(
-        base_url=f"{stack.edge_url}/admin/v1",
-        headers={"authorization": f"Bearer {ADMIN_TOKEN}", "x-tollway-actor": "test-suite"},
-        timeout=10,
-    )
-
-
-def _channel(admin: httpx.Client, stack: Any, demo: str, **fields: Any) -> str:
-    channel_id = f"t-{demo}-{uuid.uuid4().hex[:6]}"
-    body = {
-        "id": channel_id,
-        "route_type": "direct",
-        "brand": "openai",
-        "base_url": f"{stack.upstream_url}/{demo}/v1",
-        "secret": f"sk-secret-{channel_id}",
-        "prices": {"input": "0.15", "output": "0.60"},
-        **fields,
-    }
-    response = admin.post("/channels", json=body)
-    assert response.status_code == 201, response.text
-    return channel_id
-
-
-def _model(admin: httpx.Client, routes: list[dict[str, Any]]) -> str:
-    name = f"m-{uuid.uuid4().hex[:8]}"
-    assert admin.post("/models", json={"name": name}).status_code == 201
-    response = admin.put(f"/models/{name}/routes", json={"routes": routes})
-    assert response.status_code == 200, response.text
-    return name
-
-
-def _chat(stack: Any, key: str, model: str) -> tuple[int, dict[str, Any], str]:
-    response = httpx.post(
-        f"{stack.edge_url}/v1/chat/completions",
-        headers={"authorization": f"Bearer {key}"},
-        json={"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16},
-        timeout=30,
-    )
-    return response.status_code, response.json(), response.headers["x-request-id"]
-
-
-def _demo_calls(upstream: httpx.Client, demo: str) -> int:
-    return int(upstream.get("/_control/stats").json()["channels"][demo]["total"])
-
-
-def _state(admin: httpx.Client, channel_id: str) -> str:
-    tree = admin.get("/route-tree").json()
-    for route_type in tree["route_types"]:
-        for brand in route_type["brands"]:
-            for channel in brand["channels"]:
-                if channel["id"] == channel_id:
-                    return str(channel["health"]["state"])
-    raise AssertionError(f"{channel_id} is not in the route tree")
-
-
-def _settled_receipt(stack: Any, key: str, request_id: str) -> dict[str, Any] | None:
-    response = httpx.get(
-        f"{stack.edge_url}/v1/receipts/{request_id}", headers={"authorization": f"Bearer {key}"}
-    )
-    body: dict[str, Any] = response.json() if response.status_code == 200 else {}
-    return body if body.get("status") in {"settled", "released"} else None
-
-
 def test_a_model_built_through_the_admin_api_is_served_and_audited(stack, tenant_factory) -> None:
     tenant = tenant_factory({"credit": "5"})
-    with _admin(stack) as admin:
-        primary = _channel(admin, stack, "openai-backup")
-        model = _model(admin, [{"channel_id": primary, "upstream_model": "gpt-x-upstream"}])
+    with admin_client(stack) as admin:
+        primary = new_channel(admin, stack, "openai-backup")
+        model = new_model(admin, [{"channel_id": primary, "upstream_model": "gpt-x-upstream"}])
         tree = admin.get("/route-tree")
         audit = admin.get("/audit", params={"subject": primary}).json()["data"]
 
@@ -94,7 +38,7 @@ def test_a_model_built_through_the_admin_api_is_served_and_audited(stack, tenant
     raw = wait_for(  # the edge's plan cache lives a second at most
         lambda: _served(client, model), what="the new model to be served"
     )
-    receipt = wait_for(lambda: _settled_receipt(stack, tenant.api_key, raw), what="the receipt")
+    receipt = wait_for(lambda: settled_receipt(stack, tenant.api_key, raw), what="the receipt")
     assert receipt["attempts"][0]["channel_id"] == primary
     assert receipt["attempts"][0]["upstream_model"] == "gpt-x-upstream"
     assert f"sk-secret-{primary}" not in tree.text  # secrets are write-only
@@ -144,7 +88,7 @@ def _served(client: openai.OpenAI, model: str) -> str | None:
 def test_invalid_route_tree_changes_are_refused_with_a_400(
     stack, path: str, body: dict[str, Any], param: str
 ) -> None:
-    with _admin(stack) as admin:
+    with admin_client(stack) as admin:
         response = admin.post(path, json=body)
     assert response.status_code == 400, response.text
     assert "error" in response.json()
@@ -152,9 +96,9 @@ def test_invalid_route_tree_changes_are_refused_with_a_400(
 
 
 def test_routes_naming_an_unknown_channel_change_nothing(stack) -> None:
-    with _admin(stack) as admin:
-        good = _channel(admin, stack, "openai-direct")
-        model = _model(admin, [{"channel_id": good, "upstream_model": "u"}])
+    with admin_client(stack) as admin:
+        good = new_channel(admin, stack, "openai-direct")
+        model = new_model(admin, [{"channel_id": good, "upstream_model": "u"}])
         response = admin.put(
             f"/models/{model}/routes",
             json={"routes": [{"channel_id": "nope", "upstream_model": "u"}]},
@@ -174,10 +118,10 @@ def test_a_failing_channel_is_taken_out_of_plans_and_brought_back(
     stack, tenant_factory, upstream
 ) -> None:
     tenant = tenant_factory({"credit": "20"})
-    with _admin(stack) as admin:
-        primary = _channel(admin, stack, "openai-backup")
-        backup = _channel(admin, stack, "openai-direct")
-        model = _model(
+    with admin_client(stack) as admin:
+        primary = new_channel(admin, stack, "openai-backup")
+        backup = new_channel(admin, stack, "openai-direct")
+        model = new_model(
             admin,
             [
                 {"channel_id": primary, "upstream_model": "u", "tier": 0},
@@ -191,17 +135,18 @@ def test_a_failing_channel_is_taken_out_of_plans_and_brought_back(
         # Every request still succeeds on the backup while the primary keeps failing...
         wait_for(
             lambda: (
-                _chat(stack, tenant.api_key, model)[0] == 200 and _state(admin, primary) == "open"
+                chat(stack, tenant.api_key, model)[0] == 200
+                and circuit_state(admin, primary) == "open"
             ),
             what="the primary's circuit to open",
         )
-        calls_when_open = _demo_calls(upstream, "openai-backup")
-        results = [_chat(stack, tenant.api_key, model) for _ in range(5)]
+        calls_when_open = demo_calls(upstream, "openai-backup")
+        results = [chat(stack, tenant.api_key, model) for _ in range(5)]
         # ... and once the circuit is open, the primary is not called at all.
         assert [status for status, _, _ in results] == [200] * 5
-        assert _demo_calls(upstream, "openai-backup") == calls_when_open
+        assert demo_calls(upstream, "openai-backup") == calls_when_open
         receipt = wait_for(
-            lambda: _settled_receipt(stack, tenant.api_key, results[-1][2]), what="the receipt"
+            lambda: settled_receipt(stack, tenant.api_key, results[-1][2]), what="the receipt"
         )
         assert receipt["skipped"] == [
             {"channel_id": primary, "channel": primary, "reason": "circuit_open"}
@@ -211,7 +156,8 @@ def test_a_failing_channel_is_taken_out_of_plans_and_brought_back(
         upstream.delete("/_control/faults")
         wait_for(  # after the cool-down one probe goes to the primary, succeeds, and closes it
             lambda: (
-                _chat(stack, tenant.api_key, model)[0] == 200 and _state(admin, primary) == "closed"
+                chat(stack, tenant.api_key, model)[0] == 200
+                and circuit_state(admin, primary) == "closed"
             ),
             timeout=60,
             what="the primary's circuit to close again",
@@ -225,22 +171,25 @@ def test_every_circuit_open_answers_503_and_releases_the_hold(
     stack, tenant_factory, upstream
 ) -> None:
     tenant = tenant_factory({"credit": "20"})
-    with _admin(stack) as admin:
-        only = _channel(admin, stack, "openai-backup")
-        model = _model(admin, [{"channel_id": only, "upstream_model": "u"}])
+    with admin_client(stack) as admin:
+        only = new_channel(admin, stack, "openai-backup")
+        model = new_model(admin, [{"channel_id": only, "upstream_model": "u"}])
         upstream.post(
             "/_control/faults",
             json={"channel": "openai-backup", "kind": "status", "status": 500, "count": 10_000},
         )
         wait_for(
-            lambda: _chat(stack, tenant.api_key, model)[0] != 200 and _state(admin, only) == "open",
+            lambda: (
+                chat(stack, tenant.api_key, model)[0] != 200
+                and circuit_state(admin, only) == "open"
+            ),
             what="the circuit to open",
         )
-    before = _demo_calls(upstream, "openai-backup")
-    status, body, request_id = _chat(stack, tenant.api_key, model)
+    before = demo_calls(upstream, "openai-backup")
+    status, body, request_id = chat(stack, tenant.api_key, model)
     assert status == 503
     assert body["error"]["code"] == "channels_unavailable"
-    assert _demo_calls(upstream, "openai-backup") == before
-    receipt = wait_for(lambda: _settled_receipt(stack, tenant.api_key, request_id), what="receipt")
+    assert demo_calls(upstream, "openai-backup") == before
+    receipt = wait_for(lambda: settled_receipt(stack, tenant.api_key, request_id), what="receipt")
     assert receipt["status"] == "released"
     assert receipt["charged_micro"] == 0
