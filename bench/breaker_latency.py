@@ -1,13 +1,13 @@
 """Benchmark: time from a velocity threshold crossing to the first refused request, under load.
 
-    .venv/bin/python bench/breaker_latency.py [--trials 12] [--workers 4] [--out report.md]
+    uv run python bench/breaker_latency.py [--trials 12] [--workers 4] [--load 4]
 
 Starts its own stack (embedded Postgres and broker, the demo upstream, every service), keeps a
 background tenant calling at full speed, and for each trial lets a fresh key loop until its
 breaker trips. The enforcement latency of a trial is the start of its first refused request minus
 the trip's ``crossed_at`` (the event time of the usage that crossed; same machine, same clock).
 The baseline, measured in the same run, is the latency of a served request under the same load;
-figures are reported as ratios against it.
+figures are reported as ratios against it. Written to bench/results/breaker_latency.md.
 """
 
 from __future__ import annotations
@@ -16,48 +16,25 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import asyncpg
 import httpx
 
-from tollway.devstack.broker import free_port
-from tollway.devstack.seed import create_tenant, seed_routes
-from tollway.devstack.stack import Stack, StackConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-ADMIN = "tw-admin-bench"
+from bench.harness import ADMIN_TOKEN, RESULTS, embedded_stack, progress
+from tollway.devstack.seed import create_tenant
+
+if TYPE_CHECKING:
+    from tollway.devstack.stack import Stack
+
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "bench"}]}
-
-
-def say(message: str) -> None:
-    print(f"  · {message}", file=sys.stderr, flush=True)
-
-
-def start_stack(root: Path) -> Stack:
-    config = StackConfig(
-        root=root,
-        pg_port=free_port(),
-        broker_port=free_port(),
-        edge_port=free_port(),
-        upstream_port=free_port(),
-        researcher_port=free_port(),
-        admin_token=ADMIN,
-        edge_id=f"edge-bench-{uuid.uuid4().hex[:6]}",
-        fast_unsafe=True,
-        extra_env={"TOLLWAY_LOG_LEVEL": "warning"},
-    )
-    stack = Stack(config)
-    stack.start_infra()
-    stack.start_upstream()
-    asyncio.run(seed_routes(stack.dsn, stack.upstream_url))
-    stack.start_services()
-    return stack
 
 
 async def _fetch(dsn: str, sql: str, *args: object) -> object:
@@ -70,7 +47,7 @@ async def _fetch(dsn: str, sql: str, *args: object) -> object:
 
 def new_key(stack: Stack) -> tuple[str, str, str]:
     account = f"b-{uuid.uuid4().hex[:10]}"
-    tenant = create_tenant(stack.edge_url, ADMIN, account, {"credit": "1000"})
+    tenant = create_tenant(stack.edge_url, ADMIN_TOKEN, account, {"credit": "1000"})
     key_id = asyncio.run(
         _fetch(stack.dsn, "SELECT id FROM edge.api_keys WHERE account_id = $1", account)
     )
@@ -190,36 +167,33 @@ def report(trials: list[float], baseline: list[float], args: argparse.Namespace)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--load", type=int, default=4)
-    parser.add_argument("--tpm", type=int, default=600)
-    parser.add_argument("--out", type=Path, default=Path("bench/breaker_latency.md"))
+    parser.add_argument("--workers", type=int, default=4, help="looping callers per trial key")
+    parser.add_argument("--load", type=int, default=4, help="background callers")
+    parser.add_argument("--tpm", type=int, default=600, help="tokens per minute per trial key")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tollway-bench-") as tmp:
-        say("starting the stack")
-        stack = start_stack(Path(tmp))
-        try:
-            _, _, load_key = new_key(stack)
-            trials: list[float] = []
-            with (
-                httpx.Client(
-                    base_url=f"{stack.edge_url}/admin/v1",
-                    headers={"authorization": f"Bearer {ADMIN}"},
-                    timeout=10,
-                ) as admin,
-                Load(stack, load_key, args.load) as load,
-            ):
-                for n in range(args.trials):
-                    trials.append(run_trial(stack, admin, args.workers, args.tpm))
-                    say(f"trial {n + 1}/{args.trials}: refused {trials[-1] * 1000:.0f} ms after")
-            text = report(trials, load.latencies, args)
-        finally:
-            stack.stop()
-    args.out.write_text(text, encoding="utf-8")
+    progress("starting the stack")
+    with embedded_stack(fast_unsafe=True) as stack:
+        _, _, load_key = new_key(stack)
+        trials: list[float] = []
+        with (
+            httpx.Client(
+                base_url=f"{stack.edge_url}/admin/v1",
+                headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+                timeout=10,
+            ) as admin,
+            Load(stack, load_key, args.load) as load,
+        ):
+            for n in range(args.trials):
+                trials.append(run_trial(stack, admin, args.workers, args.tpm))
+                progress(f"trial {n + 1}/{args.trials}: refused {trials[-1] * 1000:.0f} ms after")
+        text = report(trials, load.latencies, args)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "breaker_latency.md"
+    out.write_text(text, encoding="utf-8")
     print(text)
-    say(f"report written to {args.out}")
+    progress(f"report written to {out}")
     return 0
 
 
