@@ -106,6 +106,8 @@ async def tail(bootstrap: str, scopes: Sequence[str], *, follow: bool, as_json: 
         backlog = await _read_until(consumer, ends)
         for env in sorted(backlog, key=lambda e: (e.occurred_at, e.id)):
             _print(env, scopes, as_json)
+        if follow:
+            print(f"following {topics.ALERTS} on {bootstrap} (Ctrl-C to stop)", file=sys.stderr)  # noqa: T201
         while follow:
             for env in await _poll(consumer):
                 _print(env, scopes, as_json)

@@ -24,7 +24,7 @@ class LimitsSettings(CommonSettings):
     relative_min_hours: int = 1
     relative_floor_tokens: int = 50_000
     cooldown_seconds: int = 60
-    sweep_seconds: float = 0.2
+    sweep_seconds: float = 0.5
 
     # Alerts.
     error_rate: float = 0.5

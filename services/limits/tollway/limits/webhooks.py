@@ -71,7 +71,7 @@ class WebhookDispatcher:
         self._pool = pool
         self._policy = policy
 
-    async def run(self, idle_seconds: float = 0.2) -> None:
+    async def run(self, idle_seconds: float = 0.5) -> None:
         """Deliver what is due; poll every ``idle_seconds`` while nothing is."""
         if not self._policy.signing_key:
             log.warning("webhooks_disabled", reason="TOLLWAY_WEBHOOK_SIGNING_KEY is not set")
