@@ -93,14 +93,14 @@ def test_a_redelivered_usage_event_is_counted_once(stack) -> None:
 
 def test_kill_9_of_limits_mid_stream_loses_and_doubles_nothing(stack) -> None:
     account, key_id = f"acct-{uuid.uuid4().hex[:8]}", f"key-{uuid.uuid4().hex[:8]}"
-    events = [attempt(account, key_id, 10) for _ in range(400)]
+    events = [attempt(account, key_id, 10) for _ in range(200)]
     ids = [e.id for e in events]
 
-    asyncio.run(_publish(stack.bootstrap, events[:200]))
+    asyncio.run(_publish(stack.bootstrap, events[:100]))
     wait_for(lambda: applied(stack, ids) > 0, what="the limits service to start applying")
     stack.kill("limits", signal.SIGKILL)
-    asyncio.run(_publish(stack.bootstrap, events[200:]))
+    asyncio.run(_publish(stack.bootstrap, events[100:]))
     stack.start_services(("limits",))
 
-    wait_for(lambda: applied(stack, ids) == 400, timeout=60, what="every event applied")
-    assert counted(stack, key_id) == 4000
+    wait_for(lambda: applied(stack, ids) == 200, timeout=120, what="every event applied")
+    assert counted(stack, key_id) == 2000
