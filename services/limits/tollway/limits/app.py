@@ -91,6 +91,8 @@ async def serve(settings: LimitsSettings) -> None:
                 handler=handler_from(settings),
                 relay=relay,
                 max_records=settings.batch_size,
+                # The ledger owns gw.requests and gw.usage and dead-letters their poison.
+                dead_letters=False,
             )
             log.info("limits_started", group=settings.group_id)
             await run_until_signalled(
