@@ -24,6 +24,7 @@ from tollway.limits.settings import LimitsSettings
 from tollway.limits.webhooks import DeliveryPolicy, WebhookDispatcher
 from tollway.runtime.consumer import TransactionalConsumer
 from tollway.runtime.kafka import ensure_topics, new_producer
+from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
 from tollway.runtime.outbox import OutboxRelay
 from tollway.runtime.service import run_until_signalled
@@ -118,4 +119,5 @@ def main() -> None:
     """Entry point: ``python -m tollway.limits``."""
     settings = LimitsSettings()
     configure_logging("limits", settings.log_level, settings.log_json)
+    start_observability("limits", settings.metrics_port)
     asyncio.run(serve(settings))

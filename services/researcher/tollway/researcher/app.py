@@ -17,6 +17,7 @@ from pydantic_settings import SettingsConfigDict
 from tollway.events.logging import configure_logging
 from tollway.events.settings import CommonSettings
 from tollway.runtime.http import serve
+from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
 
 if TYPE_CHECKING:
@@ -62,4 +63,5 @@ def main() -> None:
     """Entry point: ``python -m tollway.researcher``."""
     settings = ResearcherSettings()
     configure_logging("researcher", settings.log_level, settings.log_json)
+    start_observability("researcher", settings.metrics_port)
     serve(create_app(settings), settings.host, settings.port)
