@@ -51,6 +51,7 @@ class StackConfig:
     admin_token: str = "tw-admin-dev"  # noqa: S105 - the local demo's token, printed to the user
     edge_id: str = "edge-1"
     fast_unsafe: bool = False
+    webhook_signing_key: str = "tw-webhook-dev"
     partitions: int = 4
     database_url: str | None = field(default_factory=lambda: os.environ.get("DATABASE_URL"))
     kafka_bootstrap: str | None = field(
@@ -146,6 +147,7 @@ class Stack:
                 "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
                 "TOLLWAY_TOPIC_PARTITIONS": str(cfg.partitions),
                 "TOLLWAY_ADMIN_TOKEN": cfg.admin_token,
+                "TOLLWAY_WEBHOOK_SIGNING_KEY": cfg.webhook_signing_key,
                 "TOLLWAY_EDGE_EDGE_ID": cfg.edge_id,
                 "TOLLWAY_EDGE_PORT": str(cfg.edge_port),
                 "TOLLWAY_RESEARCHER_PORT": str(cfg.researcher_port),

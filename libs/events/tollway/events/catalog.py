@@ -30,9 +30,10 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(
         topics.REQUESTS,
         "billing account id",
-        "Commands for the ledger: requests to authorize, top-ups, budgets and task envelopes.",
+        "Commands for the ledger: requests to authorize, top-ups, budgets and task envelopes;"
+        " operators' velocity limits for the limits service.",
         ("edge",),
-        ("ledger",),
+        ("ledger", "limits"),
         (
             "request.received",
             "topup.requested",
@@ -40,6 +41,7 @@ CHANNELS: tuple[Channel, ...] = (
             "budget.removed",
             "task.opened",
             "task.closed",
+            "velocity_limit.set",
         ),
     ),
     Channel(
@@ -100,19 +102,21 @@ CHANNELS: tuple[Channel, ...] = (
     ),
     Channel(
         topics.BREAKERS,
-        "scope id",
-        "Budget and velocity breakers (compacted: the latest state per scope).",
-        ("limits",),
-        ("edge", "ledger"),
-        (),
+        "scope:scope id",
+        "Velocity breakers (compacted: the latest state per scope); operator resets come from"
+        " the edge's admin API.",
+        ("limits", "edge"),
+        ("edge", "router", "limits"),
+        ("breaker.tripped", "breaker.reset"),
     ),
     Channel(
         topics.ALERTS,
-        "scope id",
-        "Alerts for operators: velocity, error rate, fallback spikes, model mix, spend.",
+        "scope:scope id",
+        "Alerts for operators: velocity, error rate, fallback spikes, model mix, spend, lag,"
+        " budget thresholds (see docs/limits.md).",
         ("limits",),
         ("ops",),
-        (),
+        ("limits.alert",),
     ),
 )
 

@@ -216,6 +216,10 @@ class AttemptFinished(Payload):
     usage: Usage = Usage()
     usage_estimated: bool = False
     upstream_request_id: str | None = None
+    # Who spent the tokens, so velocity windows need no lookup (limits service).
+    key_id: str | None = None
+    project_id: str | None = None
+    catalog_model: str | None = None
 
 
 class SkippedCandidate(BaseModel):
@@ -251,6 +255,12 @@ class RequestFinished(Payload):
     attempts: int = Field(ge=0)
     usage_estimated: bool = False
     skipped: list[SkippedCandidate] = Field(default_factory=list)
+    # Who asked, for which route, and how many times the plan moved to another channel.
+    key_id: str | None = None
+    project_id: str | None = None
+    catalog_model: str | None = None
+    fallbacks: int = Field(default=0, ge=0)
+    stopped_by: str | None = None
 
     @property
     def served(self) -> bool:

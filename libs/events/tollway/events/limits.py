@@ -9,6 +9,7 @@ service's output.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -127,3 +128,104 @@ class BudgetThresholdCrossed(Payload):
     spent: int
     percent: int
     cause_id: str
+
+
+# --- velocity breakers (limits.breakers, compacted) and alerts (limits.alerts) ---------------
+
+BreakerScope = Literal["account", "key", "project", "task"]
+BREAKER_SCOPES: tuple[BreakerScope, ...] = ("account", "key", "project", "task")
+
+
+def breaker_key(scope: str, scope_id: str) -> str:
+    """The partition and compaction key of a breaker: its latest record is its state."""
+    return f"{scope}:{scope_id}"
+
+
+@register
+class VelocityLimitSet(Payload):
+    """An operator set velocity thresholds for one scope (gw.requests, key: account).
+
+    Travels with the account's requests so the limits service applies it in log order and a
+    replay reproduces every trip. ``None`` keeps the service default; ``relative_factor`` trips
+    when the last ten minutes burn that many times the learned hourly baseline's share.
+    """
+
+    TYPE = "velocity_limit.set"
+
+    account_id: str
+    scope: BreakerScope
+    scope_id: str
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    spend_micro_per_minute: dict[str, int] = Field(default_factory=dict)
+    relative_factor: int | None = Field(default=None, gt=1)
+    cooldown_seconds: int | None = Field(default=None, gt=0)
+
+
+@register
+class BreakerTripped(Payload):
+    """A scope burned faster than allowed: edges refuse its calls until ``until``.
+
+    Published on ``limits.breakers`` under ``breaker_key(scope, scope_id)``; ``crossed_at`` is
+    the event time of the usage that crossed the threshold.
+    """
+
+    TYPE = "breaker.tripped"
+
+    account_id: str
+    scope: BreakerScope
+    scope_id: str
+    name: str
+    reason: str
+    metric: str
+    value: int
+    threshold: int
+    window_seconds: int
+    crossed_at: datetime
+    until: datetime
+    cooldown_seconds: int
+    example_request_ids: list[str] = Field(default_factory=list)
+
+
+BreakerResetReason = Literal["cooldown", "operator"]
+
+
+@register
+class BreakerReset(Payload):
+    """A breaker closed after its cool-down or by an operator (a real record, not a tombstone)."""
+
+    TYPE = "breaker.reset"
+
+    account_id: str
+    scope: BreakerScope
+    scope_id: str
+    name: str = ""
+    reason: BreakerResetReason
+    trip_id: str | None = None
+    by: str = ""
+
+
+AlertSeverity = Literal["info", "warning", "critical"]
+
+
+@register
+class Alert(Payload):
+    """Something ops should look at (limits.alerts, key: ``breaker_key(scope, scope_id)``).
+
+    ``scope`` is what the metric is about (``channel``, ``route``, ``key``, ``account``,
+    ``consumer``, ``budget``, ...); ``value`` and ``threshold`` are in the metric's own unit
+    (a rate in 0..1, tokens, micro-units) over ``window_seconds`` ending at ``window_end``.
+    """
+
+    TYPE = "limits.alert"
+
+    scope: str
+    scope_id: str
+    account_id: str | None = None
+    metric: str
+    value: float
+    threshold: float
+    window_seconds: int
+    window_end: datetime
+    severity: AlertSeverity = "warning"
+    message: str
+    example_request_ids: list[str] = Field(default_factory=list)

@@ -28,7 +28,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from pydantic import ValidationError
 
 from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode, encode
-from tollway.events.topics import dlq_topic
+from tollway.events.topics import DLQ_SUFFIX, dlq_topic
 from tollway.runtime import metrics
 from tollway.runtime.outbox import Outgoing, write_outbox
 from tollway.runtime.tracing import TRACE_HEADERS, with_causes
@@ -107,6 +107,7 @@ class TransactionalConsumer:
         handler: BatchHandler,
         relay: OutboxRelay | None = None,
         max_records: int = 500,
+        dead_letters: bool = True,
     ) -> None:
         """Wire the consumer; nothing connects until :meth:`run`."""
         self._pool = pool
@@ -116,6 +117,9 @@ class TransactionalConsumer:
         self._handler = handler
         self._relay = relay
         self._max_records = max_records
+        # A group reading another service's topic leaves dead-lettering to the topic's owner, so
+        # one poison message is one DLQ record; it still logs and skips the message.
+        self._dead_letters = dead_letters
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group_id,
@@ -195,6 +199,7 @@ class TransactionalConsumer:
                 if msgs:
                     ends.append((tp, -1 if stored is None else stored, msgs[-1].offset + 1))
             records, outgoing = _decode_all(fresh)
+            outgoing = self._owned(outgoing)
             outgoing.extend(await self._handle(conn, records))
             outgoing = with_causes(outgoing, _trace_causes(fresh, records))
             await write_outbox(conn, self._schema, outgoing)
@@ -241,7 +246,15 @@ class TransactionalConsumer:
                 raise
             except Exception as exc:  # noqa: BLE001 - a poison message must not stop the partition
                 out.append(_dead_letter(record.topic, record.key, None, record, exc))
-        return out
+        return self._owned(out)
+
+    def _owned(self, out: list[Outgoing]) -> list[Outgoing]:
+        if self._dead_letters:
+            return out
+        skipped = [o for o in out if o.topic.endswith(DLQ_SUFFIX)]
+        for o in skipped:
+            log.warning("poison_left_to_owner", group=self._group, dlq=o.topic, key=o.key)
+        return [o for o in out if not o.topic.endswith(DLQ_SUFFIX)]
 
 
 def _decode_all(messages: list[Any]) -> tuple[list[Record], list[Outgoing]]:

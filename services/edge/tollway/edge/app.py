@@ -18,6 +18,7 @@ from tollway.edge import (
     errors,
     ledger_admin,
     ledger_corrections,
+    limits_admin,
     selfservice,
     tasks,
 )
@@ -29,6 +30,7 @@ from tollway.edge.settings import EdgeSettings
 from tollway.edge.store import EdgeStore
 from tollway.events import topics
 from tollway.events.logging import configure_logging
+from tollway.runtime.breakers import BreakerView
 from tollway.runtime.http import serve
 from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.metrics import start_observability
@@ -101,7 +103,7 @@ def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respons
 async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """Readiness: Postgres answers and the reply topic is being read."""
     state = request.app.state
-    checks = {"replies": bool(state.replies.ready)}
+    checks = {"replies": bool(state.replies.ready), "breakers": bool(state.breakers.ready)}
     try:
         checks["postgres"] = await state.pool.fetchval("SELECT true")
     except (OSError, asyncpg.PostgresError):
@@ -135,23 +137,32 @@ def create_app(settings: EdgeSettings) -> Litestar:
         await producer.start()
         replies = ReplyHub(settings.kafka_bootstrap_servers, reply_topic)
         await replies.start()
+        breakers = BreakerView(settings.kafka_bootstrap_servers)
+        await breakers.start()
         store = EdgeStore(pool, settings.cache_ttl_seconds)
         app.state.update(
             settings=settings,
             pool=pool,
             producer=producer,
             replies=replies,
+            breakers=breakers,
             store=store,
             admin_token=settings.admin_token,
             route_tree=RouteTreeStore(pool, producer),
             calls=CallService(
-                store, producer, replies, settings.edge_id, settings.request_timeout_seconds
+                store,
+                producer,
+                replies,
+                settings.edge_id,
+                settings.request_timeout_seconds,
+                breakers.board,
             ),
         )
         log.info("edge_started", edge_id=settings.edge_id, port=settings.port)
         try:
             yield
         finally:
+            await breakers.stop()
             await replies.stop()
             await producer.stop()
             await pool.close()
@@ -175,6 +186,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             ledger_admin.LedgerAdminController,
             ledger_corrections.LedgerCorrectionsController,
             budgets.BudgetController,
+            limits_admin.LimitsAdminController,
             RouteTreeController,
         ],
         lifespan=[lifespan],

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from tollway.edge import errors
+from tollway.edge.breakers import check_breakers
 from tollway.edge.publish import publish_cancel, publish_request
 from tollway.edge.relay import relay_stream
 from tollway.events.envelope import Trace, make, utcnow
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from tollway.edge.replies import ReplyHub
     from tollway.edge.store import EdgeStore, KeyInfo, ModelInfo
     from tollway.events.envelope import Envelope, Payload
+    from tollway.runtime.breakers import BreakerBoard
 
 
 def check_access(key: KeyInfo, model: ModelInfo | None, name: str) -> ModelInfo:
@@ -64,15 +66,17 @@ def output_budget(call: ClientCall, model: ModelInfo) -> int:
 class CallService:
     """Turns a validated call into events and waits for its answer."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913, PLR0917 - a composition-root constructor
         self,
         store: EdgeStore,
         producer: AIOKafkaProducer,
         replies: ReplyHub,
         edge_id: str,
         timeout_seconds: float,
+        breakers: BreakerBoard,
     ) -> None:
         """Wire the service."""
+        self._breakers = breakers
         self._store = store
         self._producer = producer
         self._replies = replies
@@ -116,6 +120,7 @@ class CallService:
     async def _request(
         self, key: KeyInfo, call: ClientCall, task_id: str | None, request_id: str
     ) -> Envelope[RequestReceived]:
+        check_breakers(self._breakers, key, task_id)
         model = check_access(key, await self._store.model(call.model), call.model)
         now = utcnow()
         event = RequestReceived(

@@ -32,3 +32,8 @@ class EdgeSettings(CommonSettings):
     max_body_bytes: int = 4 * 1024 * 1024
     cache_ttl_seconds: float = 1.0
     pool_size: int = 10
+    webhook_signing_key: str = Field(
+        default="",
+        validation_alias="TOLLWAY_WEBHOOK_SIGNING_KEY",
+        description="Derives each alert webhook's secret; empty disables webhooks.",
+    )

@@ -1,77 +1,123 @@
-"""Composition root of the limits service.
+"""Composition root of the limits service: consumer, relay, cool-down sweeper, webhooks.
 
-So far it follows ``gw.usage`` and keeps a per-key token tally per minute (logged as facts);
-budget windows, velocity breakers and alerts grow here. It is a FastStream application: its
-subscriber acknowledges after the handler returns, and nothing it does moves money.
+The consumer is the exactly-once one the ledger uses: windows, breakers, alert throttles and
+webhook deliveries change in the same transaction as the stored Kafka offsets, and the breaker
+records and alerts it emits leave through the outbox. Nothing here moves money.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from typing import Any
+from datetime import UTC, datetime
 
+import asyncpg
 import structlog
-from faststream import FastStream
-from faststream.kafka import KafkaBroker
 
 from tollway.events import topics
-from tollway.events.envelope import UnknownEventTypeError, decode
-from tollway.events.gateway import AttemptFinished
 from tollway.events.logging import configure_logging
-from tollway.events.settings import CommonSettings
-from tollway.runtime.kafka import ensure_topics
+from tollway.limits import breakers
+from tollway.limits.alerts import AlertPolicy
+from tollway.limits.domain import Limits, RatePolicy, RelativePolicy
+from tollway.limits.handlers import LimitsHandler, VelocityPolicy
+from tollway.limits.lag import watch_lag
+from tollway.limits.settings import LimitsSettings
+from tollway.limits.webhooks import DeliveryPolicy, WebhookDispatcher
+from tollway.runtime.consumer import TransactionalConsumer
+from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.metrics import start_observability
+from tollway.runtime.migrations import apply_migrations
+from tollway.runtime.outbox import OutboxRelay
+from tollway.runtime.service import run_until_signalled
 
 log = structlog.get_logger(__name__)
 
-
-class TokenTally:
-    """Tokens per (key scope, minute), from attempt events' own timestamps."""
-
-    def __init__(self) -> None:
-        """Start empty."""
-        self.by_minute: dict[tuple[str, str], int] = defaultdict(int)
-
-    def add(self, account_id: str, minute: str, tokens: int) -> int:
-        """Count ``tokens`` and return the minute's running total."""
-        self.by_minute[(account_id, minute)] += tokens
-        return self.by_minute[(account_id, minute)]
+INPUTS = (topics.REQUESTS, topics.USAGE, topics.LEDGER_EVENTS, topics.BREAKERS)
 
 
-def build(settings: CommonSettings) -> FastStream:
-    """The FastStream app: one subscriber on gw.usage."""
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None)
-    tally = TokenTally()
+def handler_from(settings: LimitsSettings) -> LimitsHandler:
+    """The consumer's rules, fixed from settings at start."""
+    defaults = Limits(
+        tokens_per_minute=settings.tokens_per_minute,
+        spend_micro_per_minute=settings.spend_micro_per_minute,
+        relative_factor=settings.relative_factor,
+        cooldown_seconds=settings.cooldown_seconds,
+    )
+    relative = RelativePolicy(settings.relative_min_hours, settings.relative_floor_tokens)
+    alert_policy = AlertPolicy(
+        errors=RatePolicy(settings.error_rate, settings.error_min_attempts),
+        fallbacks=RatePolicy(settings.fallback_rate, settings.fallback_min_requests),
+        route_spend_micro_per_minute=settings.route_spend_micro_per_minute,
+        mix_shift=settings.mix_shift,
+        mix_min_requests=settings.mix_min_requests,
+    )
+    return LimitsHandler(VelocityPolicy(defaults, relative), alert_policy)
 
-    @broker.subscriber(topics.USAGE, group_id="limits", auto_offset_reset="earliest")
-    async def on_usage(raw: bytes) -> None:
-        try:
-            env = decode(raw)
-        except (UnknownEventTypeError, ValueError):
-            return
-        if isinstance(env.payload, AttemptFinished):
-            minute = env.occurred_at.strftime("%Y-%m-%dT%H:%M")
-            total = tally.add(env.payload.account_id, minute, env.payload.usage.total_tokens)
-            log.debug(
-                "usage_counted", account_id=env.payload.account_id, minute=minute, tokens=total
-            )
 
-    app = FastStream(broker)
+async def sweep_forever(pool: asyncpg.Pool, relay: OutboxRelay, every: float) -> None:
+    """Close breakers whose cool-down ended (the wall clock only says when to look)."""
+    while True:
+        if await breakers.sweep(pool, datetime.now(UTC)):
+            relay.kick()
+        await asyncio.sleep(every)
 
-    @app.on_startup
-    async def _topics() -> None:
+
+async def serve(settings: LimitsSettings) -> None:
+    """Run the limits service until SIGTERM."""
+    pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=settings.pool_size)
+    try:
+        async with pool.acquire() as conn:
+            await apply_migrations(conn, "limits", "tollway.limits")
         await ensure_topics(
             settings.kafka_bootstrap_servers, topics.core_topics(settings.topic_partitions)
         )
-
-    return app
+        producer = new_producer(settings.kafka_bootstrap_servers, "limits")
+        await producer.start()
+        try:
+            relay = OutboxRelay(pool, "limits", producer)
+            dispatcher = WebhookDispatcher(
+                pool,
+                DeliveryPolicy(
+                    settings.webhook_signing_key,
+                    settings.webhook_max_attempts,
+                    settings.webhook_timeout_seconds,
+                    settings.webhook_backoff_seconds,
+                ),
+            )
+            consumer = TransactionalConsumer(
+                pool=pool,
+                schema="limits",
+                bootstrap=settings.kafka_bootstrap_servers,
+                group_id=settings.group_id,
+                topics=list(INPUTS),
+                handler=handler_from(settings),
+                relay=relay,
+                max_records=settings.batch_size,
+                # The ledger owns gw.requests and gw.usage and dead-letters their poison.
+                dead_letters=False,
+            )
+            log.info("limits_started", group=settings.group_id)
+            await run_until_signalled(
+                relay.run(),
+                consumer.run(),
+                sweep_forever(pool, relay, settings.sweep_seconds),
+                dispatcher.run(),
+                watch_lag(
+                    pool,
+                    settings.kafka_bootstrap_servers,
+                    relay,
+                    settings.lag_alert_records,
+                    settings.lag_check_seconds,
+                ),
+            )
+        finally:
+            await producer.stop()
+    finally:
+        await pool.close()
 
 
 def main() -> None:
     """Entry point: ``python -m tollway.limits``."""
-    settings = CommonSettings()
+    settings = LimitsSettings()
     configure_logging("limits", settings.log_level, settings.log_json)
     start_observability("limits", settings.metrics_port)
-    app: Any = build(settings)
-    asyncio.run(app.run())
+    asyncio.run(serve(settings))

@@ -18,6 +18,7 @@ from tollway.router.handlers import Circuits, RetryPolicy, Router
 from tollway.router.health import HealthBoard, HealthPolicy
 from tollway.router.settings import RouterSettings
 from tollway.router.worker import RouterWorker
+from tollway.runtime.breakers import BreakerView
 from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
@@ -46,8 +47,10 @@ async def serve(settings: RouterSettings) -> None:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=5,
         )
+        breakers = BreakerView(settings.kafka_bootstrap_servers)
         await producer.start()
         await consumer.start()
+        await breakers.start()
         try:
             flags = cancels.Cancels()
             router = Router(
@@ -60,6 +63,7 @@ async def serve(settings: RouterSettings) -> None:
                 ),
                 rng=random.Random(settings.seed),  # noqa: S311 - load spreading, not crypto
                 cancels=flags,
+                breakers=breakers.board,
             )
             worker = RouterWorker(consumer, producer, router, settings.max_in_flight)
             log.info("router_started", group=settings.group_id)
@@ -70,6 +74,7 @@ async def serve(settings: RouterSettings) -> None:
                 cancels.listen(settings.kafka_bootstrap_servers, flags),
             )
         finally:
+            await breakers.stop()
             await consumer.stop()
             await producer.stop()
     finally:

@@ -38,13 +38,16 @@ from tollway.router.cancels import Cancels
 from tollway.router.health import HealthBoard, HealthPolicy, Transition
 from tollway.router.streaming import Sink, StreamAttempt
 from tollway.router.upstream import UpstreamResult
+from tollway.runtime.breakers import request_scopes
 from tollway.runtime.metrics import observe_attempt, observe_breaker
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
+    from tollway.events.limits import BreakerTripped
     from tollway.router.channels import Channel, ChannelCache
+    from tollway.runtime.breakers import BreakerBoard
 
     Attempt = Callable[[Channel, Candidate, float], Awaitable[UpstreamResult]]
 
@@ -69,6 +72,7 @@ class _Run:
     served: UpstreamResult | None = None
     last: UpstreamResult | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped_by: BreakerTripped | None = None
 
 
 def order_candidates(candidates: Sequence[Candidate], rng: random.Random) -> list[Candidate]:
@@ -94,17 +98,19 @@ class Circuits:
 class Router:
     """Runs authorized requests against their plans."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913, PLR0917 - a composition-root constructor
         self,
         channels: ChannelCache,
         policy: RetryPolicy,
         circuits: Circuits | None = None,
         rng: random.Random | None = None,
         cancels: Cancels | None = None,
+        breakers: BreakerBoard | None = None,
     ) -> None:
         """Call upstreams through ``channels`` under ``policy``, skipping open circuits.
 
-        ``cancels`` flags streams whose client went away.
+        ``cancels`` flags streams whose client went away; ``breakers`` stop a runaway key,
+        project, task or account before its next attempt.
         """
         self._channels = channels
         self._policy = policy
@@ -112,6 +118,17 @@ class Router:
         self.health = self._circuits.board
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not crypto
         self._cancels = cancels or Cancels()
+        self._breakers = breakers
+
+    def _breaker_stops(self, env: Envelope[RequestAuthorized], run: _Run) -> bool:
+        # Checked before every attempt: a breaker that trips while requests wait in
+        # gw.authorized stops them before they reach an upstream.
+        if self._breakers is None:
+            return False
+        req = env.payload.request
+        scopes = request_scopes(req.account_id, req.key_id, req.project_id, req.task_id)
+        run.stopped_by = self._breakers.open_for(scopes, datetime.now(UTC))
+        return run.stopped_by is not None
 
     async def execute(
         self, env: Envelope[RequestAuthorized], sink: Sink | None = None
@@ -165,7 +182,7 @@ class Router:
         deadline = env.payload.request.deadline_at
         for n in range(self._policy.attempts_per_channel):
             remaining = (deadline - datetime.now(UTC)).total_seconds()
-            if remaining <= 0 or run.cancelled.is_set():
+            if remaining <= 0 or run.cancelled.is_set() or self._breaker_stops(env, run):
                 return
             if n > 0:
                 await asyncio.sleep(_backoff(self._policy.backoff_ms, n, run.last, remaining))
@@ -231,6 +248,12 @@ class Router:
             status=status,
             attempts=len(attempts),
             skipped=run.skipped,
+            key_id=req.key_id,
+            project_id=req.project_id,
+            catalog_model=req.catalog_model,
+            fallbacks=len(run.skipped)
+            + max(0, len({a.candidate.channel_id for a in attempts}) - 1),
+            stopped_by=_stopped_by(run),
         )
         usage = [
             Outgoing.of(topics.USAGE, req.account_id, _derive(env, a, f"attempt:{a.attempt}"))
@@ -300,6 +323,9 @@ def _attempt_event(
         usage=result.usage,
         usage_estimated=result.usage.estimated,
         upstream_request_id=result.upstream_request_id,
+        key_id=req.key_id,
+        project_id=req.project_id,
+        catalog_model=req.catalog_model,
     )
 
 
@@ -307,6 +333,8 @@ def _reply_body(request_id: str, run: _Run, *, expired: bool) -> tuple[int, dict
     served, last = run.served, run.last
     if served is not None:
         return 200, served.body or {}  # already in the client's dialect, under the catalog name
+    if run.stopped_by is not None:
+        return 429, _breaker_error(run.stopped_by)
     if last is not None and last.status is not None and not last.retryable and last.body:
         return last.status, last.body  # the upstream's own client error, passed through
     if last is None and run.skipped:
@@ -325,6 +353,20 @@ def _reply_body(request_id: str, run: _Run, *, expired: bool) -> tuple[int, dict
         message = f"The deadline of request {request_id} passed. Attempts: {trail or 'none'}."
         return 504, _error(message, "deadline_exceeded")
     return 502, _error(f"Every route failed for request {request_id}: {trail}.", "upstream_failed")
+
+
+def _stopped_by(run: _Run) -> str | None:
+    tripped = run.stopped_by
+    return None if tripped is None else f"breaker:{tripped.scope}:{tripped.name}"
+
+
+def _breaker_error(tripped: BreakerTripped) -> dict[str, Any]:
+    message = (
+        f"Breaker '{tripped.name}' is open on {tripped.scope} '{tripped.scope_id}':"
+        f" {tripped.reason}."
+    )
+    error = {"message": message, "type": "rate_limit_error", "param": None, "code": "breaker_open"}
+    return {"error": error}
 
 
 def _refused_reply(auth: RequestAuthorized) -> tuple[int, dict[str, Any]]:
