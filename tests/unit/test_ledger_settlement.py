@@ -11,7 +11,13 @@ from tollway.events.pricing import Price, Usage, cost_micro
 from tollway.ledger import domain
 from tollway.ledger.handlers import _settlement
 
-HOLD: dict[str, Any] = {"account_id": "a", "bucket": "credit", "unit": "credit", "amount": 10_000}
+HOLD: dict[str, Any] = {
+    "hold_id": "h",
+    "account_id": "a",
+    "bucket": "credit",
+    "unit": "credit",
+    "amount": 10_000,
+}
 
 
 def test_served_request_is_charged_its_own_cost_and_the_rest_released() -> None:

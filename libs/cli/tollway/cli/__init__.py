@@ -19,6 +19,7 @@ COMMANDS = {
     "ledger": "tollway.ledger.cli",
     "alerts": "tollway.limits.cli",
     "research": "tollway.researcher.cli",
+    "budgets": "tollway.edge.cli",
 }
 
 

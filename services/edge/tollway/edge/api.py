@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response, get, post
@@ -18,6 +19,20 @@ if TYPE_CHECKING:
     from tollway.edge.store import KeyInfo
 
 TASK_HEADER = "x-tollway-task"
+TASK_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def task_header(value: str | None) -> str | None:
+    """Validate ``X-Tollway-Task``; a malformed id is a 400 naming the header."""
+    if value is None:
+        return None
+    if not TASK_ID.match(value):
+        raise errors.InvalidRequestError(
+            "The X-Tollway-Task header must be a task id returned by POST /v1/tasks.",
+            param="X-Tollway-Task",
+            code="invalid_task_id",
+        )
+    return value
 
 
 async def authenticate(request: Request[Any, Any, State]) -> KeyInfo:
@@ -54,9 +69,8 @@ async def chat_completions(request: Request[Any, Any, State]) -> Response[Any]:
             param="stream",
             code="unsupported_parameter",
         )
-    status, answer = await request.app.state.chat.complete(
-        key, chat, body, request.headers.get(TASK_HEADER), request_id
-    )
+    task_id = task_header(request.headers.get(TASK_HEADER))
+    status, answer = await request.app.state.chat.complete(key, chat, body, task_id, request_id)
     return Response(answer, status_code=status)
 
 

@@ -11,7 +11,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
 
-from tollway.edge import admin, api, errors
+from tollway.edge import admin, api, budgets, errors, tasks
 from tollway.edge.chat import ChatService
 from tollway.edge.replies import ReplyHub
 from tollway.edge.route_admin import RouteTreeController
@@ -143,8 +143,12 @@ def create_app(settings: EdgeSettings) -> Litestar:
             api.chat_completions,
             api.receipt,
             api.balance,
+            tasks.open_task,
+            tasks.task_receipt,
+            tasks.close_task,
             healthz,
             admin.AdminController,
+            budgets.BudgetController,
             RouteTreeController,
         ],
         lifespan=[lifespan],

@@ -12,53 +12,34 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from tollway.events import topics
-from tollway.events.envelope import Envelope, Payload, make
 from tollway.events.gateway import (
     AttemptFinished,
-    RequestAuthorized,
     RequestFinished,
     RequestReceived,
-    RequestRejected,
     TopUpRequested,
 )
-from tollway.events.ids import derived_id
 from tollway.events.ledger import (
-    HoldPlaced,
-    HoldRejected,
     HoldReleased,
     HoldSettled,
     ToppedUp,
     TopUpRefused,
 )
 from tollway.events.pricing import cost_micro
-from tollway.ledger import domain, receipts, store
-from tollway.runtime.outbox import Outgoing
+from tollway.ledger import budgets, domain, receipts, store
+from tollway.ledger.authorize import authorize
+from tollway.ledger.journaling import emit as _emit
+from tollway.ledger.journaling import journal as _journal
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import asyncpg
 
+    from tollway.events.envelope import Envelope, Payload
     from tollway.runtime.consumer import Record
+    from tollway.runtime.outbox import Outgoing
 
 log = structlog.get_logger(__name__)
-
-
-def _emit(cause: Envelope[Any], payload: Payload, salt: str) -> Envelope[Payload]:
-    return make(
-        payload,
-        trace=cause.trace,
-        occurred_at=cause.occurred_at,
-        event_id=derived_id(cause.id, salt),
-    )
-
-
-async def _journal(conn: asyncpg.Connection, env: Envelope[Any]) -> Outgoing:
-    # One serialization serves the journal row and the published message.
-    message = Outgoing.of(topics.LEDGER_EVENTS, env.payload.account_id, env)
-    await store.append(conn, env, message.value)
-    return message
 
 
 class LedgerHandler:
@@ -86,6 +67,8 @@ class LedgerHandler:
             return []
         if isinstance(payload, RequestFinished):
             return await finish(conn, env)
+        if await budgets.apply_definition(conn, env):
+            return []
         log.info("event_ignored", type=env.type)
         return []
 
@@ -137,109 +120,6 @@ async def top_up(conn: asyncpg.Connection, env: Envelope[TopUpRequested]) -> lis
     return [await _journal(conn, journal_env)]
 
 
-async def authorize(conn: asyncpg.Connection, env: Envelope[RequestReceived]) -> list[Outgoing]:
-    """Place a hold when the bucket covers the worst case; otherwise reject (HTTP 402)."""
-    req = env.payload
-    bucket = req.plan[0].bucket
-    unit = await store.bucket_unit(conn, req.account_id, bucket)
-    account = domain.bucket_account(req.account_id, bucket)
-    available = await store.balance(conn, account, unit) if unit else 0
-    decision = domain.decide_hold(domain.hold_amount(req), available, bucket)
-    receipt = receipts.opened(env, bucket, unit)
-    if not decision.placed:
-        return await _reject(conn, env, decision, unit or "", receipt)
-    hold_id = "hold_" + derived_id(env.id, "hold")
-    placed = HoldPlaced(
-        account_id=req.account_id,
-        cause_id=env.id,
-        hold_id=hold_id,
-        request_id=req.request_id,
-        bucket=bucket,
-        unit=unit or "",
-        amount_micro=decision.amount,
-        postings=domain.transfer(
-            account, domain.held_account(req.account_id, bucket), unit or "", decision.amount
-        ),
-    )
-    await store.insert_hold(
-        conn,
-        hold_id=hold_id,
-        request_id=req.request_id,
-        account_id=req.account_id,
-        bucket=bucket,
-        unit=unit or "",
-        amount=decision.amount,
-        deadline_at=req.deadline_at,
-        opened_at=env.occurred_at,
-    )
-    receipts.hold_placed(receipt, hold_id, decision.amount)
-    await _create_receipt(conn, env, "authorized", receipt)
-    authorized = RequestAuthorized(
-        request=req, hold_id=hold_id, bucket=bucket, held_micro=decision.amount
-    )
-    return [
-        await _journal(conn, _emit(env, placed, "hold_placed")),
-        Outgoing.of(topics.AUTHORIZED, req.account_id, _emit(env, authorized, "authorized")),
-    ]
-
-
-async def _reject(
-    conn: asyncpg.Connection,
-    env: Envelope[RequestReceived],
-    decision: domain.HoldDecision,
-    unit: str,
-    receipt: dict[str, Any],
-) -> list[Outgoing]:
-    req = env.payload
-    limit = decision.limit or "unknown"
-    rejected = HoldRejected(
-        account_id=req.account_id,
-        cause_id=env.id,
-        request_id=req.request_id,
-        bucket=req.plan[0].bucket,
-        requested_micro=decision.amount,
-        available_micro=decision.available,
-        limit=limit,
-    )
-    message = (
-        f"Insufficient balance in the {req.plan[0].bucket} bucket: this request needs up to"
-        f" {decision.amount} micro-{unit or 'units'} and {decision.available} are available."
-    )
-    reply = RequestRejected(
-        request_id=req.request_id,
-        status=402,
-        code="insufficient_balance",
-        message=message,
-        limit=limit,
-    )
-    receipts.rejected(receipt, limit, message)
-    await _create_receipt(conn, env, "rejected", receipt)
-    return [
-        await _journal(conn, _emit(env, rejected, "hold_rejected")),
-        Outgoing.of(
-            topics.replies_topic(req.edge_id), req.request_id, _emit(env, reply, "rejected")
-        ),
-    ]
-
-
-async def _create_receipt(
-    conn: asyncpg.Connection, env: Envelope[RequestReceived], status: str, body: dict[str, Any]
-) -> None:
-    req = env.payload
-    await store.insert_receipt(
-        conn,
-        request_id=req.request_id,
-        account_id=req.account_id,
-        key_id=req.key_id,
-        project_id=req.project_id,
-        task_id=req.task_id,
-        catalog_model=req.catalog_model,
-        status=status,
-        created_at=env.occurred_at,
-        body=body,
-    )
-
-
 async def record_attempt(conn: asyncpg.Connection, env: Envelope[AttemptFinished]) -> None:
     """Add an upstream attempt, failed ones included, to the request's receipt."""
     attempt = env.payload
@@ -254,13 +134,13 @@ async def record_attempt(conn: asyncpg.Connection, env: Envelope[AttemptFinished
 async def finish(conn: asyncpg.Connection, env: Envelope[RequestFinished]) -> list[Outgoing]:
     """Settle the hold to the served attempt's cost, or release it when nothing was served."""
     fin = env.payload
-    hold = await store.get_hold(conn, fin.hold_id)
+    hold = await store.get_hold(conn, await budgets.served_hold_id(conn, fin))
     if hold is None or hold["status"] != "open":
         log.warning("finish_without_open_hold", request_id=fin.request_id)
         return []
     journal_env = _settlement(env, hold)
     closed = "settled" if fin.served else "released"
-    await store.close_hold(conn, fin.hold_id, closed, env.occurred_at)
+    await store.close_hold(conn, hold["hold_id"], closed, env.occurred_at)
     out = await _journal(conn, journal_env)
     receipt = await store.get_receipt(conn, fin.request_id)
     if receipt is not None:
@@ -269,7 +149,7 @@ async def finish(conn: asyncpg.Connection, env: Envelope[RequestFinished]) -> li
         )
         receipts.finished(receipt, journal_env.payload, fin, available)
         await store.update_receipt(conn, fin.request_id, closed, receipt)
-    return [out]
+    return [out, *await budgets.after_finish(conn, env, journal_env)]
 
 
 def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelope[Payload]:
@@ -280,7 +160,7 @@ def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelop
     common = {
         "account_id": account,
         "cause_id": env.id,
-        "hold_id": fin.hold_id,
+        "hold_id": hold["hold_id"],
         "request_id": fin.request_id,
         "bucket": bucket,
         "unit": unit,

@@ -103,7 +103,9 @@ class Router:
         """Serve one request; return the usage events and the reply, in publishing order."""
         auth = env.payload
         run = _Run()
-        covered = [c for c in auth.request.plan if c.bucket == auth.bucket]
+        # Only candidates whose bucket the ledger held; refused buckets are on the receipt.
+        held = auth.held_buckets()
+        covered = [c for c in auth.request.plan if c.bucket in held]
         for candidate in order_candidates(covered, self._rng):
             admitted, moved = self.health.admit(candidate.channel_id, time.monotonic())
             run.transitions.extend([moved] if moved else [])
@@ -191,6 +193,8 @@ class Router:
         req = auth.request
         attempts = run.attempts
         status, body = _reply_body(req.catalog_model, req.request_id, run)
+        if run.served is None and status >= 500 and auth.refused:
+            status, body = _refused_reply(auth)
         finished = RequestFinished(
             request_id=req.request_id,
             account_id=req.account_id,
@@ -278,5 +282,15 @@ def _reply_body(catalog_model: str, request_id: str, run: _Run) -> tuple[int, di
     return 502, _error(f"Every route failed for request {request_id}: {trail}.", "upstream_failed")
 
 
-def _error(message: str, code: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
+def _refused_reply(auth: RequestAuthorized) -> tuple[int, dict[str, Any]]:
+    """Every held route failed and the fallback's bucket was refused: 402 naming the limit."""
+    refusal = auth.refused[0]
+    message = (
+        f"The held routes failed and the fallback to the {refusal.bucket} bucket was refused"
+        f" by {refusal.limit}: {refusal.message}"
+    )
+    return 402, _error(message, "fallback_refused", "insufficient_quota")
+
+
+def _error(message: str, code: str, kind: str = "upstream_error") -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}

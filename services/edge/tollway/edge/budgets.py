@@ -1,0 +1,174 @@
+"""The operator's budgets under ``/admin/v1/budgets``: create, list (with usage), delete.
+
+Definitions are not written here: the edge publishes ``BudgetSet`` / ``BudgetRemoved`` on
+gw.requests keyed by account, and the ledger applies them in order with the holds they limit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from litestar import Controller, Request, delete, get, post
+from litestar.di import Provide
+from pydantic import BaseModel, Field
+
+from tollway.edge import errors
+from tollway.edge import limits_store as ls
+from tollway.edge.admin import require_admin
+from tollway.edge.publish import publish_request
+from tollway.events.envelope import make
+from tollway.events.ids import new_id
+from tollway.events.limits import TOKENS, BudgetRemoved, BudgetSet
+from tollway.events.pricing import to_micro
+
+if TYPE_CHECKING:
+    import asyncpg
+
+NAME = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+class NewBudget(BaseModel):
+    """A budget: ``amount`` is decimal units of ``unit``, or a whole number of tokens."""
+
+    account_id: str
+    name: str = Field(pattern=NAME)
+    scope: Literal["account", "key", "project", "route_type", "channel", "model", "task"]
+    scope_id: str | None = Field(default=None, min_length=1, max_length=200)
+    window: Literal["minute", "hour", "day", "month", "lifetime"] = "lifetime"
+    timezone: str = "UTC"
+    unit: str = Field(min_length=1, max_length=16)
+    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{1,32}$")
+    amount: str
+    mode: Literal["hard", "soft"] = "hard"
+
+
+def _amount(data: NewBudget) -> int:
+    if data.unit == TOKENS:
+        if not data.amount.isdigit() or int(data.amount) <= 0:
+            raise errors.InvalidRequestError(
+                "A token budget's 'amount' is a positive whole number of tokens.", param="amount"
+            )
+        return int(data.amount)
+    try:
+        micro = to_micro(data.amount)
+    except ValueError as exc:
+        raise errors.InvalidRequestError(str(exc), param="amount") from None
+    if micro <= 0:
+        raise errors.InvalidRequestError("'amount' must be positive.", param="amount")
+    return micro
+
+
+def _scope_id(data: NewBudget) -> str:
+    if data.scope == "account":
+        return data.scope_id or data.account_id
+    if data.scope_id is None:
+        raise errors.InvalidRequestError(
+            f"A '{data.scope}' budget needs 'scope_id' (the {data.scope} it limits).",
+            param="scope_id",
+        )
+    if data.scope == "route_type" and data.scope_id not in {"direct", "pool"}:
+        raise errors.InvalidRequestError(
+            "A route_type budget's 'scope_id' is 'direct' or 'pool'.", param="scope_id"
+        )
+    return data.scope_id
+
+
+async def _check_unit(pool: asyncpg.Pool, data: NewBudget) -> None:
+    try:
+        ZoneInfo(data.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise errors.InvalidRequestError(
+            f"Unknown time zone '{data.timezone}' (use an IANA name like 'Europe/Paris').",
+            param="timezone",
+        ) from None
+    if not await ls.account_exists(pool, data.account_id):
+        raise errors.NotFoundError(f"No account '{data.account_id}'.", param="account_id")
+    units = await ls.bucket_units(pool, data.account_id)
+    if data.unit == TOKENS and data.bucket is not None:
+        raise errors.InvalidRequestError(
+            "A token budget counts every bucket: leave 'bucket' out.", param="bucket"
+        )
+    if data.bucket in units and units[data.bucket] != data.unit:
+        raise errors.InvalidRequestError(
+            f"Bucket '{data.bucket}' is in {units[data.bucket]}, not {data.unit}.", param="unit"
+        )
+
+
+class BudgetController(Controller):
+    """Budgets of any account; every endpoint needs the admin token."""
+
+    path = "/admin/v1/budgets"
+    dependencies = {"_admin": Provide(require_admin, sync_to_thread=False)}  # noqa: RUF012
+
+    @post("/", status_code=202)
+    async def create(
+        self, request: Request[Any, Any, Any], data: NewBudget, _admin: None
+    ) -> dict[str, Any]:
+        """Create a budget; the ledger enforces it from the next request on."""
+        await _check_unit(request.app.state.pool, data)
+        budget = BudgetSet(
+            budget_id="bud_" + new_id(),
+            account_id=data.account_id,
+            name=data.name,
+            scope=data.scope,
+            scope_id=_scope_id(data),
+            window=data.window,
+            timezone=data.timezone,
+            unit=data.unit,
+            bucket=data.bucket,
+            amount=_amount(data),
+            mode=data.mode,
+        )
+        env = make(budget)
+        await publish_request(
+            request.app.state.producer,
+            data.account_id,
+            env,
+            "List the account's budgets before creating it again.",
+        )
+        return {"id": budget.budget_id, "event_id": env.id, "status": "accepted", **_view(budget)}
+
+    @get("/")
+    async def list_budgets(
+        self, request: Request[Any, Any, Any], account_id: str, _admin: None
+    ) -> dict[str, Any]:
+        """An account's budgets with what is held and spent in the current window."""
+        rows = await ls.budgets(request.app.state.pool, account_id)
+        return {"account_id": account_id, "budgets": [_row_view(r) for r in rows]}
+
+    @delete("/{budget_id:str}", status_code=202)
+    async def remove(
+        self, request: Request[Any, Any, Any], budget_id: str, _admin: None
+    ) -> dict[str, Any]:
+        """Delete a budget; holds already placed under it settle normally."""
+        account_id = await ls.budget_account(request.app.state.pool, budget_id)
+        if account_id is None:
+            raise errors.NotFoundError(f"No budget '{budget_id}'.", code="budget_not_found")
+        env = make(BudgetRemoved(budget_id=budget_id, account_id=account_id))
+        await publish_request(
+            request.app.state.producer, account_id, env, "Deleting is idempotent: send it again."
+        )
+        return {"id": budget_id, "event_id": env.id, "status": "accepted"}
+
+
+def _view(b: BudgetSet) -> dict[str, Any]:
+    return b.model_dump(exclude={"budget_id"})
+
+
+def _row_view(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": r["budget_id"],
+        "name": r["name"],
+        "scope": r["scope"],
+        "scope_id": r["scope_id"],
+        "window": r["time_window"],
+        "timezone": r["timezone"],
+        "unit": r["unit"],
+        "bucket": r["bucket"],
+        "amount": r["amount"],
+        "mode": r["mode"],
+        "held": r["held"],
+        "spent": r["spent"],
+        "remaining": max(r["amount"] - r["held"] - r["spent"], 0),
+    }
