@@ -7,7 +7,9 @@ stored, so a run cannot resume without its owner; nothing stays "running" foreve
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 log = structlog.get_logger(__name__)
+PDF_MODULE = "tollway.researcher.pdf"
 INTERRUPTED = (
     "The researcher restarted while this run was in progress. Your API key is never stored, so "
     "the run cannot resume: its calls so far are in the receipt; start a new run to continue."
@@ -68,9 +71,12 @@ def create_app(settings: ResearcherSettings) -> Litestar:
             runner=runner,
             seconds_per_call=settings.seconds_per_call,
         )
+        # Warm the report renderer (matplotlib, fpdf2) off the event loop, before the first run.
+        warm = asyncio.create_task(asyncio.to_thread(importlib.import_module, PDF_MODULE))
         try:
             yield
         finally:
+            warm.cancel()
             await runner.shutdown()
             await edge.aclose()
             await pool.close()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from tollway.researcher import pdf, receipt
+from tollway.researcher import receipt
 from tollway.researcher import report as rep
 from tollway.researcher.plan import messages
 
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 RECEIPT_WAIT_SECONDS = 30.0
 RECEIPT_POLL_SECONDS = 0.05
+# A limit (402), a revoked permission (403) or a task the gateway no longer knows (404) ends
+# the run; other failures (an upstream outage: 502) leave one section unwritten.
+STOPPING = frozenset({402, 403, 404})
 
 
 class Cancelled(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -150,7 +153,7 @@ class Runner:
         if reply.status == 200:
             progress.drafts[call.section] = reply.text
         await self._store.event(run["id"], "call_finished", _progress_view(call, reply, progress))
-        if reply.status == 402:
+        if reply.status in STOPPING:
             raise StoppedByLimit(f"The gateway refused a call: {reply.error}")
 
     async def _final_receipt(self, key: str, request_id: str | None) -> dict[str, Any] | None:
@@ -173,7 +176,8 @@ class Runner:
             await self._edge.close_task(key, run["task_id"])
             calls = await self._store.calls(run["id"])
             outcome["ledger_task"] = await self._edge.task(key, run["task_id"])
-            outcome.update(self._artifacts(admitted, calls))
+            # Rendering is CPU-bound: off the event loop, so progress streams keep flowing.
+            outcome.update(await asyncio.to_thread(self._artifacts, admitted, calls))
         except Exception as exc:  # the run must end even if reporting fails
             log.exception("research_report_failed", run_id=run["id"])
             status = "failed"
@@ -181,6 +185,9 @@ class Runner:
         await self._store.finish(run["id"], status, outcome)
 
     def _artifacts(self, admitted: Admitted, calls: list[dict[str, Any]]) -> dict[str, Any]:
+        # Imported here: matplotlib and fpdf2 cost seconds at import; start-up should not wait.
+        from tollway.researcher import pdf  # noqa: PLC0415
+
         run, figures = admitted.run, admitted.figures
         sections = _sections(calls)
         title = f"Research: {run['topic']} ({run['mode']})"
