@@ -261,3 +261,23 @@ def test_a_researcher_restart_mid_run_fails_the_run_clearly(
         timeout=60,
         what="the in-flight call to settle",
     )
+
+
+def test_cli_runs_with_a_progress_bar_and_saves_the_report(
+    stack, researcher, tenant_factory, tmp_path, capsys, monkeypatch
+) -> None:
+    from tollway.cli import main
+
+    tenant = tenant_factory({"credit": "10"})
+    monkeypatch.setenv("TOLLWAY_RESEARCHER_URL", researcher)
+    monkeypatch.setenv("TOLLWAY_API_KEY", tenant.api_key)
+    out = tmp_path / "acme"
+
+    code = main(["research", "run", "--mode", "quick", "--topic", "ACME", "--out", str(out)])
+
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "3/3 calls" in err
+    assert "equals the ledger: True" in err
+    assert out.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    assert "## Figures" in out.with_suffix(".md").read_text()
