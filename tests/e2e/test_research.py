@@ -11,6 +11,7 @@ import pypdf
 import pytest
 
 from tests.conftest import upstream_calls, wait_for
+from tollway.cli import main
 from tollway.researcher import indicators
 from tollway.researcher.market import CsvDataSource
 
@@ -266,8 +267,6 @@ def test_a_researcher_restart_mid_run_fails_the_run_clearly(
 def test_cli_runs_with_a_progress_bar_and_saves_the_report(
     stack, researcher, tenant_factory, tmp_path, capsys, monkeypatch
 ) -> None:
-    from tollway.cli import main
-
     tenant = tenant_factory({"credit": "10"})
     monkeypatch.setenv("TOLLWAY_RESEARCHER_URL", researcher)
     monkeypatch.setenv("TOLLWAY_API_KEY", tenant.api_key)
