@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
 
-.PHONY: bench deps kafka-deps dev test test-kafka test-unit test-integration lint fmt clean
+.PHONY: bench bench-research deps kafka-deps dev test test-kafka test-unit test-integration lint fmt clean
 
 deps: ## install uv, PostgreSQL server binaries (Debian) and the locked Python environment
 	@./deploy/scripts/install-deps.sh
@@ -36,6 +36,9 @@ fmt: deps
 
 bench: deps ## gateway overhead against the demo upstream; report in bench/results/
 	@$(UV) run --frozen python bench/overhead.py
+
+bench-research: deps ## how long each research mode takes; report in bench/results/
+	@$(UV) run --frozen python bench/research.py
 
 clean: ## remove local state (databases, logs)
 	rm -rf .tollway
