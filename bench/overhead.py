@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import litellm
 from bench.harness import (
     RESULTS,
     RssSampler,
@@ -33,21 +36,20 @@ from bench.harness import (
     progress,
     tenant,
 )
+from tollway.devstack.broker import free_port
 
 BODY = {
     "messages": [{"role": "user", "content": "Summarise the ledger in one line."}],
     "max_tokens": 32,
 }
-DIRECT_MODEL, GATEWAY_MODEL = "gpt-4o-mini-2024-07-18", "gpt-4o-mini"
 
 
 @dataclass
-class Pair:
-    """Direct and gateway runs at one concurrency."""
+class Level:
+    """Every path's run at one concurrency."""
 
     concurrency: int
-    direct: Run
-    gateway: Run
+    runs: dict[str, Run]
 
 
 def _check(response: httpx.Response) -> None:
@@ -55,8 +57,8 @@ def _check(response: httpx.Response) -> None:
         raise RuntimeError(f"{response.status_code} {response.text[:120]}")
 
 
-async def _first_byte(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> None:
-    async with client.stream("POST", url, json=body) as response:
+async def _first_byte(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    async with client.stream("POST", "/chat/completions", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"stream answered {response.status_code}")
         async for line in response.aiter_lines():
@@ -65,47 +67,26 @@ async def _first_byte(client: httpx.AsyncClient, url: str, body: dict[str, Any])
         raise RuntimeError("stream ended without a chunk")
 
 
-class Targets:
-    """The two ways to the same upstream."""
+class Target:
+    """One way to the demo upstream: its base URL, credentials and the model name it expects."""
 
-    def __init__(self, upstream_url: str, edge_url: str, key: str, limit: int) -> None:
-        """Open one pooled client per path."""
-        limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
-        self.direct = httpx.AsyncClient(
-            base_url=f"{upstream_url}/openai-direct/v1",
-            headers={"authorization": "Bearer sk-demo-openai-direct"},
-            limits=limits,
-            timeout=60,
-        )
-        self.gateway = httpx.AsyncClient(
-            base_url=f"{edge_url}/v1",
-            headers={"authorization": f"Bearer {key}"},
-            limits=limits,
+    def __init__(self, base_url: str, token: str, model: str, limit: int) -> None:
+        """Open a pooled client."""
+        self.model = model
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"authorization": f"Bearer {token}"},
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
             timeout=60,
         )
 
-    async def call_direct(self) -> None:
-        """One non-streaming completion straight from the upstream."""
-        _check(await self.direct.post("/chat/completions", json={**BODY, "model": DIRECT_MODEL}))
+    async def complete(self) -> None:
+        """One non-streaming completion."""
+        _check(await self.client.post("/chat/completions", json={**BODY, "model": self.model}))
 
-    async def call_gateway(self) -> None:
-        """One non-streaming completion through Tollway."""
-        _check(await self.gateway.post("/chat/completions", json={**BODY, "model": GATEWAY_MODEL}))
-
-    async def ttfb_direct(self) -> None:
-        """Time to the first streamed chunk, straight from the upstream."""
-        body = {**BODY, "model": DIRECT_MODEL, "stream": True}
-        await _first_byte(self.direct, "/chat/completions", body)
-
-    async def ttfb_gateway(self) -> None:
-        """Time to the first streamed chunk through Tollway."""
-        body = {**BODY, "model": GATEWAY_MODEL, "stream": True}
-        await _first_byte(self.gateway, "/chat/completions", body)
-
-    async def close(self) -> None:
-        """Close both clients."""
-        await self.direct.aclose()
-        await self.gateway.aclose()
+    async def first_byte(self) -> None:
+        """Time to the first streamed chunk."""
+        await _first_byte(self.client, {**BODY, "model": self.model, "stream": True})
 
 
 async def _settled(dsn: str, started_at: float) -> tuple[int, int]:
@@ -132,42 +113,44 @@ async def _wait_settled(dsn: str, started_at: float, expected: int, within: floa
     return settled
 
 
-async def measure(stack: Any, key: str, plan: list[tuple[int, int]]) -> dict[str, Any]:
-    """Run every concurrency level, then streaming TTFB; sample RSS throughout."""
-    targets = Targets(stack.upstream_url, stack.edge_url, key, max(c for c, _ in plan) + 8)
+async def measure(
+    stack: Any, paths: dict[str, Target], plan: list[tuple[int, int]]
+) -> dict[str, Any]:
+    """Run every path at every concurrency, then streaming TTFB; sample RSS throughout."""
     started_at = time.time()
+    levels: list[Level] = []
+    streams: list[Level] = []
     try:
         progress("warm-up")
-        await closed_loop(targets.call_direct, requests=100, concurrency=8)
-        await closed_loop(targets.call_gateway, requests=200, concurrency=8)
-        pairs: list[Pair] = []
-        streams: list[Pair] = []
+        for path in paths.values():
+            await closed_loop(path.complete, requests=200, concurrency=8)
         async with RssSampler(stack) as rss:
             for concurrency, requests in plan:
-                progress(f"concurrency {concurrency}: {requests} requests per path")
-                direct = await closed_loop(
-                    targets.call_direct, requests=requests, concurrency=concurrency
-                )
-                gateway = await closed_loop(
-                    targets.call_gateway, requests=requests, concurrency=concurrency
-                )
-                pairs.append(Pair(concurrency, direct, gateway))
+                progress(f"concurrency {concurrency}: {requests} requests on each of {list(paths)}")
+                runs = {
+                    name: await closed_loop(
+                        path.complete, requests=requests, concurrency=concurrency
+                    )
+                    for name, path in paths.items()
+                }
+                levels.append(Level(concurrency, runs))
             for concurrency, requests in plan[:2]:
                 progress(f"streaming time-to-first-byte, concurrency {concurrency}")
-                direct = await closed_loop(
-                    targets.ttfb_direct, requests=requests // 2, concurrency=concurrency
-                )
-                gateway = await closed_loop(
-                    targets.ttfb_gateway, requests=requests // 2, concurrency=concurrency
-                )
-                streams.append(Pair(concurrency, direct, gateway))
+                runs = {
+                    name: await closed_loop(
+                        path.first_byte, requests=requests // 2, concurrency=concurrency
+                    )
+                    for name, path in paths.items()
+                }
+                streams.append(Level(concurrency, runs))
     finally:
-        await targets.close()
-    served = 200 + sum(len(p.gateway.latencies_ms) for p in pairs + streams)
+        for path in paths.values():
+            await path.client.aclose()
+    served = 200 + sum(len(lv.runs["tollway"].latencies_ms) for lv in levels + streams)
     progress(f"waiting for the ledger to settle {served} requests")
     settled = await _wait_settled(stack.dsn, started_at, served)
     return {
-        "pairs": pairs,
+        "levels": levels,
         "streams": streams,
         "rss": rss.peak,
         "served": served,
@@ -182,71 +165,92 @@ def _row(label: str, run: Run) -> str:
     )
 
 
-def _overhead_row(pair: Pair) -> str:
-    d, g = pair.direct, pair.gateway
-    return (
-        f"| {pair.concurrency} | {g.pct(0.5) - d.pct(0.5):.1f} | {g.pct(0.9) - d.pct(0.9):.1f} |"
-        f" {g.pct(0.99) - d.pct(0.99):.1f} | {g.pct(0.5) / d.pct(0.5):.1f}x |"
-        f" {g.rps / d.rps if d.rps else float('nan'):.2f} |"
-    )
+def _latency_table(levels: list[Level]) -> list[str]:
+    lines = ["| path | p50 | p90 | p99 | req/s | errors |", "|---|---:|---:|---:|---:|---:|"]
+    for level in levels:
+        lines += [_row(f"{name}, c={level.concurrency}", run) for name, run in level.runs.items()]
+    return lines
+
+
+def _overhead_table(levels: list[Level]) -> list[str]:
+    gateways = [name for name in levels[0].runs if name != "direct"]
+    lines = [
+        "| gateway | concurrency | p50 | p90 | p99 | req/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in gateways:
+        for level in levels:
+            d, g = level.runs["direct"], level.runs[name]
+            lines.append(
+                f"| {name} | {level.concurrency} | {g.pct(0.5) - d.pct(0.5):.1f} |"
+                f" {g.pct(0.9) - d.pct(0.9):.1f} | {g.pct(0.99) - d.pct(0.99):.1f} | {g.rps:.0f} |"
+            )
+    return lines
+
+
+def _versus_table(levels: list[Level]) -> list[str]:
+    if "litellm" not in levels[0].runs:
+        return ["LiteLLM was not measured in this run (`--no-litellm`)."]
+    lines = [
+        "| concurrency | rate: Tollway / LiteLLM | p50 overhead: Tollway / LiteLLM |",
+        "|---:|---:|---:|",
+    ]
+    for level in levels:
+        d, t, ll = (level.runs[k] for k in ("direct", "tollway", "litellm"))
+        rate = t.rps / ll.rps if ll.rps else float("nan")
+        over_ll = ll.pct(0.5) - d.pct(0.5)
+        over = (t.pct(0.5) - d.pct(0.5)) / over_ll if over_ll > 0 else float("nan")
+        lines.append(f"| {level.concurrency} | {rate:.2f} | {over:.2f} |")
+    return lines
 
 
 def report(result: dict[str, Any], args: argparse.Namespace) -> str:
     """The Markdown report."""
-    lines = [
-        "# Gateway overhead",
-        "",
-        (
-            f"`uv run python bench/overhead.py{' --quick' if args.quick else ''}"
-            f"{' --fast-unsafe' if args.fast_unsafe else ''}` on {time.strftime('%Y-%m-%d')};"
-            " embedded Postgres"
-            f" ({'fsync off' if args.fast_unsafe else 'fsync on'}) and Tansu, demo upstream with"
-            " no added latency, one edge/router/ledger process each, load generator on the same"
-            " machine."
-        ),
-        "",
-        "## Latency (ms) and rate, per path",
-        "",
-        "| path | p50 | p90 | p99 | req/s | errors |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for pair in result["pairs"]:
-        lines.append(_row(f"direct, c={pair.concurrency}", pair.direct))
-        lines.append(_row(f"gateway, c={pair.concurrency}", pair.gateway))
-    lines += [
-        "",
-        "## Overhead = gateway - direct (ms); ratios against the direct baseline of the same run",
-        "",
-        "| concurrency | p50 | p90 | p99 | p50 ratio | rate ratio |",
-        "|---:|---:|---:|---:|---:|---:|",
-        *(_overhead_row(p) for p in result["pairs"]),
-        "",
-        "## Streaming time to first byte (ms)",
-        "",
-        "| path | p50 | p90 | p99 | req/s | errors |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for pair in result["streams"]:
-        lines.append(_row(f"direct, c={pair.concurrency}", pair.direct))
-        lines.append(_row(f"gateway, c={pair.concurrency}", pair.gateway))
-    lines += [
-        "",
-        "## Peak resident memory per process (MiB)",
-        "",
-        "| process | RSS |",
-        "|---|---:|",
-        *(f"| {name} | {mb:.0f} |" for name, mb in sorted(result["rss"].items())),
-        "",
-        (
-            f"Settled in the ledger: {result['settled']} of {result['served']} gateway requests"
-            " answered 200."
-        ),
-    ]
-    return "\n".join(lines) + "\n"
+    flags = "".join(
+        f" --{f}" for f, on in (("quick", args.quick), ("fast-unsafe", args.fast_unsafe)) if on
+    )
+    return "\n".join(
+        [
+            "# Gateway overhead",
+            "",
+            (
+                f"`uv run python bench/overhead.py{flags}` on {time.strftime('%Y-%m-%d %H:%M')}"
+                f" (load average before the run: {args.load:.1f}); embedded Postgres"
+                f" ({'fsync off' if args.fast_unsafe else 'fsync on'}) and Tansu; demo upstream"
+                " with no added latency; one process per service; the load generator shares the"
+                " machine. `direct` calls the demo upstream itself: the baseline of this run."
+            ),
+            "",
+            "## Latency (ms) and rate per path",
+            "",
+            *_latency_table(result["levels"]),
+            "",
+            "## Overhead over direct (ms)",
+            "",
+            *_overhead_table(result["levels"]),
+            "",
+            "## Tollway against LiteLLM's proxy in the same run (rate > 1, overhead < 1 favour us)",
+            "",
+            *_versus_table(result["levels"]),
+            "",
+            "## Streaming time to first byte (ms)",
+            "",
+            *_latency_table(result["streams"]),
+            "",
+            "## Peak resident memory per process (MiB)",
+            "",
+            "| process | RSS |",
+            "|---|---:|",
+            *(f"| {name} | {mb:.0f} |" for name, mb in sorted(result["rss"].items())),
+            "",
+            f"Settled in the ledger: {result['settled']} of {result['served']} answered requests.",
+            "",
+        ]
+    )
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
-    """Latency percentiles per concurrency, both paths (skipped without matplotlib)."""
+    """Latency percentiles per concurrency, every path (skipped without matplotlib)."""
     try:
         import matplotlib as mpl  # noqa: PLC0415 - optional
 
@@ -254,11 +258,12 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=False)
+    levels: list[Level] = result["levels"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     for ax, q in zip(axes, (0.5, 0.9, 0.99), strict=True):
-        cs = [p.concurrency for p in result["pairs"]]
-        ax.plot(cs, [p.direct.pct(q) for p in result["pairs"]], "o-", label="direct")
-        ax.plot(cs, [p.gateway.pct(q) for p in result["pairs"]], "o-", label="gateway")
+        cs = [lv.concurrency for lv in levels]
+        for name in levels[0].runs:
+            ax.plot(cs, [lv.runs[name].pct(q) for lv in levels], "o-", label=name)
         ax.set(title=f"p{int(q * 100)} latency", xlabel="concurrency", ylabel="ms", xscale="log")
         ax.legend()
     fig.tight_layout()
@@ -267,17 +272,29 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 
 def main() -> int:
-    """Start a stack, measure, write the report."""
+    """Start a stack (and LiteLLM), measure, write the report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument("--fast-unsafe", action="store_true", help="Postgres with fsync off")
+    parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM's proxy")
     args = parser.parse_args()
+    args.load = os.getloadavg()[0]
     scale = 5 if args.quick else 1
     plan = [(1, 300 // scale), (16, 2000 // scale), (64, 4000 // scale)]
+    limit = max(c for c, _ in plan) + 8
     progress("starting the embedded stack")
-    with embedded_stack(fast_unsafe=args.fast_unsafe) as stack:
-        key = tenant(stack)
-        result = asyncio.run(measure(stack, key, plan))
+    with contextlib.ExitStack() as stack_ctx:
+        stack = stack_ctx.enter_context(embedded_stack(fast_unsafe=args.fast_unsafe))
+        up = stack.upstream_url
+        paths = {
+            "direct": Target(f"{up}/openai-direct/v1", "sk-demo", "gpt-4o-mini-2024-07-18", limit),
+            "tollway": Target(f"{stack.edge_url}/v1", tenant(stack), "gpt-4o-mini", limit),
+        }
+        if not args.no_litellm:
+            workdir = stack.config.root
+            url = stack_ctx.enter_context(litellm.proxy(up, free_port(), workdir))
+            paths["litellm"] = Target(url, litellm.MASTER_KEY, "gpt-4o-mini", limit)
+        result = asyncio.run(measure(stack, paths, plan))
     RESULTS.mkdir(exist_ok=True)
     text = report(result, args)
     if plot(result, RESULTS / "overhead.png"):
