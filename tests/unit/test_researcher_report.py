@@ -24,7 +24,7 @@ def test_scrub_keeps_computed_figures_and_masks_invented_ones() -> None:
 def test_markdown_holds_every_figure_and_no_invented_number() -> None:
     figures = _figures()
     sections = [report.Section("overview", "Revenue grew 37.5% last year.")]
-    md = report.markdown("Research", figures, sections, ["- credit: 0.001000 credit"])
+    md = report.markdown("Research", figures, sections, ["- credit: 0.001000 credit"], "test data")
     for f in figures:
         for _label, value in f.rows():
             assert value in md

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import structlog
 from litestar import Litestar, Request, Response, get
+from litestar.exceptions import HTTPException
 
 from tollway.events.logging import configure_logging
 from tollway.researcher import api, errors
@@ -48,6 +49,23 @@ def on_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """The one place a domain error becomes an HTTP response."""
     assert isinstance(exc, errors.ResearchError)
     return Response(exc.body(), status_code=exc.status)
+
+
+def framework_error(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Unknown route, wrong method, a malformed query parameter: the same error shape."""
+    detail = exc.detail if isinstance(exc.detail, str) else "Invalid request."
+    error = errors.ResearchError(detail, code="invalid_request")
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    body = error.body()
+    body["error"]["type"] = kind if exc.status_code < 500 else "api_error"
+    return Response(body, status_code=exc.status_code)
+
+
+def unexpected_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A bug: logged with its type, answered in the same shape, nothing leaked."""
+    log.error("unexpected_error", error_type=type(exc).__name__)
+    body = errors.ResearchError("Internal error in the researcher; try again.").body()
+    return Response(body, status_code=500)
 
 
 def create_app(settings: ResearcherSettings) -> Litestar:
@@ -84,7 +102,11 @@ def create_app(settings: ResearcherSettings) -> Litestar:
     return Litestar(
         route_handlers=[healthz, *api.ROUTES],
         lifespan=[lifespan],
-        exception_handlers={errors.ResearchError: on_error},
+        exception_handlers={
+            errors.ResearchError: on_error,
+            HTTPException: framework_error,
+            Exception: unexpected_error,
+        },
     )
 
 

@@ -45,6 +45,8 @@ class Bar:
 class DataSource(Protocol):
     """Where market data comes from; the researcher only needs these two reads."""
 
+    description: str
+
     def tickers(self) -> list[str]:
         """Every ticker this source can serve, sorted."""
         ...
@@ -59,6 +61,11 @@ class CsvDataSource:
 
     def __init__(self, directory: Path | None = None) -> None:
         self._dir = directory or Path(str(resources.files("tollway.researcher") / SAMPLE_DIR))
+        self.description = (
+            f"daily OHLCV files ({directory.name})"
+            if directory
+            else "synthetic sample OHLCV series shipped with Tollway (seeded, not market data)"
+        )
 
     def tickers(self) -> list[str]:
         """Every ``*.csv`` file's stem."""

@@ -55,12 +55,14 @@ def _latin1(text: str) -> str:
     return text.encode("latin-1", "replace").decode("latin-1")
 
 
-def render(
+def render(  # noqa: PLR0913 - each part of the document is its own argument
     title: str,
     figures: list[Figures],
+    *,
     sections: list[Section],
     chart: bytes,
     cost_rows: list[list[str]],
+    source: str,
 ) -> bytes:
     """The PDF document."""
     doc = FPDF()
@@ -78,7 +80,7 @@ def render(
     if cost_rows:
         _table(doc, "Cost", cost_rows)
     doc.set_font("Helvetica", "I", 8)
-    doc.multi_cell(0, 5, "Data: synthetic sample OHLCV series shipped with Tollway.")
+    doc.multi_cell(0, 5, _latin1(f"Data: {source}."))
     return bytes(doc.output())
 
 

@@ -57,7 +57,11 @@ def figures_table(figures: list[Figures]) -> list[list[str]]:
 
 
 def markdown(
-    title: str, figures: list[Figures], sections: list[Section], receipt_lines: list[str]
+    title: str,
+    figures: list[Figures],
+    sections: list[Section],
+    receipt_lines: list[str],
+    source: str,
 ) -> str:
     """The whole report."""
     allowed = allowed_numbers(figures)
@@ -71,5 +75,5 @@ def markdown(
         out += [f"## {section.name.capitalize()}", "", scrub(section.text, allowed).strip(), ""]
     if receipt_lines:
         out += ["## Cost", "", *receipt_lines, ""]
-    out.append("Data: synthetic sample OHLCV series shipped with Tollway (not market data).")
+    out.append(f"Data: {source}.")
     return "\n".join(out) + "\n"

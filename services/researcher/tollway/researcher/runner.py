@@ -195,8 +195,17 @@ class Runner:
         series = {t: self._source.bars(t) for t in run["tickers"]}
         chart = pdf.chart_png(series)
         return {
-            "report_md": rep.markdown(title, figures, sections, receipt.cost_lines(totals)),
-            "report_pdf": pdf.render(title, figures, sections, chart, receipt.cost_rows(totals)),
+            "report_md": rep.markdown(
+                title, figures, sections, receipt.cost_lines(totals), self._source.description
+            ),
+            "report_pdf": pdf.render(
+                title,
+                figures,
+                sections=sections,
+                chart=chart,
+                cost_rows=receipt.cost_rows(totals),
+                source=self._source.description,
+            ),
             "chart_png": chart,
         }
 
