@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
 
-.PHONY: bench bench-research deps kafka-deps dev test test-kafka test-unit test-integration lint fmt clean
+.PHONY: bench bench-research deps kafka-deps dev test test-kafka deploy-lint asyncapi test-unit test-integration lint fmt clean
 
 deps: ## install uv, PostgreSQL server binaries (Debian) and the locked Python environment
 	@./deploy/scripts/install-deps.sh
@@ -25,10 +25,19 @@ test-kafka: kafka-deps ## integration and end-to-end tests on Apache Kafka 4.x (
 test-unit: deps
 	@$(UV) run --frozen pytest -q tests/unit
 
-lint: deps ## ruff and mypy (strict)
+lint: deps deploy-lint ## ruff and mypy (strict), and the deployment files
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
 	@$(UV) run --frozen mypy libs services
+
+deploy-lint: deps ## deploy/ and docs/asyncapi.json against bundled schemas, offline
+	@$(UV) run --frozen hadolint deploy/Dockerfile
+	@$(UV) run --frozen check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+	@$(UV) run --frozen kubernetes-validate --strict --quiet -k 1.31.0 deploy/k8s/*.yaml
+	@$(UV) run --frozen check-jsonschema --schemafile docs/schemas/asyncapi-3.0.0.json docs/asyncapi.json
+
+asyncapi: deps ## regenerate docs/asyncapi.json from the event contracts
+	@$(UV) run --frozen python -m tollway.events.asyncapi --out docs/asyncapi.json
 
 fmt: deps
 	@$(UV) run --frozen ruff format .

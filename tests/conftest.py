@@ -16,7 +16,7 @@ import pytest
 
 from tollway.devstack.broker import free_port
 from tollway.devstack.seed import Tenant, create_tenant, seed_routes
-from tollway.devstack.stack import Stack, StackConfig
+from tollway.devstack.stack import SERVICES, Stack, StackConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -38,6 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         edge_id=f"edge-test-{uuid.uuid4().hex[:8]}",
         fast_unsafe=True,
         extra_env={"TOLLWAY_EDGE_REQUEST_TIMEOUT_SECONDS": "20", "TOLLWAY_LOG_LEVEL": "info"},
+        metrics_ports={name: free_port() for name in SERVICES},
     )
     running = Stack(config)
     try:

@@ -60,6 +60,8 @@ class StackConfig:
     # in memory, instant) or "kafka" (Apache Kafka 4.x, KRaft, the production broker).
     broker: str = field(default_factory=lambda: os.environ.get("TOLLWAY_BROKER", "tansu"))
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Prometheus port per service process (TOLLWAY_METRICS_PORT); absent: no metrics endpoint.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -154,13 +156,20 @@ class Stack:
         env.update(cfg.extra_env)
         return env
 
+    def metrics_url(self, name: str) -> str:
+        """Where service ``name`` serves Prometheus metrics (``config.metrics_ports``)."""
+        return f"http://127.0.0.1:{self.config.metrics_ports[name]}/metrics"
+
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         """Start one process with its own log file."""
         out = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(out)
+        env = self.service_env()
+        if name in self.config.metrics_ports:
+            env["TOLLWAY_METRICS_PORT"] = str(self.config.metrics_ports[name])
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
             [sys.executable, *args],
-            env=self.service_env(),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

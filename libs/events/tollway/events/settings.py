@@ -26,3 +26,8 @@ class CommonSettings(BaseSettings):
     topic_partitions: int = 4
     log_level: str = "info"
     log_json: bool = True
+    # Prometheus /metrics port; unset (the embedded stack's default) serves no metrics. One name
+    # for every service (subclasses change the prefix of the other fields).
+    metrics_port: int | None = Field(
+        default=None, validation_alias=AliasChoices("TOLLWAY_METRICS_PORT")
+    )

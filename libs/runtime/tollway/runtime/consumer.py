@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
@@ -28,7 +29,9 @@ from pydantic import ValidationError
 
 from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode, encode
 from tollway.events.topics import dlq_topic
+from tollway.runtime import metrics
 from tollway.runtime.outbox import Outgoing, write_outbox
+from tollway.runtime.tracing import TRACE_HEADERS, with_causes
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -193,6 +196,7 @@ class TransactionalConsumer:
                     ends.append((tp, -1 if stored is None else stored, msgs[-1].offset + 1))
             records, outgoing = _decode_all(fresh)
             outgoing.extend(await self._handle(conn, records))
+            outgoing = with_causes(outgoing, _trace_causes(fresh, records))
             await write_outbox(conn, self._schema, outgoing)
             for tp, expected, next_offset in ends:
                 stored_now = await conn.fetchval(
@@ -200,6 +204,23 @@ class TransactionalConsumer:
                 )
                 if stored_now is None:
                     raise FencedError(str(tp))
+        self._observe(records, ends)
+
+    def _observe(self, records: list[Record], ends: list[tuple[TopicPartition, int, int]]) -> None:
+        """After commit: events applied, how far behind the log end and the newest event."""
+        for record in records:
+            metrics.EVENTS_APPLIED.labels(self._group, record.envelope.type).inc()
+        if records:
+            newest = max(r.envelope.occurred_at for r in records)
+            metrics.PROJECTION_LAG.labels(self._group).set(
+                max(0.0, (datetime.now(UTC) - newest).total_seconds())
+            )
+        for tp, _, next_offset in ends:
+            end = self._consumer.highwater(tp)
+            if end is not None:
+                metrics.CONSUMER_LAG.labels(self._group, tp.topic, tp.partition).set(
+                    max(0, end - next_offset)
+                )
 
     async def _handle(self, conn: asyncpg.Connection, records: list[Record]) -> list[Outgoing]:
         if not records:
@@ -237,12 +258,30 @@ def _decode_all(messages: list[Any]) -> tuple[list[Record], list[Outgoing]]:
     return records, dead
 
 
+def _trace_causes(messages: list[Any], records: list[Record]) -> dict[str, tuple[Any, ...]]:
+    """Trace headers of the consumed records by request id (only those that carried any)."""
+    by_offset = {
+        (m.topic, m.partition, m.offset): tuple(
+            (k, v) for k, v in m.headers or () if k in TRACE_HEADERS
+        )
+        for m in messages
+        if m.headers
+    }
+    causes: dict[str, tuple[Any, ...]] = {}
+    for record in records:
+        headers = by_offset.get((record.topic, record.partition, record.offset))
+        if headers and record.envelope.trace.request_id:
+            causes[record.envelope.trace.request_id] = headers
+    return causes
+
+
 def _dead_letter(
     topic: str, key: str | None, raw: bytes | None, record: Record | None, exc: Exception
 ) -> Outgoing:
     value = raw if raw is not None else encode(record.envelope) if record else b""
     reason = f"{type(exc).__name__}: {exc}"[:500]
     log.error("dead_lettered", topic=topic, reason=reason)
+    metrics.DEAD_LETTERED.labels(topic).inc()
     return Outgoing(
         dlq_topic(topic), key or "", value, (("x-dlq-reason", reason.encode("ascii", "replace")),)
     )

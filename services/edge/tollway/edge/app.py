@@ -22,6 +22,7 @@ from tollway.events import topics
 from tollway.events.logging import configure_logging
 from tollway.runtime.http import serve
 from tollway.runtime.kafka import ensure_topics, new_producer
+from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
 
 if TYPE_CHECKING:
@@ -46,7 +47,13 @@ class RequestIdMiddleware(ASGIMiddleware):
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
-        await next_app(scope, receive, send_with_id)
+        # Every log line written while serving this request carries its id (and its task's).
+        context = {"request_id": request_id}
+        task_id = dict(scope.get("headers", ())).get(api.TASK_HEADER.encode())
+        if task_id:
+            context["task_id"] = task_id.decode("latin-1")
+        with structlog.contextvars.bound_contextvars(**context):
+            await next_app(scope, receive, send_with_id)
 
 
 def gateway_error(_: Request[Any, Any, Any], exc: errors.GatewayError) -> Response[Any]:
@@ -167,4 +174,5 @@ def main() -> None:
     """Entry point: ``python -m tollway.edge``."""
     settings = EdgeSettings()
     configure_logging("edge", settings.log_level, settings.log_json)
+    start_observability("edge", settings.metrics_port)
     serve(create_app(settings), settings.host, settings.port)

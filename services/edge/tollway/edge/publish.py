@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from tollway.edge import errors
 from tollway.events import topics
 from tollway.events.envelope import Envelope, encode
+from tollway.runtime.tracing import headers_out
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
@@ -26,7 +27,10 @@ async def publish_request(
     try:
         await asyncio.wait_for(
             producer.send_and_wait(
-                topics.REQUESTS, value=encode(envelope), key=account_id.encode()
+                topics.REQUESTS,
+                value=encode(envelope),
+                key=account_id.encode(),
+                headers=list(headers_out()),
             ),
             timeout=CONFIRM_SECONDS,
         )

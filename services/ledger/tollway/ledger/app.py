@@ -9,10 +9,13 @@ import structlog
 
 from tollway.events import topics
 from tollway.events.logging import configure_logging
+from tollway.ledger import store
 from tollway.ledger.handlers import LedgerHandler
 from tollway.ledger.settings import LedgerSettings
+from tollway.runtime import metrics
 from tollway.runtime.consumer import TransactionalConsumer
 from tollway.runtime.kafka import ensure_topics, new_producer
+from tollway.runtime.metrics import refresh_gauges, start_observability
 from tollway.runtime.migrations import apply_migrations
 from tollway.runtime.outbox import OutboxRelay
 from tollway.runtime.service import run_until_signalled
@@ -44,7 +47,8 @@ async def serve(settings: LedgerSettings) -> None:
                 max_records=settings.batch_size,
             )
             log.info("ledger_started", group=settings.group_id)
-            await run_until_signalled(relay.run(), consumer.run())
+            gauges = refresh_gauges(pool, {metrics.OPEN_HOLDS: store.COUNT_OPEN_HOLDS})
+            await run_until_signalled(relay.run(), consumer.run(), gauges)
         finally:
             await producer.stop()
     finally:
@@ -55,4 +59,5 @@ def main() -> None:
     """Entry point: ``python -m tollway.ledger``."""
     settings = LedgerSettings()
     configure_logging("ledger", settings.log_level, settings.log_json)
+    start_observability("ledger", settings.metrics_port)
     asyncio.run(serve(settings))

@@ -21,6 +21,7 @@ from tollway.events.gateway import AttemptFinished
 from tollway.events.logging import configure_logging
 from tollway.events.settings import CommonSettings
 from tollway.runtime.kafka import ensure_topics
+from tollway.runtime.metrics import start_observability
 
 log = structlog.get_logger(__name__)
 
@@ -71,5 +72,6 @@ def main() -> None:
     """Entry point: ``python -m tollway.limits``."""
     settings = CommonSettings()
     configure_logging("limits", settings.log_level, settings.log_json)
+    start_observability("limits", settings.metrics_port)
     app: Any = build(settings)
     asyncio.run(app.run())

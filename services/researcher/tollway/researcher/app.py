@@ -26,6 +26,7 @@ from tollway.researcher.runner import Runner
 from tollway.researcher.settings import ResearcherSettings
 from tollway.researcher.store import RunStore
 from tollway.runtime.http import serve
+from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
 
 if TYPE_CHECKING:
@@ -114,4 +115,5 @@ def main() -> None:
     """Entry point: ``python -m tollway.researcher``."""
     settings = ResearcherSettings()
     configure_logging("researcher", settings.log_level, settings.log_json)
+    start_observability("researcher", settings.metrics_port)
     serve(create_app(settings), settings.host, settings.port)

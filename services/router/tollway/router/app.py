@@ -18,6 +18,7 @@ from tollway.router.health import HealthBoard, HealthPolicy
 from tollway.router.settings import RouterSettings
 from tollway.router.worker import RouterWorker
 from tollway.runtime.kafka import ensure_topics, new_producer
+from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
 from tollway.runtime.service import run_until_signalled
 
@@ -86,4 +87,5 @@ def main() -> None:
     """Entry point: ``python -m tollway.router``."""
     settings = RouterSettings()
     configure_logging("router", settings.log_level, settings.log_json)
+    start_observability("router", settings.metrics_port)
     asyncio.run(serve(settings))

@@ -33,6 +33,7 @@ from tollway.events.pricing import Usage
 from tollway.events.routing import ChannelHealthChanged
 from tollway.router.adapters import UpstreamResult, call_openai_chat
 from tollway.router.health import HealthBoard, HealthPolicy, Transition
+from tollway.runtime.metrics import observe_attempt, observe_breaker
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
@@ -134,6 +135,9 @@ class Router:
             if n > 0:
                 await asyncio.sleep(_backoff(self._policy.backoff_ms, n, run.last, remaining))
             run.last = result = await self._attempt(env, candidate, remaining)
+            observe_attempt(
+                candidate.channel, candidate.route_type, result.outcome, result.latency_ms
+            )
             run.attempts.append(_attempt_event(env, candidate, len(run.attempts) + 1, result))
             # A client error (400 from upstream) says nothing about the channel's health.
             healthy = result.ok or not result.retryable
@@ -164,6 +168,7 @@ class Router:
                 cool_down_seconds=t.cool_down_seconds,
             )
             log.warning("channel_circuit_changed", **changed.model_dump())
+            observe_breaker(changed.channel, t.from_state, t.to_state)
             health_env = make(changed)
             if self._circuits.on_change is not None:
                 await self._circuits.on_change(health_env)

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka.structs import OffsetAndMetadata
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from tollway.events import topics
 from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.gateway import RequestAuthorized
+from tollway.runtime.tracing import headers_out, span_from
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -122,11 +124,22 @@ class RouterWorker:
             return
         if not isinstance(env.payload, RequestAuthorized) or not self._seen.first_time(env.id):
             return
-        structlog.contextvars.bind_contextvars(request_id=env.payload.request.request_id)
-        emits = await self._router.execute(env)  # type: ignore[arg-type]
-        futures = [
-            await self._producer.send(o.topic, value=o.value, key=o.key.encode()) for o in emits
-        ]
+        structlog.contextvars.bind_contextvars(
+            request_id=env.payload.request.request_id, task_id=env.trace.task_id
+        )
+        # The trace context travels in the authorization's headers; usage and reply carry it on.
+        with span_from(f"process {message.topic}", message.headers, SpanKind.CONSUMER):
+            emits = await self._router.execute(env)  # type: ignore[arg-type]
+            trace_headers = list(headers_out())
+            futures = [
+                await self._producer.send(
+                    o.topic,
+                    value=o.value,
+                    key=o.key.encode(),
+                    headers=[*o.headers, *trace_headers],
+                )
+                for o in emits
+            ]
         await asyncio.gather(*futures)
 
     async def _dead_letter(self, message: Any, exc: Exception) -> None:

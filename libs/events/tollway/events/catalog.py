@@ -1,0 +1,122 @@
+"""Which events travel on which topic, who writes them and who reads them.
+
+The AsyncAPI document (``docs/asyncapi.json``) is generated from this table, the topic specs in
+``topics.py`` and the registered payload models; a test fails when a registered event type is
+on no topic here, or when the committed document is stale (``make asyncapi`` rewrites it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tollway.events import topics
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A topic as the services use it."""
+
+    address: str
+    key: str
+    summary: str
+    publishers: tuple[str, ...]
+    subscribers: tuple[str, ...]
+    events: tuple[str, ...]
+
+
+REPLIES_ADDRESS = topics.replies_topic("{edge_id}")
+
+CHANNELS: tuple[Channel, ...] = (
+    Channel(
+        topics.REQUESTS,
+        "billing account id",
+        "Commands for the ledger: requests to authorize, top-ups, budgets and task envelopes.",
+        ("edge",),
+        ("ledger",),
+        (
+            "request.received",
+            "topup.requested",
+            "budget.set",
+            "budget.removed",
+            "task.opened",
+            "task.closed",
+        ),
+    ),
+    Channel(
+        topics.AUTHORIZED,
+        "billing account id",
+        "Requests the ledger placed a hold for; the router may call upstream.",
+        ("ledger",),
+        ("router",),
+        ("request.authorized",),
+    ),
+    Channel(
+        REPLIES_ADDRESS,
+        "request id",
+        "One reply topic per edge instance: rejections and final answers for its clients.",
+        ("ledger", "router"),
+        ("edge",),
+        ("request.rejected", "reply.final"),
+    ),
+    Channel(
+        topics.USAGE,
+        "billing account id",
+        "Every upstream attempt (failed ones included) and the end of each request.",
+        ("router",),
+        ("ledger", "limits"),
+        ("attempt.finished", "request.finished"),
+    ),
+    Channel(
+        topics.LEDGER_EVENTS,
+        "account id",
+        "The ledger's journal: holds, settlements, top-ups and budget thresholds. Replayable.",
+        ("ledger",),
+        ("limits",),
+        (
+            "ledger.hold_placed",
+            "ledger.hold_rejected",
+            "ledger.hold_settled",
+            "ledger.hold_released",
+            "ledger.topped_up",
+            "ledger.topup_refused",
+            "ledger.budget_threshold_crossed",
+        ),
+    ),
+    Channel(
+        topics.CHANNEL_HEALTH,
+        "channel id",
+        "Circuit transitions of upstream channels (compacted: the latest state per channel).",
+        ("router",),
+        (),
+        ("router.channel_health_changed",),
+    ),
+    Channel(
+        topics.ROUTE_CONFIG,
+        "route tree",
+        "Route tree changes made through the admin API; routers reload on each.",
+        ("edge",),
+        ("router",),
+        ("router.route_tree_changed",),
+    ),
+    Channel(
+        topics.BREAKERS,
+        "scope id",
+        "Budget and velocity breakers (compacted: the latest state per scope).",
+        ("limits",),
+        ("edge", "ledger"),
+        (),
+    ),
+    Channel(
+        topics.ALERTS,
+        "scope id",
+        "Alerts for operators: velocity, error rate, fallback spikes, model mix, spend.",
+        ("limits",),
+        ("ops",),
+        (),
+    ),
+)
+
+
+def topics_of(event_type: str) -> list[str]:
+    """The addresses of the channels that carry ``event_type``."""
+    return [c.address for c in CHANNELS if event_type in c.events]
