@@ -91,8 +91,8 @@ def served_bucket_hold(holds: list[dict[str, Any]], fin: RequestFinished) -> str
 
 
 async def served_hold_id(conn: asyncpg.Connection, fin: RequestFinished) -> str:
-    """Which of the request's open holds the finish settles."""
-    return served_bucket_hold(await limits_store.open_holds(conn, fin.request_id), fin)
+    """Which of the request's holds the finish settles (or captures late, once expired)."""
+    return served_bucket_hold(await limits_store.request_holds(conn, fin.request_id), fin)
 
 
 async def after_finish(
@@ -100,10 +100,8 @@ async def after_finish(
 ) -> list[Outgoing]:
     """Release the other holds, move budget usage from held to spent, journal thresholds."""
     fin = env.payload
-    out = [
-        await _release(conn, env, hold)
-        for hold in await limits_store.open_holds(conn, fin.request_id)
-    ]
+    holds = await limits_store.request_holds(conn, fin.request_id)
+    out = [await _release(conn, env, hold) for hold in holds if hold["status"] == "open"]
     charged = int(getattr(settled.payload, "charged_micro", 0))
     out += await _count_spend(conn, env, str(getattr(settled.payload, "hold_id", "")), charged)
     settled_hold = str(getattr(settled.payload, "hold_id", ""))

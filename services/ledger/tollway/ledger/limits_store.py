@@ -70,9 +70,9 @@ WHERE task_id = $1 AND account_id = $2 AND status = 'open'
 TASK_STOPPED = """
 UPDATE ledger.tasks SET stopped_by = $2 WHERE task_id = $1 AND stopped_by IS NULL
 """
-SELECT_OPEN_HOLDS = """
+SELECT_HOLDS = """
 SELECT hold_id, request_id, account_id, bucket, unit, amount, status
-FROM ledger.holds WHERE request_id = $1 AND status = 'open' ORDER BY opened_at, hold_id
+FROM ledger.holds WHERE request_id = $1 ORDER BY hold_id
 """
 INSERT_JOURNAL = """
 INSERT INTO ledger.journal (event_id, type, account_id, cause_id, occurred_at, body)
@@ -191,9 +191,9 @@ async def task_stopped(conn: asyncpg.Connection, task_id: str, limit: str) -> No
     await conn.execute(TASK_STOPPED, task_id, limit)
 
 
-async def open_holds(conn: asyncpg.Connection, request_id: str) -> list[dict[str, Any]]:
-    """A request's open holds, the primary first."""
-    return [dict(r) for r in await conn.fetch(SELECT_OPEN_HOLDS, request_id)]
+async def request_holds(conn: asyncpg.Connection, request_id: str) -> list[dict[str, Any]]:
+    """Every hold of a request (one per bucket), whatever its status."""
+    return [dict(r) for r in await conn.fetch(SELECT_HOLDS, request_id)]
 
 
 async def journal(conn: asyncpg.Connection, env: Envelope[Any], raw: bytes) -> None:
