@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
 
-.PHONY: bench bench-breakers deps kafka-deps dev test test-kafka deploy-lint asyncapi test-unit test-integration lint fmt clean
+.PHONY: bench bench-breakers bench-research deps kafka-deps dev test test-kafka deploy-lint asyncapi test-unit test-integration lint fmt clean
 
 deps: ## install uv, PostgreSQL server binaries (Debian) and the locked Python environment
 	@./deploy/scripts/install-deps.sh
@@ -48,6 +48,9 @@ bench: deps ## gateway overhead against the demo upstream; report in bench/resul
 
 bench-breakers: deps ## threshold crossing -> first refused request (p50/p99) under load
 	@$(UV) run --frozen python bench/breaker_latency.py
+
+bench-research: deps ## how long each research mode takes; report in bench/results/
+	@$(UV) run --frozen python bench/research.py
 
 clean: ## remove local state (databases, logs)
 	rm -rf .tollway

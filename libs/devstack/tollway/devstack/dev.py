@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 "TOLLWAY_API_KEY": tenant.api_key,
                 "TOLLWAY_ADMIN_TOKEN": config.admin_token,
                 "TOLLWAY_DEMO_UPSTREAM_URL": stack.upstream_url,
+                "TOLLWAY_RESEARCHER_URL": f"http://127.0.0.1:{stack.config.researcher_port}",
             },
         )
         print(banner(stack, tenant.api_key, env_file, time.monotonic() - started))  # noqa: T201

@@ -1,0 +1,189 @@
+"""Before a run starts: plan, estimate, check the money, open the task envelope.
+
+Nothing is recorded and no call is made unless every check passes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from tollway.events.ids import new_id
+from tollway.events.pricing import Price, format_micro, to_micro
+from tollway.researcher import errors, indicators, plan
+from tollway.researcher import report as rep
+
+if TYPE_CHECKING:
+    from tollway.researcher.edge import Edge
+    from tollway.researcher.market import DataSource
+
+TICKER = re.compile(r"\b[A-Z]{2,6}\b")
+
+
+class Models(BaseModel):
+    """Optional model choice per tier."""
+
+    fast: str | None = Field(default=None, min_length=1, max_length=256)
+    strong: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class NewRun(BaseModel):
+    """``POST /v1/research``."""
+
+    topic: str = Field(min_length=1, max_length=500)
+    ticker: str | None = Field(default=None, pattern=r"^[A-Za-z]{1,10}$")
+    mode: plan.Mode = "quick"
+    models: Models = Field(default_factory=Models)
+    cap: dict[str, str] = Field(default_factory=dict, max_length=8)
+    route_types: list[Literal["direct", "pool"]] = Field(default=["direct"], min_length=1)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A run ready to execute: its plan, figures and the recorded run row."""
+
+    run: dict[str, Any]
+    calls: list[plan.Call]
+    figures: list[indicators.Figures]
+
+
+def parse(body: bytes) -> NewRun:
+    """Validate the body; the first problem becomes a 400 naming the field."""
+    try:
+        return NewRun.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise errors.InvalidRequestError(
+            f"Invalid value for '{param}': {first['msg']}.", param=param, code="invalid_parameter"
+        ) from None
+
+
+def tickers(req: NewRun, source: DataSource) -> list[str]:
+    """The explicit ticker, else the known tickers the topic names, else every known one."""
+    known = source.tickers()
+    if req.ticker is not None:
+        if req.ticker.upper() not in known:
+            raise errors.InvalidRequestError(
+                f"Unknown ticker '{req.ticker}': known tickers are {', '.join(known)}.",
+                param="ticker",
+                code="unknown_ticker",
+            )
+        return [req.ticker.upper()]
+    named = [t for t in dict.fromkeys(TICKER.findall(req.topic)) if t in known]
+    return named or known
+
+
+def caps(req: NewRun) -> dict[str, int]:
+    """The user's caps in micro-units."""
+    out: dict[str, int] = {}
+    for bucket, amount in req.cap.items():
+        try:
+            out[bucket] = to_micro(amount)
+        except ValueError as exc:
+            raise errors.InvalidRequestError(str(exc), param=f"cap.{bucket}") from None
+        if out[bucket] <= 0:
+            raise errors.InvalidRequestError("A cap must be positive.", param=f"cap.{bucket}")
+    return out
+
+
+def candidates(rows: list[dict[str, Any]]) -> dict[str, list[plan.Candidate]]:
+    """Route rows grouped by catalog model, in plan order."""
+    out: dict[str, list[plan.Candidate]] = {}
+    for r in rows:
+        price = Price(
+            input=r["price_input"], output=r["price_output"], cached_input=r["price_cached_input"]
+        )
+        out.setdefault(r["catalog_model"], []).append(
+            plan.Candidate(r["route_type"], r["bucket"], price)
+        )
+    return out
+
+
+def check_money(
+    estimate: plan.Estimate, cap: dict[str, int], available: dict[str, int]
+) -> dict[str, int]:
+    """The envelope, or a 402 that says what is missing and what to do."""
+    unknown = sorted(set(cap) - set(estimate.high()))
+    if unknown:
+        raise errors.InvalidRequestError(
+            f"This run spends nothing from {', '.join(unknown)}; cap only "
+            f"{', '.join(estimate.high())}.",
+            param=f"cap.{unknown[0]}",
+        )
+    envelope = plan.envelope(estimate, cap)
+    short = plan.shortfall(envelope, available)
+    if short:
+        missing = ", ".join(
+            f"{b}: needs {format_micro(envelope[b])}, has {format_micro(available.get(b, 0))}"
+            for b in sorted(short)
+        )
+        raise errors.InsufficientBudgetError(
+            f"The balance cannot cover this run's upper estimate ({missing}). Top up, choose a "
+            "smaller mode, or set a lower 'cap' per bucket (the run then stops at the cap)."
+        )
+    return envelope
+
+
+async def admit(  # noqa: PLR0913 - the composition root passes each dependency
+    *,
+    body: bytes,
+    key: str,
+    edge: Edge,
+    source: DataSource,
+    route_rows: list[dict[str, Any]],
+    seconds_per_call: float,
+) -> Admitted:
+    """Everything before the first call; raises before any side effect when a check fails."""
+    req = parse(body)
+    chosen = tickers(req, source)
+    figures = [indicators.compute(t, source.bars(t)) for t in chosen]
+    models: dict[plan.Tier, str] = {}
+    if req.models.fast:
+        models["fast"] = req.models.fast
+    if req.models.strong:
+        models["strong"] = req.models.strong
+    calls = plan.plan_calls(req.mode, models)
+    try:
+        est = plan.estimate(
+            calls,
+            topic=req.topic,
+            facts=rep.facts(figures),
+            routes=candidates(route_rows),
+            route_types=req.route_types,
+            seconds_per_call=seconds_per_call,
+        )
+    except LookupError as exc:
+        raise errors.InvalidRequestError(
+            f"Model '{exc.args[0]}' has no {'/'.join(req.route_types)} route in the catalog.",
+            param="models",
+            code="model_not_found",
+        ) from None
+    account = await edge.account(key)
+    envelope = check_money(est, caps(req), account.available)
+    run_id = "run_" + new_id()
+    task_id = await edge.open_task(key, f"research {run_id}", envelope, list(req.route_types))
+    run = {
+        "id": run_id,
+        "account_id": account.account_id,
+        "topic": req.topic,
+        "tickers": chosen,
+        "mode": req.mode,
+        "models": {c.tier: c.model for c in calls},
+        "estimate": estimate_view(est),
+        "envelope": envelope,
+        "task_id": task_id,
+    }
+    return Admitted(run, calls, figures)
+
+
+def estimate_view(est: plan.Estimate) -> dict[str, Any]:
+    """The estimate as the API shows it."""
+    return {
+        **asdict(est),
+        "buckets": [asdict(b) for b in est.buckets],
+        "duration_seconds": est.seconds,
+    }
