@@ -9,11 +9,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from tests.conftest import wait_for
 from tollway.devstack.stack import SERVICES
 from tollway.events import topics
+from tollway.runtime.kafka import partitions_of
 
 pytestmark = pytest.mark.e2e
 
@@ -119,8 +120,7 @@ def _traced_messages(bootstrap: str, topic: str, request_id: str) -> list[tuple[
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
         await consumer.start()
         try:
-            await consumer.topics()  # fetches the metadata partitions_for_topic reads
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            partitions = await partitions_of(consumer, topic)
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)

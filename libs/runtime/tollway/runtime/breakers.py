@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from tollway.events import topics
 from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode
 from tollway.events.limits import BreakerReset, BreakerTripped, breaker_key
+from tollway.runtime.kafka import partitions_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -84,9 +85,7 @@ class BreakerView:
     async def start(self, catch_up_seconds: float = 30.0) -> None:
         """Assign every partition from the beginning and read up to the current end first."""
         await self._consumer.start()
-        await self._consumer.topics()
-        partitions = self._consumer.partitions_for_topic(self._topic) or {0}
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        tps = await partitions_of(self._consumer, self._topic)
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         ends: dict[TopicPartition, int] = await self._consumer.end_offsets(tps)

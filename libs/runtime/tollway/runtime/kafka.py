@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tollway.events.envelope import Envelope, encode
@@ -16,6 +16,21 @@ if TYPE_CHECKING:
     from tollway.events.topics import TopicSpec
 
 log = structlog.get_logger(__name__)
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic``, asking the broker when the consumer does not know it yet.
+
+    ``partitions_for_topic`` reads only metadata already fetched, and the bootstrap metadata
+    may list no topic at all (Apache Kafka 4 answers aiokafka's bootstrap request with none), so
+    on its own it can miss a topic that exists, or a reader could fall back to partition 0 only.
+    Raises ``UnknownTopicOrPartitionError`` when the broker does not have the topic.
+    """
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        # aiokafka has no public call that fetches one topic's metadata into the consumer.
+        partitions = await consumer._client._wait_on_metadata(topic)  # noqa: SLF001
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
 def _topic_config(spec: TopicSpec) -> dict[str, str]:

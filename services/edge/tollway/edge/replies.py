@@ -13,10 +13,11 @@ import contextlib
 from typing import TYPE_CHECKING
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
 from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode
+from tollway.runtime.kafka import partitions_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -44,8 +45,7 @@ class ReplyHub:
     async def start(self) -> None:
         """Assign every partition at its end and start reading."""
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self._topic) or {0}
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        tps = await partitions_of(self._consumer, self._topic)
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:

@@ -27,6 +27,7 @@ from tollway.events.ledger import ClockTicked
 from tollway.ledger import finance_store, spine
 from tollway.ledger.handlers import LedgerHandler
 from tollway.runtime.consumer import Record
+from tollway.runtime import kafka
 from tollway.runtime.migrations import apply_migrations
 
 if TYPE_CHECKING:
@@ -81,16 +82,11 @@ async def fresh_database(dsn: str, database: str) -> str:
 
 
 async def partitions_of(bootstrap: str, names: tuple[str, ...]) -> list[TopicPartition]:
-    """Every partition of ``names``."""
+    """Every partition of ``names`` (the services create these topics when they start)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh call
-        return [
-            TopicPartition(name, p)
-            for name in names
-            for p in sorted(consumer.partitions_for_topic(name) or ())
-        ]
+        return [tp for name in names for tp in await kafka.partitions_of(consumer, name)]
     finally:
         await consumer.stop()
 

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
 from tollway.events import topics
 from tollway.events.envelope import Envelope, Payload, decode
 from tollway.events.limits import Alert
+from tollway.runtime.kafka import partitions_of
 
 if TYPE_CHECKING:
     import argparse
@@ -94,9 +95,10 @@ async def tail(bootstrap: str, scopes: Sequence[str], *, follow: bool, as_json: 
     )
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topics.ALERTS) or set()
-        tps = [TopicPartition(topics.ALERTS, p) for p in sorted(partitions)]
+        try:
+            tps = await partitions_of(consumer, topics.ALERTS)
+        except UnknownTopicOrPartitionError:
+            tps = []
         if not tps:
             print(f"no topic {topics.ALERTS} yet: no alert was ever raised.", file=sys.stderr)  # noqa: T201
             return

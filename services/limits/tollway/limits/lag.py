@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from tollway.events.envelope import make
 from tollway.events.limits import Alert
 from tollway.limits import alerts, store
+from tollway.runtime.kafka import partitions_of
 from tollway.runtime.outbox import write_outbox
 
 if TYPE_CHECKING:
@@ -41,9 +42,7 @@ async def group_lag(
     pool: asyncpg.Pool, consumer: AIOKafkaConsumer, schema: str, group: str, names: tuple[str, ...]
 ) -> int:
     """Records in ``names`` the group has not applied yet (per its offsets in Postgres)."""
-    tps = [
-        TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())
-    ]
+    tps = [tp for t in names for tp in await partitions_of(consumer, t)]
     if not tps:
         return 0
     ends = await consumer.end_offsets(tps)

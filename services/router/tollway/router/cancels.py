@@ -13,12 +13,13 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
 from tollway.events import topics
 from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.gateway import RequestCancelled
+from tollway.runtime.kafka import partitions_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -66,8 +67,7 @@ async def listen(bootstrap: str, cancels: Cancels) -> None:
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topics.CANCELS) or {0}
-        tps = [TopicPartition(topics.CANCELS, p) for p in sorted(partitions)]
+        tps = await partitions_of(consumer, topics.CANCELS)
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         while True:

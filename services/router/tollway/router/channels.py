@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 import asyncpg
 import httpx
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from tollway.events import topics
+from tollway.runtime.kafka import partitions_of
 
 if TYPE_CHECKING:
     from tollway.events.envelope import Envelope
@@ -188,9 +189,7 @@ async def _follow(cache: ChannelCache, bootstrap: str) -> None:
     )
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topics.ROUTE_CONFIG) or {0}
-        tps = [TopicPartition(topics.ROUTE_CONFIG, p) for p in sorted(partitions)]
+        tps = await partitions_of(consumer, topics.ROUTE_CONFIG)
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)  # only changes from now on: the cache is fresh
         while True:
