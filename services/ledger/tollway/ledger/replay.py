@@ -26,8 +26,8 @@ from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.ledger import ClockTicked
 from tollway.ledger import finance_store, spine
 from tollway.ledger.handlers import LedgerHandler
-from tollway.runtime.consumer import Record
 from tollway.runtime import kafka
+from tollway.runtime.consumer import Record
 from tollway.runtime.migrations import apply_migrations
 
 if TYPE_CHECKING:
