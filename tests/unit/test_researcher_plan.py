@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tollway.edge.chat import estimate_input_tokens
+from tollway.edge.chat import estimate_tokens
 from tollway.events.pricing import Price, Usage, cost_micro
 from tollway.researcher import plan
 from tollway.researcher.plan import Candidate
@@ -54,7 +54,7 @@ def test_models_can_be_chosen_per_tier() -> None:
 def test_the_worst_input_count_covers_what_the_gateway_will_count_for_any_draft(draft) -> None:
     [_, revise, *_] = plan.plan_calls("deep", {})
     sent = plan.messages(revise, "ACME", FACTS, draft)
-    assert plan.worst_input_tokens(revise, "ACME", FACTS) >= estimate_input_tokens(sent)
+    assert plan.worst_input_tokens(revise, "ACME", FACTS) >= estimate_tokens(sent)
 
 
 def test_the_upper_estimate_is_each_calls_worst_case_on_the_dearest_route_of_the_bucket() -> None:

@@ -42,6 +42,8 @@ CHANNELS: tuple[Channel, ...] = (
             "task.opened",
             "task.closed",
             "velocity_limit.set",
+            "reversal.requested",
+            "adjustment.requested",
         ),
     ),
     Channel(
@@ -55,18 +57,26 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(
         REPLIES_ADDRESS,
         "request id",
-        "One reply topic per edge instance: rejections and final answers for its clients.",
+        "One reply topic per edge instance: rejections, final answers and streamed chunks for"
+        " its clients.",
         ("ledger", "router"),
         ("edge",),
-        ("request.rejected", "reply.final"),
+        ("request.rejected", "reply.final", "reply.chunk", "reply.stream_end"),
     ),
     Channel(
         topics.USAGE,
         "billing account id",
-        "Every upstream attempt (failed ones included) and the end of each request.",
-        ("router",),
+        "Every upstream attempt (failed ones included), the end of each request, requests to"
+        " keep a hold open longer, and the ledger's clock ticks (one per partition) that expire"
+        " overdue holds at a fixed place in the log.",
+        ("router", "ledger"),
         ("ledger", "limits"),
-        ("attempt.finished", "request.finished"),
+        (
+            "attempt.finished",
+            "request.finished",
+            "hold.extension_requested",
+            "ledger.clock_ticked",
+        ),
     ),
     Channel(
         topics.LEDGER_EVENTS,
@@ -82,7 +92,22 @@ CHANNELS: tuple[Channel, ...] = (
             "ledger.topped_up",
             "ledger.topup_refused",
             "ledger.budget_threshold_crossed",
+            "ledger.hold_expired",
+            "ledger.hold_extended",
+            "ledger.late_captured",
+            "ledger.reversed",
+            "ledger.adjusted",
+            "ledger.correction_refused",
+            "ledger.upstream_loss_recorded",
         ),
+    ),
+    Channel(
+        topics.CANCELS,
+        "request id",
+        "Clients that went away mid-stream; every router stops the upstream call it is making.",
+        ("edge",),
+        ("router",),
+        ("request.cancelled",),
     ),
     Channel(
         topics.CHANNEL_HEALTH,
