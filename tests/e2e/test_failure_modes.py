@@ -147,3 +147,21 @@ def test_every_route_failing_is_a_502_naming_each_attempt_and_charges_nothing(
     assert (receipt["status"], receipt["charged_micro"]) == ("released", 0)
     balance = receipt["balance_after_micro"]
     assert balance == 5_000_000
+
+
+def test_an_answer_without_usage_is_charged_from_its_text_and_marked_estimated(
+    stack, tenant_factory, upstream, route
+) -> None:
+    tenant = tenant_factory({"credit": "5"})
+    _arm(upstream, PRIMARY_DEMO, "no_usage", 1)
+
+    status, body, receipt = _call(stack, tenant.api_key, route["model"])
+
+    assert status == 200
+    assert "usage" not in body or body["usage"] is None or body["usage"] == {}
+    [attempt] = receipt["attempts"]
+    assert receipt["usage_estimated"] is True
+    text = body["choices"][0]["message"]["content"]
+    assert attempt["usage"]["output_tokens"] == -(-len(text) // 4)  # four characters a token
+    assert attempt["usage"]["input_tokens"] > 0
+    assert receipt["charged_micro"] == _cost(attempt, PRIMARY_PRICE) > 0

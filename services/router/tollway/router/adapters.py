@@ -8,12 +8,15 @@ this module picks one and runs the non-streaming exchange.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
+import orjson
 
 from tollway.router import anthropic_adapter, openai_adapter
+from tollway.router.deltas import Meter
 from tollway.router.openai_adapter import UnsupportedEndpointError
 from tollway.router.upstream import (
     UpstreamCall,
@@ -106,7 +109,34 @@ async def call_json(
         outcome="ok",
         status=response.status_code,
         body=dialect.client_body(req, body),
-        usage=dialect.read_usage(body),
+        usage=dialect.read_usage(body) if body.get("usage") else estimate_usage(req, body),
         latency_ms=ms_since(started),
         upstream_request_id=upstream_id(response),
     )
+
+
+def estimate_usage(req: RequestReceived, body: dict[str, Any]) -> Usage:
+    """Usage of an answer that reported none, counted like a stream's (``estimated`` is set).
+
+    Output is counted from the answer's text and tool calls, capped by the request's max output
+    tokens; input is the edge's generous estimate.
+    """
+    meter = Meter(req.estimated_input_tokens, req.max_output_tokens)
+    meter.chars = _answer_chars(body.get("choices")) + _answer_chars(body.get("content"))
+    return meter.usage()
+
+
+def _answer_chars(part: Any) -> int:
+    """Characters of generated text in an OpenAI ``choices`` or an Anthropic ``content`` list."""
+    if isinstance(part, str):
+        return len(part)
+    if isinstance(part, list):
+        return sum(_answer_chars(p) for p in part)
+    if not isinstance(part, Mapping):
+        return 0
+    total = 0
+    for key in ("message", "content", "text", "tool_calls", "function", "name", "arguments"):
+        total += _answer_chars(part.get(key))
+    if isinstance(part.get("input"), Mapping):  # an Anthropic tool_use block
+        total += len(orjson.dumps(part["input"]))
+    return total
