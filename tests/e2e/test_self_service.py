@@ -31,15 +31,28 @@ def _call(stack: Any, key: str, model: str, task: str | None = None) -> dict[str
     return settled_receipt(stack, key, raw.headers["x-request-id"])
 
 
+def _open_task(stack: Any, key: str) -> str:
+    response = httpx.post(
+        f"{stack.edge_url}/v1/tasks",
+        headers={"authorization": f"Bearer {key}"},
+        json={"budgets": [{"bucket": "credit", "amount": "5"}]},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    task_id: str = response.json()["id"]
+    return task_id
+
+
 @pytest.fixture(scope="module")
 def served(stack, tenant_factory_module) -> dict[str, Any]:
     tenant = tenant_factory_module({"credit": "10"})
+    task = _open_task(stack, tenant.api_key)
     receipts = [
-        _call(stack, tenant.api_key, "gpt-4o-mini", task="task-a"),
+        _call(stack, tenant.api_key, "gpt-4o-mini", task=task),
         _call(stack, tenant.api_key, "gpt-4o-mini"),
-        _call(stack, tenant.api_key, "claude-3-5-haiku", task="task-a"),
+        _call(stack, tenant.api_key, "claude-3-5-haiku", task=task),
     ]
-    return {"tenant": tenant, "receipts": receipts}
+    return {"tenant": tenant, "receipts": receipts, "task": task}
 
 
 def test_receipts_are_listed_newest_first_in_keyset_pages(stack, served) -> None:
@@ -59,13 +72,13 @@ def test_receipts_filter_by_model_task_key_and_project(stack, served) -> None:
     sample = served["receipts"][0]
 
     by_model = _get(stack, key, "/v1/receipts", model="claude-3-5-haiku").json()["data"]
-    by_task = _get(stack, key, "/v1/receipts", task="task-a").json()["data"]
+    by_task = _get(stack, key, "/v1/receipts", task=served["task"]).json()["data"]
     by_key = _get(stack, key, "/v1/receipts", key=sample["key_id"]).json()["data"]
     by_project = _get(stack, key, "/v1/receipts", project=sample["project_id"]).json()["data"]
     until_first = _get(stack, key, "/v1/receipts", until=sample["created_at"]).json()["data"]
 
     assert [r["requested_model"] for r in by_model] == ["claude-3-5-haiku"]
-    assert {r["task_id"] for r in by_task} == {"task-a"}
+    assert {r["task_id"] for r in by_task} == {served["task"]}
     assert len(by_task) == 2
     assert len(by_key) == len(by_project) == 3
     assert until_first == []

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from tollway.events import topics
@@ -26,7 +26,6 @@ from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.ledger import ClockTicked
 from tollway.ledger import finance_store, spine
 from tollway.ledger.handlers import LedgerHandler
-from tollway.runtime import kafka
 from tollway.runtime.consumer import Record
 from tollway.runtime.migrations import apply_migrations
 
@@ -83,12 +82,17 @@ async def fresh_database(dsn: str, database: str) -> str:
 
 async def partitions_of(bootstrap: str, names: tuple[str, ...]) -> list[TopicPartition]:
     """Every partition of ``names`` (the services create these topics when they start)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    # The producer's partitions_for asks the broker for a topic's metadata (public API).
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
     try:
-        return [tp for name in names for tp in await kafka.partitions_of(consumer, name)]
+        return [
+            TopicPartition(name, p)
+            for name in names
+            for p in sorted(await producer.partitions_for(name))
+        ]
     finally:
-        await consumer.stop()
+        await producer.stop()
 
 
 @dataclass

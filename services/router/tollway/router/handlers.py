@@ -238,7 +238,9 @@ class Router:
         attempts = run.attempts
         expired = datetime.now(UTC) >= req.deadline_at
         status, body = _reply_body(req.request_id, run, expired=expired)
-        if run.served is None and status >= 500 and auth.refused:
+        if run.served is None and status in {502, 503} and auth.refused:
+            # The held routes failed in time; the refused bucket could have served: say so.
+            # (Past the deadline no route could have, and the 504 stands.)
             status, body = _refused_reply(auth)
         finished = RequestFinished(
             request_id=req.request_id,
