@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
 
-.PHONY: bench bench-breakers bench-research deps kafka-deps dev test test-kafka deploy-lint asyncapi test-unit test-integration lint fmt clean
+.PHONY: bench bench-overhead bench-breakers bench-research deps kafka-deps dev test test-kafka deploy-lint asyncapi test-unit test-integration lint fmt clean
 
 deps: ## install uv, PostgreSQL server binaries (Debian) and the locked Python environment
 	@./deploy/scripts/install-deps.sh
@@ -43,7 +43,10 @@ fmt: deps
 	@$(UV) run --frozen ruff format .
 	@$(UV) run --frozen ruff check --fix .
 
-bench: deps ## gateway overhead against the demo upstream; report in bench/results/
+bench: deps ## the benchmark suite (overhead vs direct and LiteLLM, ledger, breakers); bench/results/report.md
+	@$(UV) run --frozen python bench/suite.py
+
+bench-overhead: deps ## gateway overhead against the demo upstream and LiteLLM only
 	@$(UV) run --frozen python bench/overhead.py
 
 bench-breakers: deps ## threshold crossing -> first refused request (p50/p99) under load

@@ -342,17 +342,25 @@ def test_kill_9_many_times_on_the_usage_path_applies_every_event_exactly_once(st
     try:
         for c in range(chunks):
             part = slice(c * size, (c + 1) * size)
-            before = _count(stack, prefix, "ledger.hold_placed")
+            placed = min(part.stop, total)
+            # A router only reports usage for requests the ledger authorized: the chunk's holds
+            # first (gw.requests and gw.usage are separate logs with no order between them).
             asyncio.run(_publish(stack.bootstrap, requests[part]))
+            wait_for(
+                lambda n=placed: _count(stack, prefix, "ledger.hold_placed") >= n,
+                timeout=120,
+                what="the chunk's holds",
+            )
+            before = _count(stack, prefix, "ledger.hold_settled")
             asyncio.run(
                 _publish(stack.bootstrap, usage[2 * part.start : 2 * part.stop], topics.USAGE)
             )
-            # Kill at a moment that depends on scheduling: after the first effect of this chunk,
-            # anywhere inside or after its batches, before or after the outbox published them.
+            # Kill at a moment that depends on scheduling: after the first settlement of this
+            # chunk, anywhere inside or after its batches, before or after the outbox published.
             wait_for(
-                lambda b=before: _count(stack, prefix, "ledger.hold_placed") > b,
+                lambda b=before: _count(stack, prefix, "ledger.hold_settled") > b,
                 timeout=120,
-                what="the ledger to start on the chunk",
+                what="the ledger to start settling the chunk",
             )
             stack.kill("ledger", signal.SIGKILL)
             stack.spawn("ledger", ["-m", "tollway.ledger"])
