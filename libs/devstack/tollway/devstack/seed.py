@@ -22,9 +22,11 @@ CHANNELS: tuple[tuple[str, str, str, str, int, int], ...] = (
     ("openai-direct", "openai", "direct", "credit", 150_000, 600_000),
     ("openai-backup", "openai", "direct", "credit", 150_000, 600_000),
     ("openai-pool", "openai", "pool", "wallet", 1_000_000, 4_000_000),
+    ("openai-pool-backup", "openai", "pool", "wallet", 1_000_000, 4_000_000),
     ("anthropic-direct", "anthropic", "direct", "credit", 800_000, 4_000_000),
     ("anthropic-backup", "anthropic", "direct", "credit", 800_000, 4_000_000),
     ("anthropic-pool", "anthropic", "pool", "wallet", 5_000_000, 25_000_000),
+    ("anthropic-pool-backup", "anthropic", "pool", "wallet", 5_000_000, 25_000_000),
 )
 # catalog model -> [(channel, upstream model, tier)]
 ROUTES: dict[str, list[tuple[str, str, int]]] = {
@@ -32,11 +34,13 @@ ROUTES: dict[str, list[tuple[str, str, int]]] = {
         ("openai-direct", "gpt-4o-mini-2024-07-18", 0),
         ("openai-backup", "gpt-4o-mini-2024-07-18", 1),
         ("openai-pool", "gpt-4o-mini", 2),
+        ("openai-pool-backup", "gpt-4o-mini", 3),
     ],
     "claude-3-5-haiku": [
         ("anthropic-direct", "claude-3-5-haiku-20241022", 0),
         ("anthropic-backup", "claude-3-5-haiku-20241022", 1),
         ("anthropic-pool", "claude-3-5-haiku", 2),
+        ("anthropic-pool-backup", "claude-3-5-haiku", 3),
     ],
     "text-embedding-3-small": [
         ("openai-direct", "text-embedding-3-small", 0),

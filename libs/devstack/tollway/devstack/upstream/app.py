@@ -40,9 +40,11 @@ DEFAULT_CHANNELS = (
     "openai-direct",
     "openai-pool",
     "openai-backup",
+    "openai-pool-backup",
     "anthropic-direct",
     "anthropic-pool",
     "anthropic-backup",
+    "anthropic-pool-backup",
 )
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 BEARER = "bearer"
