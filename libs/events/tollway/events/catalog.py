@@ -30,8 +30,9 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(
         topics.REQUESTS,
         "billing account id",
-        "Commands for the ledger: requests to authorize, top-ups, budgets and task envelopes;"
-        " operators' velocity limits for the limits service.",
+        "Commands for the ledger: requests to authorize, top-ups, budgets and task envelopes,"
+        " channel price changes (key: system:prices); operators' velocity limits for the limits"
+        " service.",
         ("edge",),
         ("ledger", "limits"),
         (
@@ -44,6 +45,7 @@ CHANNELS: tuple[Channel, ...] = (
             "velocity_limit.set",
             "reversal.requested",
             "adjustment.requested",
+            "price_table.change_requested",
         ),
     ),
     Channel(
@@ -81,7 +83,8 @@ CHANNELS: tuple[Channel, ...] = (
     Channel(
         topics.LEDGER_EVENTS,
         "account id",
-        "The ledger's journal: holds, settlements, top-ups and budget thresholds. Replayable.",
+        "The ledger's journal: holds, settlements, top-ups, budget thresholds and price-table"
+        " versions (key: system:prices). Replayable.",
         ("ledger",),
         ("limits",),
         (
@@ -99,6 +102,7 @@ CHANNELS: tuple[Channel, ...] = (
             "ledger.adjusted",
             "ledger.correction_refused",
             "ledger.upstream_loss_recorded",
+            "ledger.price_table_changed",
         ),
     ),
     Channel(

@@ -11,6 +11,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from tollway.events.envelope import Payload, register
+from tollway.events.pricing import Price
 
 
 class Posting(BaseModel):
@@ -215,3 +216,24 @@ class UpstreamLossRecorded(MoneyEvent):
     channel_id: str
     unit: str
     amount_micro: int
+
+
+@register
+class PriceTableChanged(MoneyEvent):
+    """A channel's prices changed (or were first set): the journal's record of the price table.
+
+    No money moves. ``account_id`` is ``system:prices``; ``version`` counts the channel's
+    journaled price changes from 1, in the order of that one partition, so a replay numbers them
+    the same. ``previous`` and ``prices`` are micro-units per 1M tokens; ``actor`` and
+    ``audit_id`` name who changed it and the route tree's audit row.
+    """
+
+    TYPE = "ledger.price_table_changed"
+
+    channel_id: str
+    version: int
+    bucket: str
+    previous: Price | None = None
+    prices: Price
+    actor: str
+    audit_id: int

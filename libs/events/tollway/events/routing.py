@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from tollway.events.envelope import Payload, register
+from tollway.events.pricing import Price
 
 CircuitState = Literal["closed", "open", "half_open"]
 
@@ -43,4 +44,25 @@ class RouteTreeChanged(Payload):
 
     action: str
     subject: str
+    audit_id: int
+
+
+@register
+class PriceTableChangeRequested(Payload):
+    """An operator set a channel's prices (gw.requests, key: ``system:prices``).
+
+    Published by the edge inside the route tree's transaction, so a change the log did not
+    confirm is rolled back. ``previous`` is what the channel charged before, read in that same
+    transaction (None for a new channel); prices are micro-units per 1M tokens of the bucket's
+    unit. ``audit_id`` points at the ``router.audit`` row of the change.
+    """
+
+    TYPE = "price_table.change_requested"
+
+    channel_id: str
+    bucket: str
+    previous: Price | None = None
+    prices: Price
+    actor: str
+    action: str
     audit_id: int

@@ -20,6 +20,10 @@ ROUTE_CONFIG = "router.config"
 REPLIES_PREFIX = "gw.replies."
 DLQ_SUFFIX = ".dlq"
 
+# The price table's partition key on gw.requests (and its journal account on ledger.events): one
+# partition, hence one ledger consumer, orders every price change and numbers its versions.
+PRICE_TABLE_KEY = "system:prices"
+
 FOREVER_MS = -1
 SHORT_MS = 60 * 60 * 1000
 THIRTY_DAYS_MS = 30 * 24 * 60 * 60 * 1000

@@ -14,6 +14,7 @@ from litestar.di import Provide
 from tollway.edge import errors
 from tollway.edge.admin import require_admin
 from tollway.edge.route_tree import (
+    LOCK_CHANNEL,
     SELECT_CHANNEL,
     SELECT_MODEL,
     ChannelPatch,
@@ -80,7 +81,7 @@ def patch_channel(channel_id: str, data: ChannelPatch) -> Any:
     """A change to an existing channel's fields."""
 
     async def change(conn: asyncpg.Connection) -> Views:
-        row = await conn.fetchrow(SELECT_CHANNEL, channel_id)
+        row = await conn.fetchrow(LOCK_CHANNEL, channel_id)
         if row is None:
             raise errors.NotFoundError(f"No channel '{channel_id}'.", param="channel_id")
         await _upsert(conn, "router.channels", "id", channel_id, channel_columns(data))

@@ -2,8 +2,9 @@
 
     channel type (direct | pool) → brand → channel → routed models → primary/backup order
 
-Every mutation writes the router's tables and an append-only audit row in one transaction, then
-announces ``RouteTreeChanged`` on ``router.config`` so routers reload at once (they also reload
+Every mutation writes the router's tables and an append-only audit row in one transaction (with,
+for a price change, its confirmed command to the ledger's journal), then announces
+``RouteTreeChanged`` on ``router.config`` so routers reload at once (they also reload
 on a timer, so a lost announcement delays a change by a second, never loses it). Channel
 secrets are write-only: no answer and no audit row ever contains one.
 """
@@ -17,6 +18,7 @@ import orjson
 import structlog
 from pydantic import BaseModel, Field, field_validator
 
+from tollway.edge.price_table import price_change, publish_price_change
 from tollway.events import topics
 from tollway.events.envelope import encode, make
 from tollway.events.pricing import format_micro, to_micro
@@ -35,6 +37,9 @@ FROM router.channels c LEFT JOIN router.channel_health h ON h.channel_id = c.id
 ORDER BY route_type, brand, name
 """
 SELECT_CHANNEL = "SELECT * FROM router.channels WHERE id = $1"
+# A change reads what it replaces under the row lock, so the "before" of concurrent changes
+# (the audit row's, the price change's ``previous``) is what each one really replaced.
+LOCK_CHANNEL = "SELECT * FROM router.channels WHERE id = $1 FOR UPDATE"
 SELECT_MODELS = """
 SELECT name, description, default_max_output_tokens, max_output_tokens, enabled
 FROM router.catalog_models ORDER BY name
@@ -216,7 +221,12 @@ class RouteTreeStore:
     async def mutate(
         self, actor: str, action: str, subject: str, change: _Change
     ) -> dict[str, Any]:
-        """Apply one change with its audit row in a transaction, then announce it."""
+        """Apply one change with its audit row in a transaction, then announce it.
+
+        A price change is published to the ledger's journal before the commit: if the log does
+        not confirm it, nothing of the change is written (503).
+        """
+        extra: dict[str, Any] = {}
         async with self._pool.acquire() as conn, conn.transaction():
             before, after = await change(conn)
             audit_id = await conn.fetchval(
@@ -227,8 +237,11 @@ class RouteTreeStore:
                 None if before is None else orjson.dumps(before).decode(),
                 None if after is None else orjson.dumps(after).decode(),
             )
+            command = price_change(actor, action, audit_id, before, after)
+            if command is not None:
+                extra["price_event_id"] = await publish_price_change(self._producer, command)
         await self._announce(RouteTreeChanged(action=action, subject=subject, audit_id=audit_id))
-        return {**(after or {}), "audit_id": audit_id}
+        return {**(after or {}), "audit_id": audit_id, **extra}
 
     async def _announce(self, changed: RouteTreeChanged) -> None:
         try:

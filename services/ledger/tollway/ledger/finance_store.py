@@ -40,6 +40,13 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
         ),
         "request_id",
     ),
+    "price_versions": (
+        (
+            "channel_id, version, price_input, price_output, price_cached_input, event_id,"
+            " changed_at"
+        ),
+        "channel_id, version",
+    ),
 }
 # A zero balance and a missing row mean the same: an account whose postings cancel out.
 DIGEST_FILTER = {"balances": "WHERE amount <> 0"}

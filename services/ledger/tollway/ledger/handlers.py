@@ -31,7 +31,8 @@ from tollway.events.ledger import (
     TopUpRefused,
 )
 from tollway.events.pricing import cost_micro
-from tollway.ledger import budgets, corrections, domain, expiry, losses, receipts, store
+from tollway.events.routing import PriceTableChangeRequested
+from tollway.ledger import budgets, corrections, domain, expiry, losses, prices, receipts, store
 from tollway.ledger.authorize import authorize
 from tollway.ledger.journal import emit as _emit
 from tollway.ledger.journal import journal as _journal
@@ -199,4 +200,5 @@ _USE_CASES: dict[type[Payload], UseCase] = {
     HoldExtensionRequested: expiry.extend,
     ReversalRequested: corrections.reverse,
     AdjustmentRequested: corrections.adjust,
+    PriceTableChangeRequested: prices.change_prices,
 }

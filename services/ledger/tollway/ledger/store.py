@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from tollway.events.envelope import Envelope
-    from tollway.events.ledger import MoneyEvent
+    from tollway.events.ledger import MoneyEvent, PriceTableChanged
 
 MARK_APPLIED = """
 INSERT INTO ledger.applied_events (event_id, type) VALUES ($1, $2)
@@ -280,3 +280,33 @@ async def journal_entry(conn: asyncpg.Connection, event_id: str) -> dict[str, An
         return None
     postings = await conn.fetch(SELECT_ENTRY_POSTINGS, event_id)
     return {**dict(row), "postings": [dict(p) for p in postings]}
+
+
+LATEST_PRICE_VERSION = "SELECT max(version) FROM ledger.price_versions WHERE channel_id = $1"
+INSERT_PRICE_VERSION = """
+INSERT INTO ledger.price_versions
+    (channel_id, version, price_input, price_output, price_cached_input, event_id, changed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+
+async def latest_price_version(conn: asyncpg.Connection, channel_id: str) -> int | None:
+    """The channel's newest journaled price version, or None when it has none."""
+    value: int | None = await conn.fetchval(LATEST_PRICE_VERSION, channel_id)
+    return value
+
+
+async def record_price_version(
+    conn: asyncpg.Connection, event_id: str, at: datetime, changed: PriceTableChanged
+) -> None:
+    """Append a price version journaled as ``event_id`` (after that journal row, its reference)."""
+    await conn.execute(
+        INSERT_PRICE_VERSION,
+        changed.channel_id,
+        changed.version,
+        changed.prices.input,
+        changed.prices.output,
+        changed.prices.cached_input,
+        event_id,
+        at,
+    )
