@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from tests.conftest import wait_for
 from tests.integration import ledger_io as io
 from tollway.events import topics
-from tollway.events.envelope import Envelope, encode, make
+from tollway.events.envelope import Envelope, make
 from tollway.events.gateway import AttemptFinished, RequestFinished, TopUpRequested
 from tollway.events.ids import derived_id
 from tollway.events.pricing import Price, Usage, cost_micro
@@ -43,16 +43,7 @@ def _topup(account: str, micro: int, key: str | None = None) -> Envelope[TopUpRe
 async def _publish(
     bootstrap: str, envelopes: list[Envelope[Any]], topic: str = topics.REQUESTS
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(topic, value=encode(e), key=e.payload.account_id.encode())
-            for e in envelopes
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+    await io.publish_async(bootstrap, envelopes, topic)
 
 
 async def _fetchval(dsn: str, sql: str, *args: Any) -> Any:
