@@ -47,6 +47,26 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
         ),
         "channel_id, version",
     ),
+    # Budgets, their usage and task envelopes decide which holds are placed: a replay must
+    # rebuild them too.
+    "budgets": (
+        (
+            "budget_id, account_id, name, scope, scope_id, time_window, timezone, unit, bucket,"
+            " amount, mode, set_at"
+        ),
+        "budget_id",
+    ),
+    "budget_usage": (
+        "budget_id, hold_id, request_id, at, held, spent, channels",
+        "budget_id, hold_id",
+    ),
+    "tasks": (
+        (
+            "task_id, account_id, project_id, key_id, name, route_types, fallback, status,"
+            " opened_at, closed_at, close_reason, stopped_by"
+        ),
+        "task_id",
+    ),
 }
 # A zero balance and a missing row mean the same: an account whose postings cancel out.
 DIGEST_FILTER = {"balances": "WHERE amount <> 0"}
