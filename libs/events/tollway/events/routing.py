@@ -36,7 +36,7 @@ class RouteTreeChanged(Payload):
     """An operator changed channels, catalog models or routes (``router.config``).
 
     Routers reload their channel cache and edges their plan cache when they see it; the audit
-    trail of who changed what is the ``router.audit`` table this event points at.
+    trail of who changed what is the ``edge.audit`` table this event points at.
     """
 
     TYPE = "router.route_tree_changed"

@@ -2,9 +2,10 @@
 
     channel type (direct | pool) → brand → channel → routed models → primary/backup order
 
-Every mutation writes the router's tables and an append-only audit row in one transaction, then
-announces ``RouteTreeChanged`` on ``router.config`` so routers reload at once (they also reload
-on a timer, so a lost announcement delays a change by a second, never loses it). Channel
+Every mutation writes the router's tables and its row of the edge's audit trail
+(``tollway.edge.audit``) in one transaction, then announces ``RouteTreeChanged`` on
+``router.config`` so routers reload at once (they also reload on a timer, so a lost
+announcement delays a change by a second, never loses it). Channel
 secrets are write-only: no answer and no audit row ever contains one.
 """
 
@@ -13,10 +14,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
 import structlog
 from pydantic import BaseModel, Field, field_validator
 
+from tollway.edge import audit
 from tollway.events import topics
 from tollway.events.envelope import encode, make
 from tollway.events.pricing import format_micro, to_micro
@@ -46,14 +47,6 @@ FROM router.catalog_models WHERE name = $1
 SELECT_ROUTES = """
 SELECT catalog_model, channel_id, upstream_model, tier, weight
 FROM router.routes ORDER BY catalog_model, tier, weight DESC, channel_id
-"""
-INSERT_AUDIT = """
-INSERT INTO router.audit (actor, action, subject, before, after) VALUES ($1, $2, $3, $4, $5)
-RETURNING id
-"""
-SELECT_AUDIT = """
-SELECT id, at, actor, action, subject, before, after FROM router.audit
-WHERE ($1::text IS NULL OR subject = $1) ORDER BY id DESC LIMIT $2
 """
 SELECT_HEALTH_EVENTS = """
 SELECT from_state, to_state, reason, error_rate, router_id, occurred_at
@@ -219,13 +212,8 @@ class RouteTreeStore:
         """Apply one change with its audit row in a transaction, then announce it."""
         async with self._pool.acquire() as conn, conn.transaction():
             before, after = await change(conn)
-            audit_id = await conn.fetchval(
-                INSERT_AUDIT,
-                actor,
-                action,
-                subject,
-                None if before is None else orjson.dumps(before).decode(),
-                None if after is None else orjson.dumps(after).decode(),
+            audit_id = await audit.record(
+                conn, actor, audit.Change(action, subject, before=before, after=after)
             )
         await self._announce(RouteTreeChanged(action=action, subject=subject, audit_id=audit_id))
         return {**(after or {}), "audit_id": audit_id}
@@ -240,22 +228,6 @@ class RouteTreeStore:
             )
         except Exception as exc:  # noqa: BLE001 - routers also reload on a timer
             log.warning("route_change_not_announced", subject=changed.subject, error=repr(exc))
-
-    async def audit(self, subject: str | None, limit: int) -> list[dict[str, Any]]:
-        """The newest audit rows, optionally for one subject."""
-        rows = await self._pool.fetch(SELECT_AUDIT, subject, limit)
-        return [
-            {
-                "id": r["id"],
-                "at": r["at"].isoformat(),
-                "actor": r["actor"],
-                "action": r["action"],
-                "subject": r["subject"],
-                "before": None if r["before"] is None else orjson.loads(r["before"]),
-                "after": None if r["after"] is None else orjson.loads(r["after"]),
-            }
-            for r in rows
-        ]
 
     async def health_history(self, channel_id: str) -> list[dict[str, Any]]:
         """A channel's circuit transitions, newest first."""
