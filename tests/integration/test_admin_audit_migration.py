@@ -19,8 +19,8 @@ from tollway.runtime.migrations import apply_migrations
 pytestmark = pytest.mark.integration
 
 OLD_ROWS = [
-    ("alice", "channel.create", "openai-direct", None, '{"id": "openai-direct"}'),
-    ("bob", "routes.set", "gpt-4o-mini", '{"routes": []}', '{"model": "gpt-4o-mini"}'),
+    ("ops-1", "channel.create", "openai-direct", None, '{"id": "openai-direct"}'),
+    ("ops-2", "routes.set", "gpt-4o-mini", '{"routes": []}', '{"model": "gpt-4o-mini"}'),
 ]
 
 
@@ -42,7 +42,7 @@ async def _migrate_with_old_rows(dsn: str) -> dict[str, Any]:
             )
         ]
         next_id = await conn.fetchval(
-            "INSERT INTO edge.audit (actor, action, target) VALUES ('carol', 'key.revoke', 'k')"
+            "INSERT INTO edge.audit (actor, action, target) VALUES ('ops-3', 'key.revoke', 'k')"
             " RETURNING id"
         )
         refused = None
@@ -60,8 +60,8 @@ def test_route_tree_audit_rows_move_to_the_edge_trail_with_their_ids(stack) -> N
 
     moved = result["moved"]
     assert [(r["id"], r["actor"], r["action"], r["kind"], r["target"]) for r in moved] == [
-        (1, "alice", "channel.create", "channel", "openai-direct"),
-        (2, "bob", "routes.set", "routes", "gpt-4o-mini"),
+        (1, "ops-1", "channel.create", "channel", "openai-direct"),
+        (2, "ops-2", "routes.set", "routes", "gpt-4o-mini"),
     ]
     assert moved[1]["before"] == '{"routes": []}'
     assert result["next_id"] == len(OLD_ROWS) + 1
