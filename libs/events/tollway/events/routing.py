@@ -37,7 +37,7 @@ class RouteTreeChanged(Payload):
     """An operator changed channels, catalog models or routes (``router.config``).
 
     Routers reload their channel cache and edges their plan cache when they see it; the audit
-    trail of who changed what is the ``router.audit`` table this event points at.
+    trail of who changed what is the ``edge.audit`` table this event points at.
     """
 
     TYPE = "router.route_tree_changed"
@@ -54,7 +54,7 @@ class PriceTableChangeRequested(Payload):
     Published by the edge inside the route tree's transaction, so a change the log did not
     confirm is rolled back. ``previous`` is what the channel charged before, read in that same
     transaction (None for a new channel); prices are micro-units per 1M tokens of the bucket's
-    unit. ``audit_id`` points at the ``router.audit`` row of the change.
+    unit. ``audit_id`` points at the ``edge.audit`` row of the change.
     """
 
     TYPE = "price_table.change_requested"

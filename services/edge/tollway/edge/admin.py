@@ -1,117 +1,213 @@
-"""The operator's API under ``/admin/v1`` (bearer admin token): accounts, keys, top-ups.
+"""The operator's tenancy API under ``/admin/v1`` (bearer admin token).
+
+    POST /accounts              GET /accounts[?cursor=&limit=]     GET /accounts/{id}
+    POST /projects              GET /projects?account_id=          GET /projects/{id}
+    POST /keys                  GET /keys[?account_id=&project_id=&status=&cursor=&limit=]
+    GET  /keys/{id}             POST /keys/{id}/revoke  (or DELETE /keys/{id})
+    POST /topups
+
+Every mutation is audited (``tollway.edge.audit``) with the actor of ``x-tollway-actor``. A key's
+secret appears once, in the answer to its creation, and nowhere else: not in lists, not in the
+audit. A revocation is seen by this instance's next call at once and by every other instance
+within a second (their key caches live that long at most).
 
 Top-ups are not written here: the edge publishes ``TopUpRequested`` and the ledger, the only
-writer of money, applies it once per idempotency key.
+writer of money, applies it once per idempotency key. Balances are the ledger's, served under
+``/admin/v1/ledger/accounts/{id}``; an account here links to them.
 """
 
 from __future__ import annotations
 
-import hmac
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from litestar import Controller, Request, post
+from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from tollway.edge import errors
+from tollway.edge import audit, errors, tenants
+from tollway.edge.admin_auth import require_admin
 from tollway.edge.keys import display_prefix, hash_key, new_key
+from tollway.edge.listing import decode_cursor, encode_cursor, refuse_nul
 from tollway.edge.publish import publish_request
-from tollway.events.envelope import make
+from tollway.events.envelope import make, utcnow
 from tollway.events.gateway import TopUpRequested
 from tollway.events.ids import new_id
 from tollway.events.pricing import to_micro
 
 if TYPE_CHECKING:
     import asyncpg
-    from aiokafka import AIOKafkaProducer
+
+    from tollway.edge.store import EdgeStore
+
+MAX_PAGE = 200
+TEXT = r"^[^\x00]*$"  # Postgres text cannot hold NUL
+Ref = Annotated[str, Field(min_length=1, max_length=200, pattern=TEXT)]
 
 
 class NewAccount(BaseModel):
     """Open an account with a default project."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=TEXT)
     id: str | None = Field(default=None, pattern=r"^[a-z0-9_-]{3,64}$")
 
 
-class NewKey(BaseModel):
-    """Issue a key for an account's project."""
+class NewProject(BaseModel):
+    """Add a project to an account; names are unique per account."""
 
-    account_id: str
-    project_id: str | None = None
-    name: str = ""
-    allowed_models: list[str] | None = None
-    route_types: list[Literal["direct", "pool"]] = ["direct", "pool"]
+    account_id: Ref
+    name: str = Field(min_length=1, max_length=100, pattern=TEXT)
+
+
+class NewKey(BaseModel):
+    """Issue a key for an account's project (its first project when ``project_id`` is absent).
+
+    ``allowed_models`` limits the catalog models it may call (absent: all); ``route_types`` the
+    routes that may serve it; ``expires_at`` ends it; ``metadata`` is the operator's own labels.
+    """
+
+    account_id: Ref
+    project_id: Ref | None = None
+    name: str = Field(default="", max_length=200, pattern=TEXT)
+    allowed_models: list[Ref] | None = Field(default=None, min_length=1, max_length=500)
+    route_types: list[Literal["direct", "pool"]] = Field(
+        default=["direct", "pool"], min_length=1, max_length=2
+    )
+    expires_at: datetime | None = None
+    metadata: dict[
+        Annotated[str, Field(min_length=1, max_length=40, pattern=TEXT)],
+        Annotated[str, Field(max_length=500, pattern=TEXT)],
+    ] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("allowed_models", "route_types")
+    @classmethod
+    def _once_each(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else list(dict.fromkeys(value))
 
 
 class NewTopUp(BaseModel):
     """Credit a bucket; ``amount`` is a decimal string of units (``"25.50"``)."""
 
-    account_id: str
+    account_id: Ref
     bucket: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
-    unit: str = Field(min_length=1, max_length=16)
+    unit: str = Field(min_length=1, max_length=16, pattern=TEXT)
     amount: str
-    idempotency_key: str = Field(min_length=1, max_length=200)
-    reason: str = ""
+    idempotency_key: str = Field(min_length=1, max_length=200, pattern=TEXT)
+    reason: str = Field(default="", max_length=500, pattern=TEXT)
 
 
-def require_admin(request: Request[Any, Any, Any]) -> None:
-    """401 unless the bearer token equals the configured admin token."""
-    expected: str = request.app.state.admin_token
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise errors.AuthenticationError(
-            "A valid admin token is required.", code="invalid_admin_token"
+def _pool(request: Request[Any, Any, Any]) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def _page(rows: list[tuple[datetime, str, dict[str, Any]]], limit: int) -> dict[str, Any]:
+    more = len(rows) == limit
+    return {
+        "object": "list",
+        "data": [view for _, _, view in rows],
+        "next_cursor": encode_cursor(rows[-1][0], rows[-1][1]) if rows and more else None,
+    }
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise errors.InvalidRequestError(
+            f"'limit' must be between 1 and {MAX_PAGE}.", param="limit"
         )
+    return limit
 
 
-async def create_account(pool: asyncpg.Pool, data: NewAccount) -> dict[str, Any]:
-    """Insert an account and its default project."""
+def _expiry(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    if aware <= utcnow():
+        raise errors.InvalidRequestError(
+            "'expires_at' must be in the future.", param="expires_at", code="invalid_expiry"
+        )
+    return aware
+
+
+async def create_account(request: Request[Any, Any, Any], data: NewAccount) -> dict[str, Any]:
+    """Insert an account and its default project, audited together."""
     account_id = data.id or f"acct_{new_id()[-12:]}"
     project_id = f"proj_{new_id()[-12:]}"
-    async with pool.acquire() as conn, conn.transaction():
-        exists = await conn.fetchval("SELECT 1 FROM edge.accounts WHERE id = $1", account_id)
-        if exists:
-            raise errors.InvalidRequestError(
-                f"Account '{account_id}' already exists.", param="id", code="account_exists"
-            )
-        await conn.execute(
-            "INSERT INTO edge.accounts (id, name) VALUES ($1, $2)", account_id, data.name
-        )
-        await conn.execute(
-            "INSERT INTO edge.projects (id, account_id, name) VALUES ($1, $2, 'default')",
-            project_id,
-            account_id,
-        )
-    return {"id": account_id, "name": data.name, "default_project_id": project_id}
+
+    async def apply(conn: asyncpg.Connection) -> audit.Views:
+        view = await tenants.insert_account(conn, account_id, data.name)
+        await tenants.insert_project(conn, project_id, account_id, "default")
+        return None, {**view, "default_project_id": project_id}
+
+    change = audit.Change("account.create", account_id, account_id)
+    after, audit_id = await audit.mutate(_pool(request), audit.actor_of(request), change, apply)
+    return {**(after or {}), "audit_id": audit_id}
 
 
-async def create_key(pool: asyncpg.Pool, data: NewKey) -> dict[str, Any]:
+async def create_project(request: Request[Any, Any, Any], data: NewProject) -> dict[str, Any]:
+    """Add a project to an account."""
+    project_id = f"proj_{new_id()[-12:]}"
+
+    async def apply(conn: asyncpg.Connection) -> audit.Views:
+        return None, await tenants.insert_project(conn, project_id, data.account_id, data.name)
+
+    change = audit.Change("project.create", project_id, data.account_id)
+    after, audit_id = await audit.mutate(_pool(request), audit.actor_of(request), change, apply)
+    return {**(after or {}), "audit_id": audit_id}
+
+
+async def create_key(request: Request[Any, Any, Any], data: NewKey) -> dict[str, Any]:
     """Issue a key; the secret is returned here once and stored only as a digest."""
-    project_id = data.project_id or await pool.fetchval(
-        "SELECT id FROM edge.projects WHERE account_id = $1 ORDER BY created_at LIMIT 1",
-        data.account_id,
-    )
-    owner = await pool.fetchval("SELECT account_id FROM edge.projects WHERE id = $1", project_id)
-    if owner is None or owner != data.account_id:
-        raise errors.NotFoundError("No such account or project.", param="account_id")
+    expires_at = _expiry(data.expires_at)
     secret = new_key()
     key_id = f"key_{new_id()[-12:]}"
-    await pool.execute(
-        "INSERT INTO edge.api_keys (id, key_hash, prefix, account_id, project_id, name,"
-        " allowed_models, route_types) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        key_id,
-        hash_key(secret),
-        display_prefix(secret),
-        data.account_id,
-        project_id,
-        data.name,
-        data.allowed_models,
-        list(data.route_types),
-    )
-    return {"id": key_id, "key": secret, "account_id": data.account_id, "project_id": project_id}
+
+    async def apply(conn: asyncpg.Connection) -> audit.Views:
+        project_id = await tenants.key_project(conn, data.account_id, data.project_id)
+        await tenants.require_models(conn, data.allowed_models)
+        values = data.model_dump(include={"account_id", "name", "allowed_models", "metadata"})
+        await tenants.insert_key(
+            conn,
+            key_id,
+            values
+            | {
+                "key_hash": hash_key(secret),
+                "prefix": display_prefix(secret),
+                "project_id": project_id,
+                "route_types": list(data.route_types),
+                "expires_at": expires_at,
+            },
+        )
+        return None, await tenants.key(conn, key_id)
+
+    change = audit.Change("key.create", key_id, data.account_id)
+    after, audit_id = await audit.mutate(_pool(request), audit.actor_of(request), change, apply)
+    return {**(after or {}), "key": secret, "audit_id": audit_id}
 
 
-async def request_topup(producer: AIOKafkaProducer, data: NewTopUp) -> dict[str, Any]:
+async def revoke_key(request: Request[Any, Any, Any], key_id: str) -> dict[str, Any]:
+    """Revoke a key (revoking it again changes and records nothing)."""
+    refuse_nul(key_id=key_id)
+    digest: list[bytes] = []
+
+    async def apply(conn: asyncpg.Connection) -> audit.Views:
+        before = await tenants.key(conn, key_id)
+        revoked = await tenants.revoke(conn, key_id)
+        if revoked is not None:
+            digest.append(revoked)
+        return before, await tenants.key(conn, key_id)
+
+    current = await tenants.key(_pool(request), key_id)
+    change = audit.Change("key.revoke", key_id, current["account_id"])
+    after, audit_id = await audit.mutate(_pool(request), audit.actor_of(request), change, apply)
+    # Only after commit: a read between forgetting and committing would cache the live key.
+    store: EdgeStore = request.app.state.store
+    for revoked in digest:
+        store.forget_key(revoked)
+    return {**(after or {}), "audit_id": audit_id}
+
+
+async def request_topup(request: Request[Any, Any, Any], data: NewTopUp) -> dict[str, Any]:
     """Publish the top-up for the ledger; answer with the event id to follow."""
     try:
         micro = to_micro(data.amount)
@@ -119,48 +215,156 @@ async def request_topup(producer: AIOKafkaProducer, data: NewTopUp) -> dict[str,
         raise errors.InvalidRequestError(str(exc), param="amount") from None
     if micro <= 0:
         raise errors.InvalidRequestError("'amount' must be positive.", param="amount")
-    env = make(
-        TopUpRequested(
-            account_id=data.account_id,
-            bucket=data.bucket,
-            unit=data.unit,
-            amount_micro=micro,
-            idempotency_key=data.idempotency_key,
-            reason=data.reason,
+    await tenants.require_account(_pool(request), data.account_id)
+    topup = TopUpRequested(
+        account_id=data.account_id,
+        bucket=data.bucket,
+        unit=data.unit,
+        amount_micro=micro,
+        idempotency_key=data.idempotency_key,
+        reason=data.reason,
+    )
+    env = make(topup)
+    answer = {"event_id": env.id, "amount_micro": micro, "status": "accepted"}
+
+    async def send() -> None:
+        await publish_request(
+            request.app.state.producer,
+            data.account_id,
+            env,
+            "Retry with the same idempotency key: it is applied at most once.",
         )
-    )
-    await publish_request(
-        producer,
+
+    change = audit.Change(
+        "topup.request",
+        f"{data.account_id}/{data.bucket}",
         data.account_id,
-        env,
-        "Retry with the same idempotency key: it is applied at most once.",
+        after=topup.model_dump(mode="json") | answer,
     )
-    return {"event_id": env.id, "amount_micro": micro, "status": "accepted"}
+    audit_id = await audit.published(_pool(request), audit.actor_of(request), change, send)
+    return answer | {"audit_id": audit_id}
 
 
 class AdminController(Controller):
-    """Operator endpoints; every one needs the admin token."""
+    """Accounts, projects, keys and top-ups; every endpoint needs the admin token."""
 
     path = "/admin/v1"
+    tags = ["tenancy"]  # noqa: RUF012
     dependencies = {"_admin": Provide(require_admin, sync_to_thread=False)}  # noqa: RUF012
 
     @post("/accounts", status_code=201)
-    async def accounts(
+    async def new_account(
         self, request: Request[Any, Any, Any], data: NewAccount, _admin: None
     ) -> dict[str, Any]:
-        """Open an account."""
-        return await create_account(request.app.state.pool, data)
+        """Open an account with a project named ``default``."""
+        return await create_account(request, data)
+
+    @get("/accounts")
+    async def list_accounts(
+        self,
+        request: Request[Any, Any, Any],
+        _admin: None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        """Accounts, newest first, with their project and key counts."""
+        rows = await tenants.accounts(_pool(request), decode_cursor(cursor), _limit(limit))
+        return _page(rows, limit)
+
+    @get("/accounts/{account_id:str}")
+    async def get_account(
+        self, request: Request[Any, Any, Any], account_id: str, _admin: None
+    ) -> dict[str, Any]:
+        """An account with its projects and key counts; balances are behind ``links.ledger``."""
+        refuse_nul(account_id=account_id)
+        found = await tenants.account(_pool(request), account_id)
+        return found | {"links": {"ledger": f"/admin/v1/ledger/accounts/{account_id}"}}
+
+    @post("/projects", status_code=201)
+    async def new_project(
+        self, request: Request[Any, Any, Any], data: NewProject, _admin: None
+    ) -> dict[str, Any]:
+        """Add a project to an account."""
+        return await create_project(request, data)
+
+    @get("/projects")
+    async def list_projects(
+        self, request: Request[Any, Any, Any], account_id: str, _admin: None
+    ) -> dict[str, Any]:
+        """An account's projects, oldest first, with their keys counted by status."""
+        refuse_nul(account_id=account_id)
+        await tenants.require_account(_pool(request), account_id)
+        return {"object": "list", "data": await tenants.projects(_pool(request), account_id)}
+
+    @get("/projects/{project_id:str}")
+    async def get_project(
+        self, request: Request[Any, Any, Any], project_id: str, _admin: None
+    ) -> dict[str, Any]:
+        """One project with its keys counted by status."""
+        refuse_nul(project_id=project_id)
+        return await tenants.project(_pool(request), project_id)
 
     @post("/keys", status_code=201)
-    async def keys(
+    async def new_key(
         self, request: Request[Any, Any, Any], data: NewKey, _admin: None
     ) -> dict[str, Any]:
-        """Issue an API key (the secret is shown once)."""
-        return await create_key(request.app.state.pool, data)
+        """Issue an API key; ``key`` (the secret) is in this answer and never again."""
+        return await create_key(request, data)
+
+    @get("/keys")
+    async def list_keys(  # noqa: PLR0913 - one parameter per documented filter
+        self,
+        request: Request[Any, Any, Any],
+        *,
+        _admin: None,
+        account_id: str | None = None,
+        project_id: str | None = None,
+        status: Literal["active", "revoked", "expired"] | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        """Keys, newest first, with their status; never a secret or its digest."""
+        refuse_nul(account_id=account_id, project_id=project_id)
+        pool = _pool(request)
+        if account_id is not None:
+            await tenants.require_account(pool, account_id)
+        if project_id is not None:
+            await tenants.project(pool, project_id)
+        rows = await tenants.keys(
+            pool,
+            account_id=account_id,
+            project_id=project_id,
+            status=status,
+            after=decode_cursor(cursor),
+            limit=_limit(limit),
+        )
+        return _page(rows, limit)
+
+    @get("/keys/{key_id:str}")
+    async def get_key(
+        self, request: Request[Any, Any, Any], key_id: str, _admin: None
+    ) -> dict[str, Any]:
+        """One key and its status."""
+        refuse_nul(key_id=key_id)
+        return await tenants.key(_pool(request), key_id)
+
+    @post("/keys/{key_id:str}/revoke", status_code=200)
+    async def revoke(
+        self, request: Request[Any, Any, Any], key_id: str, _admin: None
+    ) -> dict[str, Any]:
+        """Revoke a key: its next call gets 401 ``revoked_api_key``."""
+        return await revoke_key(request, key_id)
+
+    @delete("/keys/{key_id:str}", status_code=200)
+    async def delete_key(
+        self, request: Request[Any, Any, Any], key_id: str, _admin: None
+    ) -> dict[str, Any]:
+        """Same as ``POST /keys/{id}/revoke``: a key is revoked, never erased."""
+        return await revoke_key(request, key_id)
 
     @post("/topups", status_code=202)
     async def topups(
         self, request: Request[Any, Any, Any], data: NewTopUp, _admin: None
     ) -> dict[str, Any]:
         """Request a top-up; the ledger applies it once per idempotency key."""
-        return await request_topup(request.app.state.producer, data)
+        return await request_topup(request, data)

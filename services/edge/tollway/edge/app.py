@@ -10,10 +10,13 @@ import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
 from litestar.middleware import ASGIMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 from tollway.edge import (
     admin,
     api,
+    audit,
     budgets,
     errors,
     ledger_admin,
@@ -80,8 +83,19 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     extra = getattr(exc, "extra", None)
     if extra:
         detail = f"{detail}: {extra}"
-    body = errors.body_for(cls(detail), request.url.path)
+    body = errors.body_for(cls(detail, param=_invalid_field(extra)), request.url.path)
     return Response(body, status_code=exc.status_code)
+
+
+def _invalid_field(extra: Any) -> str | None:
+    """The first field a validation error names, as ``routes[0].channel_id``."""
+    if not isinstance(extra, list) or not extra or not isinstance(extra[0], dict):
+        return None
+    key = extra[0].get("key")
+    if not isinstance(key, str) or not key:
+        return None
+    parts = key.split(".")
+    return parts[0] + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts[1:])
 
 
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -113,6 +127,25 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         {"ok": ok, "checks": checks, "edge_id": state.settings.edge_id},
         status_code=200 if ok else 503,
     )
+
+
+# Served at /schema (openapi.json, openapi.yaml, and viewers). Admin endpoints take the admin
+# token as a bearer token; client endpoints take an API key the same way.
+OPENAPI = OpenAPIConfig(
+    title="Tollway edge",
+    version="1",
+    use_handler_docstrings=True,
+    components=Components(
+        security_schemes={
+            "bearer": SecurityScheme(
+                type="http",
+                scheme="bearer",
+                description="An API key (tw-…) for /v1; the admin token for /admin/v1.",
+            )
+        }
+    ),
+    security=[{"bearer": []}],
+)
 
 
 def create_app(settings: EdgeSettings) -> Litestar:
@@ -188,7 +221,9 @@ def create_app(settings: EdgeSettings) -> Litestar:
             budgets.BudgetController,
             limits_admin.LimitsAdminController,
             RouteTreeController,
+            audit.AuditController,
         ],
+        openapi_config=OPENAPI,
         lifespan=[lifespan],
         middleware=[RequestIdMiddleware()],
         exception_handlers={

@@ -2,6 +2,7 @@
 
 Definitions are not written here: the edge publishes ``BudgetSet`` / ``BudgetRemoved`` on
 gw.requests keyed by account, and the ledger applies them in order with the holds they limit.
+Both are audited once the event log confirmed them.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
 from pydantic import BaseModel, Field
 
-from tollway.edge import errors
+from tollway.edge import audit, errors
 from tollway.edge import limits_store as ls
-from tollway.edge.admin import require_admin
+from tollway.edge.admin_auth import require_admin
 from tollway.edge.publish import publish_request
 from tollway.events.envelope import make
 from tollway.events.ids import new_id
@@ -121,13 +122,20 @@ class BudgetController(Controller):
             mode=data.mode,
         )
         env = make(budget)
-        await publish_request(
-            request.app.state.producer,
-            data.account_id,
-            env,
-            "List the account's budgets before creating it again.",
-        )
-        return {"id": budget.budget_id, "event_id": env.id, "status": "accepted", **_view(budget)}
+        answer = {"id": budget.budget_id, "event_id": env.id, "status": "accepted", **_view(budget)}
+
+        async def send() -> None:
+            await publish_request(
+                request.app.state.producer,
+                data.account_id,
+                env,
+                "List the account's budgets before creating it again.",
+            )
+
+        change = audit.Change("budget.create", budget.budget_id, data.account_id, after=answer)
+        pool = request.app.state.pool
+        audit_id = await audit.published(pool, audit.actor_of(request), change, send)
+        return answer | {"audit_id": audit_id}
 
     @get("/")
     async def list_budgets(
@@ -146,10 +154,20 @@ class BudgetController(Controller):
         if account_id is None:
             raise errors.NotFoundError(f"No budget '{budget_id}'.", code="budget_not_found")
         env = make(BudgetRemoved(budget_id=budget_id, account_id=account_id))
-        await publish_request(
-            request.app.state.producer, account_id, env, "Deleting is idempotent: send it again."
-        )
-        return {"id": budget_id, "event_id": env.id, "status": "accepted"}
+        answer = {"id": budget_id, "event_id": env.id, "status": "accepted"}
+
+        async def send() -> None:
+            await publish_request(
+                request.app.state.producer,
+                account_id,
+                env,
+                "Deleting is idempotent: send it again.",
+            )
+
+        change = audit.Change("budget.delete", budget_id, account_id, after=answer)
+        pool = request.app.state.pool
+        audit_id = await audit.published(pool, audit.actor_of(request), change, send)
+        return answer | {"audit_id": audit_id}
 
 
 def _view(b: BudgetSet) -> dict[str, Any]:

@@ -8,6 +8,7 @@ Status, OpenAI ``type``/``code``, and the Anthropic ``type`` used on ``/v1/messa
     ├── InsufficientFundsError   402      insufficient_quota       billing_error
     ├── PermissionDeniedError    403      permission_error         permission_error
     ├── NotFoundError            404      not_found_error          not_found_error
+    ├── ConflictError            409      invalid_request_error    invalid_request_error
     ├── PayloadTooLargeError     413      invalid_request_error    request_too_large
     ├── RateLimitedError         429      rate_limit_error         rate_limit_error (retry-after)
     ├── UpstreamFailedError      502      upstream_error           api_error
@@ -96,6 +97,13 @@ class NotFoundError(GatewayError):
     anthropic_type = "not_found_error"
 
 
+class ConflictError(GatewayError):
+    """The id or name is taken (an account, a project name, a channel)."""
+
+    status, type, default_code = 409, "invalid_request_error", "conflict"
+    anthropic_type = "invalid_request_error"
+
+
 class PayloadTooLargeError(GatewayError):
     """The body exceeds the configured limit."""
 
@@ -139,6 +147,7 @@ STATUS_TO_ERROR: dict[int, type[GatewayError]] = {
         InsufficientFundsError,
         PermissionDeniedError,
         NotFoundError,
+        ConflictError,
         PayloadTooLargeError,
         RateLimitedError,
         UpstreamFailedError,

@@ -17,7 +17,7 @@ from litestar.di import Provide
 from litestar.params import Parameter
 
 from tollway.edge import errors
-from tollway.edge.admin import require_admin
+from tollway.edge.admin_auth import require_admin
 from tollway.events.pricing import format_micro
 from tollway.ledger import finance_store, statements
 

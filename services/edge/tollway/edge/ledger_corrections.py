@@ -3,6 +3,7 @@
 Like top-ups, nothing is written here: the edge publishes the command on gw.requests (keyed by
 account) and the ledger applies it once per idempotency key, or journals why it refused
 (``ledger.correction_refused``: more than the original left, unknown original, key reused).
+Each request is audited once the event log confirmed it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from litestar import Controller, Request, post
 from litestar.di import Provide
 from pydantic import BaseModel, Field
 
-from tollway.edge import errors
-from tollway.edge.admin import require_admin
+from tollway.edge import audit, errors
+from tollway.edge.admin_auth import require_admin
 from tollway.edge.publish import publish_request
-from tollway.events.envelope import make
+from tollway.events.envelope import Envelope, make
 from tollway.events.gateway import AdjustmentRequested, ReversalRequested
 from tollway.events.pricing import to_micro
 
@@ -55,6 +56,25 @@ def _micro(amount: str, *, positive: bool) -> int:
     return micro
 
 
+async def _publish(
+    request: Request[Any, Any, Any],
+    action: str,
+    target: str,
+    account_id: str,
+    env: Envelope[AdjustmentRequested] | Envelope[ReversalRequested],
+) -> dict[str, Any]:
+    answer = {"event_id": env.id, "amount_micro": env.payload.amount_micro, "status": "accepted"}
+
+    async def send() -> None:
+        await publish_request(request.app.state.producer, account_id, env, RETRY)
+
+    after = env.payload.model_dump(mode="json") | answer
+    change = audit.Change(action, target, account_id, after=after)
+    pool = request.app.state.pool
+    audit_id = await audit.published(pool, audit.actor_of(request), change, send)
+    return answer | {"audit_id": audit_id}
+
+
 class LedgerCorrectionsController(Controller):
     """Operator corrections; every endpoint needs the admin token."""
 
@@ -76,8 +96,8 @@ class LedgerCorrectionsController(Controller):
                 idempotency_key=data.idempotency_key,
             )
         )
-        await publish_request(request.app.state.producer, data.account_id, env, RETRY)
-        return {"event_id": env.id, "amount_micro": micro, "status": "accepted"}
+        target = data.original_event_id
+        return await _publish(request, "ledger.reversal", target, data.account_id, env)
 
     @post("/adjustments", status_code=202)
     async def adjustments(
@@ -95,5 +115,5 @@ class LedgerCorrectionsController(Controller):
                 idempotency_key=data.idempotency_key,
             )
         )
-        await publish_request(request.app.state.producer, data.account_id, env, RETRY)
-        return {"event_id": env.id, "amount_micro": micro, "status": "accepted"}
+        target = f"{data.account_id}/{data.bucket}"
+        return await _publish(request, "ledger.adjustment", target, data.account_id, env)

@@ -8,7 +8,8 @@
     DELETE /admin/v1/webhooks/{id}       stop delivering to a subscription
 
 Velocity limits travel on gw.requests with the account's traffic, so the limits service applies
-them in log order; resets go straight to ``limits.breakers``, where every edge sees them.
+them in log order; resets go straight to ``limits.breakers``, where every edge sees them. Every
+change is audited (``tollway.edge.audit``); a webhook's secret is never recorded.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
 from pydantic import BaseModel, Field
 
-from tollway.edge import errors
-from tollway.edge.admin import require_admin
+from tollway.edge import audit, errors
+from tollway.edge.admin_auth import require_admin
 from tollway.edge.publish import CONFIRM_SECONDS, publish_request
 from tollway.events import topics
 from tollway.events.envelope import encode, make, utcnow
@@ -36,9 +37,17 @@ from tollway.events.limits import (
 from tollway.events.webhooks import subscription_secret
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from tollway.runtime.breakers import BreakerBoard
 
 RESET_VISIBLE_SECONDS = 5.0
+WEBHOOK_COLUMNS = "id, url, scopes, description, created_at, disabled_at"
+SELECT_WEBHOOKS = f"SELECT {WEBHOOK_COLUMNS} FROM edge.webhooks ORDER BY created_at"  # noqa: S608
+SELECT_WEBHOOK = f"SELECT {WEBHOOK_COLUMNS} FROM edge.webhooks WHERE id = $1"  # noqa: S608
+DISABLE_WEBHOOK = (
+    "UPDATE edge.webhooks SET disabled_at = COALESCE(disabled_at, now()) WHERE id = $1"
+)
 
 
 class ResetBreaker(BaseModel):
@@ -72,12 +81,14 @@ def _describe(board: BreakerBoard, now: Any) -> list[dict[str, Any]]:
 async def reset_breaker(request: Request[Any, Any, Any], data: ResetBreaker) -> dict[str, Any]:
     """Publish an operator reset and wait until this edge's view shows the breaker closed."""
     board: BreakerBoard = request.app.state.breakers.board
-    current = board.latest.get(breaker_key(data.scope, data.scope_id))
+    key = breaker_key(data.scope, data.scope_id)
+    current = board.latest.get(key)
     if current is None or not isinstance(current.payload, BreakerTripped):
         raise errors.NotFoundError(
             f"No open breaker on {data.scope} '{data.scope_id}'.", code="breaker_not_found"
         )
     tripped = current.payload
+    actor = audit.actor_of(request)
     reset = make(
         BreakerReset(
             account_id=tripped.account_id,
@@ -86,23 +97,35 @@ async def reset_breaker(request: Request[Any, Any, Any], data: ResetBreaker) -> 
             name=tripped.name,
             reason="operator",
             trip_id=current.id,
-            by="admin-api",
+            by=actor,
         )
     )
-    producer = request.app.state.producer
-    key = breaker_key(data.scope, data.scope_id).encode()
-    try:
-        await asyncio.wait_for(
-            producer.send_and_wait(topics.BREAKERS, value=encode(reset), key=key), CONFIRM_SECONDS
-        )
-    except Exception as exc:
-        raise errors.DependencyDownError(
-            "The event log did not confirm the reset; retry it (a reset is idempotent)."
-        ) from exc
+
+    async def send() -> None:
+        producer = request.app.state.producer
+        try:
+            await asyncio.wait_for(
+                producer.send_and_wait(topics.BREAKERS, value=encode(reset), key=key.encode()),
+                CONFIRM_SECONDS,
+            )
+        except Exception as exc:
+            raise errors.DependencyDownError(
+                "The event log did not confirm the reset; retry it (a reset is idempotent)."
+            ) from exc
+
+    answer = {"reset": True, "event_id": reset.id, "breaker": tripped.name}
+    change = audit.Change(
+        "breaker.reset",
+        key,
+        tripped.account_id,
+        before=tripped.model_dump(mode="json") | {"event_id": current.id},
+        after=answer,
+    )
+    audit_id = await audit.published(request.app.state.pool, actor, change, send)
     async with asyncio.timeout(RESET_VISIBLE_SECONDS):
-        while board.latest.get(breaker_key(data.scope, data.scope_id)) is current:  # noqa: ASYNC110 - the view has no event to wait on
+        while board.latest.get(key) is current:  # noqa: ASYNC110 - the view has no event to wait on
             await asyncio.sleep(0.02)
-    return {"reset": True, "event_id": reset.id, "breaker": tripped.name}
+    return answer | {"audit_id": audit_id}
 
 
 async def set_velocity_limit(
@@ -116,13 +139,21 @@ async def set_velocity_limit(
             code="unsupported_scope",
         )
     env = make(data)
-    await publish_request(
-        request.app.state.producer,
-        data.account_id,
-        env,
-        "Retry: setting the same limits twice leaves them as set.",
-    )
-    return {"event_id": env.id, "status": "accepted"}
+    answer = {"event_id": env.id, "status": "accepted"}
+
+    async def send() -> None:
+        await publish_request(
+            request.app.state.producer,
+            data.account_id,
+            env,
+            "Retry: setting the same limits twice leaves them as set.",
+        )
+
+    target = breaker_key(data.scope, data.scope_id)
+    after = data.model_dump(mode="json") | answer
+    change = audit.Change("velocity_limit.set", target, data.account_id, after=after)
+    audit_id = await audit.published(request.app.state.pool, audit.actor_of(request), change, send)
+    return answer | {"audit_id": audit_id}
 
 
 async def create_webhook(request: Request[Any, Any, Any], data: NewWebhook) -> dict[str, Any]:
@@ -134,15 +165,45 @@ async def create_webhook(request: Request[Any, Any, Any], data: NewWebhook) -> d
             " services."
         )
     webhook_id = f"wh_{new_id()[-12:]}"
-    await request.app.state.pool.execute(
-        "INSERT INTO edge.webhooks (id, url, scopes, description) VALUES ($1, $2, $3, $4)",
-        webhook_id,
-        data.url,
-        data.scopes,
-        data.description,
-    )
+
+    async def apply(conn: asyncpg.Connection) -> audit.Views:
+        await conn.execute(
+            "INSERT INTO edge.webhooks (id, url, scopes, description) VALUES ($1, $2, $3, $4)",
+            webhook_id,
+            data.url,
+            data.scopes,
+            data.description,
+        )
+        return None, {"id": webhook_id, **data.model_dump()}
+
+    change = audit.Change("webhook.create", webhook_id)
+    pool = request.app.state.pool
+    after, audit_id = await audit.mutate(pool, audit.actor_of(request), change, apply)
     secret = subscription_secret(signing_key, webhook_id)
-    return {"id": webhook_id, "url": data.url, "scopes": data.scopes, "secret": secret}
+    return {**(after or {}), "secret": secret, "audit_id": audit_id}
+
+
+async def stop_webhook(request: Request[Any, Any, Any], webhook_id: str) -> dict[str, Any]:
+    """Stop delivering to a subscription (disabling it again changes and records nothing)."""
+
+    async def apply(conn: asyncpg.Connection) -> audit.Views:
+        before = await conn.fetchrow(SELECT_WEBHOOK, webhook_id)
+        if before is None:
+            raise errors.NotFoundError(f"No webhook '{webhook_id}'.", code="webhook_not_found")
+        await conn.execute(DISABLE_WEBHOOK, webhook_id)
+        return _webhook(before), _webhook(await conn.fetchrow(SELECT_WEBHOOK, webhook_id))
+
+    change = audit.Change("webhook.disable", webhook_id)
+    pool = request.app.state.pool
+    _, audit_id = await audit.mutate(pool, audit.actor_of(request), change, apply)
+    return {"id": webhook_id, "disabled": True, "audit_id": audit_id}
+
+
+def _webhook(row: Any) -> dict[str, Any]:
+    return dict(row) | {
+        "created_at": row["created_at"].isoformat(),
+        "disabled_at": None if row["disabled_at"] is None else row["disabled_at"].isoformat(),
+    }
 
 
 class LimitsAdminController(Controller):
@@ -180,22 +241,12 @@ class LimitsAdminController(Controller):
     @get("/webhooks")
     async def list_webhooks(self, request: Request[Any, Any, Any], _admin: None) -> dict[str, Any]:
         """The subscriptions, without secrets."""
-        rows = await request.app.state.pool.fetch(
-            "SELECT id, url, scopes, description, created_at, disabled_at FROM edge.webhooks"
-            " ORDER BY created_at"
-        )
-        return {"webhooks": [dict(r) | {"created_at": r["created_at"].isoformat()} for r in rows]}
+        rows = await request.app.state.pool.fetch(SELECT_WEBHOOKS)
+        return {"webhooks": [_webhook(r) for r in rows]}
 
     @delete("/webhooks/{webhook_id:str}", status_code=200)
     async def disable_webhook(
         self, request: Request[Any, Any, Any], webhook_id: str, _admin: None
     ) -> dict[str, Any]:
         """Stop delivering to a subscription (pending deliveries are dropped with it)."""
-        found = await request.app.state.pool.fetchval(
-            "UPDATE edge.webhooks SET disabled_at = COALESCE(disabled_at, now()) WHERE id = $1"
-            " RETURNING id",
-            webhook_id,
-        )
-        if found is None:
-            raise errors.NotFoundError(f"No webhook '{webhook_id}'.", code="webhook_not_found")
-        return {"id": webhook_id, "disabled": True}
+        return await stop_webhook(request, webhook_id)

@@ -1,7 +1,8 @@
-"""Admin endpoints of the route tree (``/admin/v1``): channels, catalog models, routes, audit.
+"""Admin endpoints of the route tree (``/admin/v1``): channels, catalog models, routes.
 
 Each handler builds one change (a function of the connection returning before/after views) and
-hands it to :class:`RouteTreeStore.mutate`, which applies it with its audit row atomically.
+hands it to :class:`RouteTreeStore.mutate`, which applies it with its audit row atomically (the
+trail itself is served by ``tollway.edge.audit``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from litestar import Controller, Request, get, patch, post, put
 from litestar.di import Provide
 
 from tollway.edge import errors
-from tollway.edge.admin import require_admin
+from tollway.edge.admin_auth import require_admin
+from tollway.edge.audit import actor_of
 from tollway.edge.route_tree import (
     LOCK_CHANNEL,
     SELECT_CHANNEL,
@@ -58,11 +60,11 @@ async def _upsert(
 
 
 def create_channel(data: NewChannel) -> Any:
-    """A change that adds a channel (409-style 400 when the id is taken)."""
+    """A change that adds a channel (409 when the id is taken)."""
 
     async def change(conn: asyncpg.Connection) -> Views:
         if await conn.fetchrow(SELECT_CHANNEL, data.id):
-            raise errors.InvalidRequestError(
+            raise errors.ConflictError(
                 f"Channel '{data.id}' already exists; PATCH it instead.",
                 param="id",
                 code="channel_exists",
@@ -99,8 +101,10 @@ def put_model(name: str, data: ModelPatch, *, create: bool) -> Any:
     async def change(conn: asyncpg.Connection) -> Views:
         row = await conn.fetchrow(SELECT_MODEL, name)
         if create and row is not None:
-            raise errors.InvalidRequestError(
-                f"Model '{name}' already exists; PATCH it instead.", param="name"
+            raise errors.ConflictError(
+                f"Model '{name}' already exists; PATCH it instead.",
+                param="name",
+                code="model_exists",
             )
         if not create and row is None:
             raise errors.NotFoundError(f"No catalog model '{name}'.", param="name")
@@ -150,10 +154,6 @@ def set_routes(name: str, plan: RoutePlan) -> Any:
     return change
 
 
-def _actor(request: Request[Any, Any, Any]) -> str:
-    return request.headers.get("x-tollway-actor", "admin")[:100]
-
-
 def _store(request: Request[Any, Any, Any]) -> RouteTreeStore:
     store: RouteTreeStore = request.app.state.route_tree
     return store
@@ -177,7 +177,7 @@ class RouteTreeController(Controller):
     ) -> dict[str, Any]:
         """Add a channel (its secret is stored for upstream calls and never shown again)."""
         change = create_channel(data)
-        return await _store(request).mutate(_actor(request), "channel.create", data.id, change)
+        return await _store(request).mutate(actor_of(request), "channel.create", data.id, change)
 
     @patch("/channels/{channel_id:str}")
     async def edit_channel(
@@ -185,7 +185,7 @@ class RouteTreeController(Controller):
     ) -> dict[str, Any]:
         """Change prices, URL, secret, bucket, limits or enable/disable a channel."""
         change = patch_channel(channel_id, data)
-        return await _store(request).mutate(_actor(request), "channel.update", channel_id, change)
+        return await _store(request).mutate(actor_of(request), "channel.update", channel_id, change)
 
     @get("/channels/{channel_id:str}/health")
     async def channel_health(
@@ -201,7 +201,7 @@ class RouteTreeController(Controller):
     ) -> dict[str, Any]:
         """Add a catalog model (routes come next, with PUT …/routes)."""
         change = put_model(data.name, data, create=True)
-        return await _store(request).mutate(_actor(request), "model.create", data.name, change)
+        return await _store(request).mutate(actor_of(request), "model.create", data.name, change)
 
     @patch("/models/{name:str}")
     async def edit_model(
@@ -209,7 +209,7 @@ class RouteTreeController(Controller):
     ) -> dict[str, Any]:
         """Change a catalog model's limits or enable/disable it."""
         change = put_model(name, data, create=False)
-        return await _store(request).mutate(_actor(request), "model.update", name, change)
+        return await _store(request).mutate(actor_of(request), "model.update", name, change)
 
     @put("/models/{name:str}/routes")
     async def routes(
@@ -217,16 +217,4 @@ class RouteTreeController(Controller):
     ) -> dict[str, Any]:
         """Replace the model's routed channels: tier 0 primary, 1 backup 1, …; weights."""
         change = set_routes(name, data)
-        return await _store(request).mutate(_actor(request), "routes.set", name, change)
-
-    @get("/audit")
-    async def audit(
-        self,
-        request: Request[Any, Any, Any],
-        _admin: None,
-        subject: str | None = None,
-        limit: int = 100,
-    ) -> dict[str, Any]:
-        """Who changed the route tree, when, from what to what (secrets never recorded)."""
-        rows = await _store(request).audit(subject, max(1, min(limit, 1000)))
-        return {"data": rows}
+        return await _store(request).mutate(actor_of(request), "routes.set", name, change)

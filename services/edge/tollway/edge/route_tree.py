@@ -2,10 +2,11 @@
 
     channel type (direct | pool) → brand → channel → routed models → primary/backup order
 
-Every mutation writes the router's tables and an append-only audit row in one transaction (with,
-for a price change, its confirmed command to the ledger's journal), then announces
-``RouteTreeChanged`` on ``router.config`` so routers reload at once (they also reload
-on a timer, so a lost announcement delays a change by a second, never loses it). Channel
+Every mutation writes the router's tables and its row of the edge's audit trail
+(``tollway.edge.audit``) in one transaction (with, for a price change, its confirmed command to
+the ledger's journal), then announces ``RouteTreeChanged`` on ``router.config`` so routers
+reload at once (they also reload on a timer, so a lost announcement delays a change by a second,
+never loses it). Channel
 secrets are write-only: no answer and no audit row ever contains one.
 """
 
@@ -14,10 +15,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
 import structlog
 from pydantic import BaseModel, Field, field_validator
 
+from tollway.edge import audit
 from tollway.edge.price_table import price_change, publish_price_change
 from tollway.events import topics
 from tollway.events.envelope import encode, make
@@ -51,14 +52,6 @@ FROM router.catalog_models WHERE name = $1
 SELECT_ROUTES = """
 SELECT catalog_model, channel_id, upstream_model, tier, weight
 FROM router.routes ORDER BY catalog_model, tier, weight DESC, channel_id
-"""
-INSERT_AUDIT = """
-INSERT INTO router.audit (actor, action, subject, before, after) VALUES ($1, $2, $3, $4, $5)
-RETURNING id
-"""
-SELECT_AUDIT = """
-SELECT id, at, actor, action, subject, before, after FROM router.audit
-WHERE ($1::text IS NULL OR subject = $1) ORDER BY id DESC LIMIT $2
 """
 SELECT_HEALTH_EVENTS = """
 SELECT from_state, to_state, reason, error_rate, router_id, occurred_at
@@ -229,13 +222,8 @@ class RouteTreeStore:
         extra: dict[str, Any] = {}
         async with self._pool.acquire() as conn, conn.transaction():
             before, after = await change(conn)
-            audit_id = await conn.fetchval(
-                INSERT_AUDIT,
-                actor,
-                action,
-                subject,
-                None if before is None else orjson.dumps(before).decode(),
-                None if after is None else orjson.dumps(after).decode(),
+            audit_id = await audit.record(
+                conn, actor, audit.Change(action, subject, before=before, after=after)
             )
             command = price_change(actor, action, audit_id, before, after)
             if command is not None:
@@ -253,22 +241,6 @@ class RouteTreeStore:
             )
         except Exception as exc:  # noqa: BLE001 - routers also reload on a timer
             log.warning("route_change_not_announced", subject=changed.subject, error=repr(exc))
-
-    async def audit(self, subject: str | None, limit: int) -> list[dict[str, Any]]:
-        """The newest audit rows, optionally for one subject."""
-        rows = await self._pool.fetch(SELECT_AUDIT, subject, limit)
-        return [
-            {
-                "id": r["id"],
-                "at": r["at"].isoformat(),
-                "actor": r["actor"],
-                "action": r["action"],
-                "subject": r["subject"],
-                "before": None if r["before"] is None else orjson.loads(r["before"]),
-                "after": None if r["after"] is None else orjson.loads(r["after"]),
-            }
-            for r in rows
-        ]
 
     async def health_history(self, channel_id: str) -> list[dict[str, Any]]:
         """A channel's circuit transitions, newest first."""

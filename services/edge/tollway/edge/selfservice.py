@@ -6,7 +6,6 @@ Everything is scoped to the authenticated key's account. Another account's proje
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,6 +13,7 @@ from litestar import Request, get
 
 from tollway.edge import errors
 from tollway.edge.auth import authenticate
+from tollway.edge.listing import decode_cursor, encode_cursor, refuse_nul
 from tollway.edge.store import USAGE_GROUPS, ReceiptQuery
 
 if TYPE_CHECKING:
@@ -56,15 +56,6 @@ async def retrieve_model(request: Request[Any, Any, State], model: str) -> dict[
     return _model(name)
 
 
-def _no_nul(**params: str | None) -> None:
-    """Postgres text cannot hold NUL, so such a filter is a client error, not a crash."""
-    for name, value in params.items():
-        if value is not None and "\x00" in value:
-            raise errors.InvalidRequestError(
-                f"Invalid value for '{name}': NUL characters are not allowed.", param=name
-            )
-
-
 def _time(value: str | None, param: str) -> datetime | None:
     if value is None:
         return None
@@ -73,22 +64,6 @@ def _time(value: str | None, param: str) -> datetime | None:
     except ValueError:
         raise errors.InvalidRequestError(
             f"Invalid value for '{param}': expected an ISO 8601 time.", param=param
-        ) from None
-
-
-def _encode_cursor(created_at: datetime, request_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{request_id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    if not cursor:
-        return None
-    try:
-        at, _, request_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), request_id
-    except ValueError:
-        raise errors.InvalidRequestError(
-            "Invalid value for 'cursor': pass the next_cursor of the previous page.", param="cursor"
         ) from None
 
 
@@ -107,7 +82,7 @@ async def list_receipts(  # noqa: PLR0913 - one parameter per documented filter
 ) -> dict[str, Any]:
     """The account's receipts, newest first, ``limit`` at a time (keyset pagination)."""
     caller = await authenticate(request)
-    _no_nul(project=project, key=key, task=task, model=model)
+    refuse_nul(project=project, key=key, task=task, model=model)
     store = request.app.state.store
     if not await store.owns(caller.account_id, project_id=project, key_id=key):
         raise errors.NotFoundError("No such project or key for this account.")
@@ -118,7 +93,7 @@ async def list_receipts(  # noqa: PLR0913 - one parameter per documented filter
         model=model,
         since=_time(since, "since"),
         until=_time(until, "until"),
-        after=_decode_cursor(cursor),
+        after=decode_cursor(cursor),
         limit=max(1, min(limit, MAX_PAGE)),
     )
     rows = await store.receipts(caller.account_id, query)
@@ -126,7 +101,7 @@ async def list_receipts(  # noqa: PLR0913 - one parameter per documented filter
     return {
         "object": "list",
         "data": [body for _, _, body in rows],
-        "next_cursor": _encode_cursor(rows[-1][0], rows[-1][1]) if rows and more else None,
+        "next_cursor": encode_cursor(rows[-1][0], rows[-1][1]) if rows and more else None,
     }
 
 

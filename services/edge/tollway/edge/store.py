@@ -3,8 +3,9 @@
 Keys and accounts (edge schema), route plans (read from the router's schema), receipts and
 balances (read from the ledger's projections).
 
-Reads that sit on the hot path are cached for ``ttl`` seconds, short enough that a revoked key
-stops working within a second on every instance.
+Reads that sit on the hot path are cached for ``ttl`` seconds. Keys are cached for at most
+``KEY_CACHE_MAX_SECONDS`` whatever the setting, so a revoked key stops working within a second on
+every instance; the instance that revoked it forgets it at once (:meth:`EdgeStore.forget_key`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     import asyncpg
 
+KEY_CACHE_MAX_SECONDS = 1.0
 SELECT_KEY = """
 SELECT id, account_id, project_id, allowed_models, route_types, expires_at, revoked_at
 FROM edge.api_keys WHERE key_hash = $1
@@ -148,6 +150,9 @@ class _Ttl:
             return False, None
         return True, hit[1]
 
+    def drop(self, key: Any) -> None:
+        self.items.pop(key, None)
+
     def put(self, key: Any, value: Any) -> None:
         if len(self.items) > 100_000:
             self.items.clear()
@@ -160,14 +165,16 @@ class EdgeStore:
     def __init__(self, pool: asyncpg.Pool, ttl: float) -> None:
         """Read through ``pool``; cache hot reads for ``ttl`` seconds."""
         self.pool = pool
-        self._keys = _Ttl(ttl)
+        self._keys = _Ttl(min(ttl, KEY_CACHE_MAX_SECONDS))
         self._models = _Ttl(ttl)
+        self._revocations = 0
 
     async def key_by_hash(self, key_hash: bytes) -> KeyInfo | None:
         """The key with this digest, or None."""
         hit, value = self._keys.get(key_hash)
         if hit:
             return value  # type: ignore[no-any-return]
+        revocations = self._revocations
         row = await self.pool.fetchrow(SELECT_KEY, key_hash)
         info = (
             None
@@ -182,8 +189,14 @@ class EdgeStore:
                 revoked_at=row["revoked_at"],
             )
         )
-        self._keys.put(key_hash, info)
+        if revocations == self._revocations:  # a read that raced a revocation is not cached
+            self._keys.put(key_hash, info)
         return info
+
+    def forget_key(self, key_hash: bytes) -> None:
+        """Drop a key from this instance's cache (it was revoked here: the next call sees it)."""
+        self._revocations += 1
+        self._keys.drop(key_hash)
 
     async def model(self, name: str) -> ModelInfo | None:
         """The catalog model with its plan, or None when unknown or disabled."""
