@@ -346,6 +346,9 @@ def test_task_lifecycle_errors_name_the_task(stack, tenant_factory, flat_model) 
     assert receipt["status"] == "closed"
     assert receipt["cost"]["credit"]["charged_micro"] == DIRECT_MICRO
     assert receipt["budgets"][0]["held_micro"] == 0
+    # What stopped it is the owner's own refused call, not another account naming its id.
+    assert receipt["stopped_by"] is not None
+    assert "is closed" in receipt["stopped_by"]
 
 
 @pytest.mark.parametrize(

@@ -247,7 +247,7 @@ async def _reject(
 
 async def _note_task_stop(conn: asyncpg.Connection, req: RequestReceived, r: ld.Refusal) -> None:
     if req.task_id is not None and r.limit == f"task:{req.task_id}":
-        await limits_store.task_stopped(conn, req.task_id, r.message)
+        await limits_store.task_stopped(conn, req.task_id, req.account_id, r.message)
 
 
 def _hold_entry(p: Placed) -> dict[str, Any]:

@@ -68,7 +68,8 @@ UPDATE ledger.tasks SET status = 'closed', closed_at = $3, close_reason = $4
 WHERE task_id = $1 AND account_id = $2 AND status = 'open'
 """
 TASK_STOPPED = """
-UPDATE ledger.tasks SET stopped_by = $2 WHERE task_id = $1 AND stopped_by IS NULL
+UPDATE ledger.tasks SET stopped_by = $3
+WHERE task_id = $1 AND account_id = $2 AND stopped_by IS NULL
 """
 SELECT_HOLDS = """
 SELECT hold_id, request_id, account_id, bucket, unit, amount, status
@@ -186,9 +187,14 @@ async def close_task(
     return result.endswith(" 1")
 
 
-async def task_stopped(conn: asyncpg.Connection, task_id: str, limit: str) -> None:
-    """Remember the first limit that refused one of the task's calls."""
-    await conn.execute(TASK_STOPPED, task_id, limit)
+async def task_stopped(conn: asyncpg.Connection, task_id: str, account_id: str, limit: str) -> None:
+    """Remember the first limit that refused one of the task's calls.
+
+    Only the owner's own calls count: another account naming this task id gets a 404 and
+    must not touch a row it does not own (nor write across partitions, which a replay, one
+    partition at a time, could not reproduce).
+    """
+    await conn.execute(TASK_STOPPED, task_id, account_id, limit)
 
 
 async def request_holds(conn: asyncpg.Connection, request_id: str) -> list[dict[str, Any]]:
