@@ -218,3 +218,28 @@ async def entries(
 ) -> list[dict[str, Any]]:
     """A tenant's journal entries, newest first, below ``before_seq`` (keyset pagination)."""
     return [dict(r) for r in await conn.fetch(ENTRIES, account_id, before_seq, limit)]
+
+
+async def row_differences(
+    live: asyncpg.Connection, other: asyncpg.Connection, table: str, limit: int = 3
+) -> list[str]:
+    """Up to ``limit`` rows of ``table`` that differ between two databases, both sides shown.
+
+    For a person reading a failed verification: where to start looking. The live side is read
+    now, so a live ledger still applying events can show rows that moved on since the snapshot.
+    """
+    columns, order = DIGEST_TABLES[table]
+    key = order.split(",")[0].strip()
+    query = (
+        f"SELECT {key}::text AS k, ROW({columns})::text AS r FROM ledger.{table}"  # noqa: S608
+        f" {DIGEST_FILTER.get(table, '')}"
+    )
+    mine = {(r["k"], r["r"]) for r in await live.fetch(query)}
+    theirs = {(r["k"], r["r"]) for r in await other.fetch(query)}
+    keys = sorted({k for k, _ in mine ^ theirs})[:limit]
+    lines = []
+    for k in keys:
+        lines += [f"  {table} {k}:"]
+        lines += [f"    live   {r[:400]}" for kk, r in sorted(mine - theirs) if kk == k]
+        lines += [f"    replay {r[:400]}" for kk, r in sorted(theirs - mine) if kk == k]
+    return lines

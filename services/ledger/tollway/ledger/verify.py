@@ -123,11 +123,25 @@ async def verify(  # noqa: PLR0913 - the command's options
     result.live_digest = finance_store.combine(live.tables)
     result.replay_result = replayed
     differing = [t for t in live.tables if live.tables[t] != replayed.tables.get(t)]
+    detail = f"differing projections: {differing or 'none'}"
+    if differing:
+        detail += "\n" + "\n".join(await examples(dsn, replayed.database, differing))
     result.checks.append(
-        Check(
-            "live_digest_equals_replay",
-            result.live_digest == replayed.digest,
-            f"differing projections: {differing or 'none'}",
-        )
+        Check("live_digest_equals_replay", result.live_digest == replayed.digest, detail)
     )
     return result
+
+
+async def examples(dsn: str, database: str, tables: list[str]) -> list[str]:
+    """A few differing rows per table, live against the replay."""
+    live = await asyncpg.connect(dsn)
+    other = await asyncpg.connect(replay.target_dsn(dsn, database))
+    try:
+        return [
+            line
+            for table in tables
+            for line in await finance_store.row_differences(live, other, table)
+        ]
+    finally:
+        await live.close()
+        await other.close()
