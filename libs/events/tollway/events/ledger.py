@@ -157,7 +157,11 @@ class ClockTicked(Payload):
     """The ledger's clock, carried in the log (gw.usage, one per partition, explicit partition).
 
     Consuming a tick expires that partition's open holds whose deadline is before
-    ``expire_before``; because time arrives as an event, a replay expires the same holds.
+    ``expire_before`` and whose request the ledger had already applied when the tick was made
+    (its gw.requests record is before ``requests_before``). Because time and that position
+    arrive in the event, a replay expires the same holds whatever the interleaving of the two
+    topics it reconstructs: a request applied after the tick live is never expired by it.
+    ``requests_before`` None (ticks from before it existed): every open hold.
     """
 
     TYPE = "ledger.clock_ticked"
@@ -165,6 +169,7 @@ class ClockTicked(Payload):
     partition: int
     partitions: int
     expire_before: datetime
+    requests_before: int | None = None
 
 
 @register

@@ -51,7 +51,9 @@ async def serve(settings: LedgerSettings) -> None:
             log.info("ledger_started", group=settings.group_id)
             gauges = refresh_gauges(pool, {metrics.OPEN_HOLDS: store.COUNT_OPEN_HOLDS})
             grace = timedelta(seconds=settings.hold_grace_seconds)
-            clock = run_clock(producer, topics.USAGE, settings.tick_seconds, grace)
+            clock = run_clock(
+                producer, pool, settings.group_id, topics.USAGE, settings.tick_seconds, grace
+            )
             await run_until_signalled(relay.run(), consumer.run(), gauges, clock)
         finally:
             await producer.stop()

@@ -51,8 +51,13 @@ class Stop:
     bucket: str
 
 
-async def authorize(conn: asyncpg.Connection, env: Envelope[RequestReceived]) -> list[Outgoing]:
-    """Place the plan's holds, or reject the request when its primary bucket cannot be held."""
+async def authorize(
+    conn: asyncpg.Connection, env: Envelope[RequestReceived], request_offset: int | None = None
+) -> list[Outgoing]:
+    """Place the plan's holds, or reject the request when its primary bucket cannot be held.
+
+    ``request_offset``: the request's offset in its gw.requests partition, kept on its holds.
+    """
     req = env.payload
     task = await limits_store.task(conn, req.task_id, req.account_id) if req.task_id else None
     stop = _task_gate(req, task)
@@ -76,7 +81,7 @@ async def authorize(conn: asyncpg.Connection, env: Envelope[RequestReceived]) ->
             continue
         ld.apply_charges(state, charges)
         placed.append(Placed(group, unit, _hold_id(env, group.bucket, first=not placed), charges))
-    return await _place(conn, env, plan, placed, refused)
+    return await _place(conn, env, plan, placed, refused, request_offset=request_offset)
 
 
 def _task_gate(req: RequestReceived, task: ld.TaskRule | None) -> Stop | None:
@@ -115,15 +120,20 @@ def _hold_id(env: Envelope[Any], bucket: str, *, first: bool) -> str:
     return "hold_" + derived_id(env.id, "hold" if first else f"hold:{bucket}")
 
 
-async def _place(
+async def _place(  # noqa: PLR0913 - the decision's parts
     conn: asyncpg.Connection,
     env: Envelope[RequestReceived],
     plan: list[Any],
     placed: list[Placed],
     refused: list[tuple[ld.BucketGroup, ld.Refusal]],
+    *,
+    request_offset: int | None,
 ) -> list[Outgoing]:
     req = env.payload
-    out = [await _place_one(conn, env, p, first=i == 0) for i, p in enumerate(placed)]
+    out = [
+        await _place_one(conn, env, p, first=i == 0, request_offset=request_offset)
+        for i, p in enumerate(placed)
+    ]
     out += [await _refuse_one(conn, env, g, r) for g, r in refused]
     primary = placed[0]
     receipt = receipts.opened(env, primary.group.bucket, primary.unit)
@@ -149,7 +159,12 @@ async def _place(
 
 
 async def _place_one(
-    conn: asyncpg.Connection, env: Envelope[RequestReceived], p: Placed, *, first: bool
+    conn: asyncpg.Connection,
+    env: Envelope[RequestReceived],
+    p: Placed,
+    *,
+    first: bool,
+    request_offset: int | None,
 ) -> Outgoing:
     req, bucket, amount = env.payload, p.group.bucket, p.group.worst_micro
     event = HoldPlaced(
@@ -177,6 +192,7 @@ async def _place_one(
         amount=amount,
         deadline_at=req.deadline_at,
         opened_at=env.occurred_at,
+        request_offset=request_offset,
     )
     await limits_store.insert_usage(
         conn,

@@ -36,7 +36,7 @@ def partition_of(account_id: str, partitions: int) -> int:
 async def on_tick(conn: asyncpg.Connection, env: Envelope[ClockTicked]) -> list[Outgoing]:
     """Expire this partition's overdue holds; other partitions' accounts belong to their ticks."""
     tick = env.payload
-    due = await store.expirable_holds(conn, tick.expire_before)
+    due = await store.expirable_holds(conn, tick.expire_before, tick.requests_before)
     return [
         await _expire(conn, env, hold)
         for hold in due

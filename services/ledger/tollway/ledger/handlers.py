@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -59,10 +59,15 @@ class LedgerHandler:
             if not await store.mark_applied(conn, env.id, env.type):
                 log.info("duplicate_skipped", event_id=env.id, type=env.type)
                 continue
-            out.extend(await self._apply(conn, env))
+            out.extend(await self._apply(conn, record))
         return out
 
-    async def _apply(self, conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:
+    async def _apply(self, conn: asyncpg.Connection, record: Record) -> list[Outgoing]:
+        env = record.envelope
+        if isinstance(env.payload, RequestReceived):
+            # The hold remembers where its request sits in the log (see ClockTicked).
+            request = cast("Envelope[RequestReceived]", env)
+            return await authorize(conn, request, request_offset=record.offset)
         use_case = _USE_CASES.get(type(env.payload))
         if use_case is not None:
             return await use_case(conn, env)
@@ -192,7 +197,6 @@ UseCase = Callable[["asyncpg.Connection", Envelope[Any]], Awaitable[list[Outgoin
 
 # One use case per input event type.
 _USE_CASES: dict[type[Payload], UseCase] = {
-    RequestReceived: authorize,
     TopUpRequested: top_up,
     AttemptFinished: _record_attempt,
     RequestFinished: finish,

@@ -47,8 +47,9 @@ INSERT_TOPUP = (
 )
 INSERT_HOLD = """
 INSERT INTO ledger.holds
-    (hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at, opened_at)
-VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8)
+    (hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at, opened_at,
+     request_offset)
+VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9)
 """
 SELECT_HOLD = """
 SELECT hold_id, request_id, account_id, bucket, unit, amount, status
@@ -134,10 +135,20 @@ async def insert_hold(  # noqa: PLR0913 - one row's columns
     amount: int,
     deadline_at: datetime,
     opened_at: datetime,
+    request_offset: int | None = None,
 ) -> None:
-    """Open a hold."""
+    """Open a hold (``request_offset``: its request's place in its gw.requests partition)."""
     await conn.execute(
-        INSERT_HOLD, hold_id, request_id, account_id, bucket, unit, amount, deadline_at, opened_at
+        INSERT_HOLD,
+        hold_id,
+        request_id,
+        account_id,
+        bucket,
+        unit,
+        amount,
+        deadline_at,
+        opened_at,
+        request_offset,
     )
 
 
@@ -200,6 +211,7 @@ async def update_receipt(
 SELECT_EXPIRABLE = """
 SELECT hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at
 FROM ledger.holds WHERE status = 'open' AND deadline_at < $1
+  AND ($2::bigint IS NULL OR request_offset IS NULL OR request_offset < $2)
 ORDER BY deadline_at, hold_id
 """
 EXTEND_HOLD = "UPDATE ledger.holds SET deadline_at = $2 WHERE hold_id = $1 AND status = 'open'"
@@ -209,9 +221,14 @@ CAPTURE_EXPIRED = (
 SELECT_HOLD_DEADLINE = "SELECT deadline_at FROM ledger.holds WHERE hold_id = $1"
 
 
-async def expirable_holds(conn: asyncpg.Connection, before: datetime) -> list[dict[str, Any]]:
-    """Open holds whose deadline is before ``before``, oldest first (a stable order)."""
-    return [dict(r) for r in await conn.fetch(SELECT_EXPIRABLE, before)]
+async def expirable_holds(
+    conn: asyncpg.Connection, before: datetime, requests_before: int | None = None
+) -> list[dict[str, Any]]:
+    """Open holds whose deadline is before ``before``, oldest first (a stable order).
+
+    With ``requests_before``, only holds whose request's offset is below it.
+    """
+    return [dict(r) for r in await conn.fetch(SELECT_EXPIRABLE, before, requests_before)]
 
 
 async def extend_hold(conn: asyncpg.Connection, hold_id: str, deadline_at: datetime) -> None:
