@@ -204,6 +204,17 @@ def _versus_table(levels: list[Level]) -> list[str]:
     return lines
 
 
+def _first_errors(levels: list[Level]) -> list[str]:
+    """The first error of each run that had any: where to start looking."""
+    lines = [
+        f"- {name}, c={level.concurrency}: {run.errors} errors, first: `{run.first_error}`"
+        for level in levels
+        for name, run in level.runs.items()
+        if run.errors
+    ]
+    return ["Errors:", "", *lines, ""] if lines else []
+
+
 def report(result: dict[str, Any], args: argparse.Namespace) -> str:
     """The Markdown report."""
     flags = "".join(
@@ -237,6 +248,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
             "",
             *_latency_table(result["streams"]),
             "",
+            *_first_errors(result["levels"] + result["streams"]),
             "## Peak resident memory per process (MiB)",
             "",
             "| process | RSS |",
