@@ -226,3 +226,20 @@ def test_openai_client_streams_from_an_anthropic_channel_with_tools(stack, tenan
     assert "tool_calls" in finishes
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_a_stream_answers_200_with_server_sent_events(stack, tenant_factory) -> None:
+    tenant = tenant_factory({"credit": "10"})
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx.stream(
+        "POST",
+        f"{stack.edge_url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {tenant.api_key}"},
+        json=body,
+        timeout=30,
+    ) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert response.status_code == 200  # what OpenAI answers; a 201 breaks strict clients
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert lines[0].startswith("data: ")
+    assert lines[-1] == "data: [DONE]"

@@ -55,7 +55,7 @@ async def _serve(
     request_id = request.state.request_id
     if call.stream:
         frames = await calls.stream(key, call, task_id, request_id)
-        return Stream(frames, media_type="text/event-stream", headers=SSE_HEADERS)
+        return Stream(frames, status_code=200, media_type="text/event-stream", headers=SSE_HEADERS)
     status, answer = await calls.complete(key, call, task_id, request_id)
     return Response(answer, status_code=status)
 
