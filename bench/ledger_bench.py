@@ -269,7 +269,7 @@ async def replay_phase(stack: Stack) -> tuple[replay.ReplayResult, str]:
     await replay.replay(stack.dsn, stack.bootstrap, "bench_replay_profiled")
     profiler.disable()
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+    pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(12)
     return result, out.getvalue()
 
 

@@ -25,7 +25,7 @@ from tollway.events.limits import (
     TaskClosed,
     TaskOpened,
 )
-from tollway.ledger import domain, limits_store, store
+from tollway.ledger import holds, limits_store, store
 from tollway.ledger import limits_domain as ld
 from tollway.ledger.journal import emit, journal
 from tollway.runtime.outbox import Outgoing
@@ -121,12 +121,7 @@ async def _release(
         bucket=bucket,
         unit=unit,
         released_micro=hold["amount"],
-        postings=domain.transfer(
-            domain.held_account(account, bucket),
-            domain.bucket_account(account, bucket),
-            unit,
-            hold["amount"],
-        ),
+        postings=holds.expiry_postings(account, bucket, unit, hold["amount"]),
     )
     await store.close_hold(conn, hold["hold_id"], "released", env.occurred_at)
     return await journal(conn, emit(env, released, f"hold_released:{hold['hold_id']}"))

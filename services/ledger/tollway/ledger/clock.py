@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from tollway.events import topics
 from tollway.events.envelope import encode, make, utcnow
 from tollway.events.ledger import ClockTicked
+from tollway.ledger import finance_store
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -27,15 +28,12 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-APPLIED_REQUESTS = """
-SELECT partition, next_offset FROM ledger.consumer_offsets WHERE group_id = $1 AND topic = $2
-"""
-
-
 async def applied_requests(pool: asyncpg.Pool, group: str) -> dict[int, int]:
     """Per gw.requests partition, the offset before which the ledger has applied every record."""
-    rows = await pool.fetch(APPLIED_REQUESTS, group, topics.REQUESTS)
-    return {int(r["partition"]): int(r["next_offset"]) for r in rows}
+    rows = await pool.fetch(finance_store.STORED_OFFSETS, group)
+    return {
+        int(r["partition"]): int(r["next_offset"]) for r in rows if r["topic"] == topics.REQUESTS
+    }
 
 
 async def tick_once(
