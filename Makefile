@@ -43,14 +43,17 @@ fmt: deps
 	@$(UV) run --frozen ruff format .
 	@$(UV) run --frozen ruff check --fix .
 
-bench: deps ## the benchmark suite (overhead vs direct and LiteLLM, ledger, breakers); bench/results/report.md
-	@$(UV) run --frozen python bench/suite.py
+# The benchmarks run on Apache Kafka (the production broker) unless TOLLWAY_BROKER=tansu.
+BENCH_BROKER = TOLLWAY_BROKER=$${TOLLWAY_BROKER:-kafka}
 
-bench-overhead: deps ## gateway overhead against the demo upstream and LiteLLM only
-	@$(UV) run --frozen python bench/overhead.py
+bench: kafka-deps ## the benchmark suite (overhead vs direct and LiteLLM, ledger, breakers); bench/results/report.md
+	@$(BENCH_BROKER) $(UV) run --frozen python bench/suite.py
 
-bench-breakers: deps ## threshold crossing -> first refused request (p50/p99) under load
-	@$(UV) run --frozen python bench/breaker_latency.py
+bench-overhead: kafka-deps ## gateway overhead against the demo upstream and LiteLLM only
+	@$(BENCH_BROKER) $(UV) run --frozen python bench/overhead.py
+
+bench-breakers: kafka-deps ## threshold crossing -> first refused request (p50/p99) under load
+	@$(BENCH_BROKER) $(UV) run --frozen python bench/breaker_latency.py
 
 bench-research: deps ## how long each research mode takes; report in bench/results/
 	@$(UV) run --frozen python bench/research.py

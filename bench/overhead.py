@@ -215,6 +215,12 @@ def _first_errors(levels: list[Level]) -> list[str]:
     return ["Errors:", "", *lines, ""] if lines else []
 
 
+def _broker_name() -> str:
+    if os.environ.get("TOLLWAY_BROKER", "tansu") == "kafka":
+        return "Apache Kafka (KRaft, one node)"
+    return "the embedded Tansu broker"
+
+
 def report(result: dict[str, Any], args: argparse.Namespace) -> str:
     """The Markdown report."""
     flags = "".join(
@@ -227,7 +233,7 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
             (
                 f"`uv run python bench/overhead.py{flags}` on {time.strftime('%Y-%m-%d %H:%M')}"
                 f" (load average before the run: {args.load:.1f}); embedded Postgres"
-                f" ({'fsync off' if args.fast_unsafe else 'fsync on'}) and Tansu; demo upstream"
+                f" ({'fsync off' if args.fast_unsafe else 'fsync on'}) and {_broker_name()}; demo upstream"
                 " with no added latency; one process per service; the load generator shares the"
                 " machine. `direct` calls the demo upstream itself: the baseline of this run."
             ),

@@ -6,6 +6,7 @@ separate processes, the same code ``make dev`` runs.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from pathlib import Path
@@ -43,6 +44,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running = Stack(config)
     try:
         running.start_infra()
+        # Consumers the tests run in this process need the same broker settings as the services.
+        os.environ.update(running.broker_env())
         running.start_upstream()
         asyncio.run(seed_routes(running.dsn, running.upstream_url))
         running.start_services()

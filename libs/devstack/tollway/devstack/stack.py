@@ -26,7 +26,7 @@ from tollway.devstack.broker import EmbeddedBroker, port_is_free, wait_for_port
 from tollway.devstack.kafka import ApacheKafkaBroker
 from tollway.devstack.postgres import EmbeddedPostgres
 from tollway.events import topics
-from tollway.runtime.kafka import ensure_topics
+from tollway.runtime.kafka import FETCH_WAIT_ENV, ensure_topics
 from tollway.runtime.migrations import ALL_SERVICES, migrate
 
 if TYPE_CHECKING:
@@ -155,8 +155,19 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self.broker_env())
         env.update(cfg.extra_env)
         return env
+
+    def broker_env(self) -> dict[str, str]:
+        """Client settings the started broker needs: Tansu answers a fetch only when its wait ends.
+
+        Apache Kafka wakes a waiting fetch when a record arrives, so clients keep the long default
+        wait; the embedded Tansu waits the full time, so its clients ask for a short one.
+        """
+        if isinstance(self._broker, EmbeddedBroker):
+            return {FETCH_WAIT_ENV: "5"}
+        return {}
 
     def metrics_url(self, name: str) -> str:
         """Where service ``name`` serves Prometheus metrics (``config.metrics_ports``)."""

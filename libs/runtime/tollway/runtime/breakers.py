@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from tollway.events import topics
 from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode
 from tollway.events.limits import BreakerReset, BreakerTripped, breaker_key
-from tollway.runtime.kafka import partitions_of
+from tollway.runtime.kafka import fetch_wait_ms, partitions_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -77,7 +77,7 @@ class BreakerView:
             bootstrap_servers=bootstrap,
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=20,
+            fetch_max_wait_ms=fetch_wait_ms(),
         )
         self._task: asyncio.Task[None] | None = None
         self.ready = False

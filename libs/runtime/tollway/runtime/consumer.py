@@ -17,6 +17,7 @@ reason, and the partition keeps moving.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode, encode
 from tollway.events.topics import DLQ_SUFFIX, dlq_topic
 from tollway.runtime import metrics
+from tollway.runtime.kafka import fetch_wait_ms
 from tollway.runtime.outbox import Outgoing, write_outbox
 from tollway.runtime.tracing import TRACE_HEADERS, with_causes
 
@@ -126,7 +128,7 @@ class TransactionalConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=max_records,
-            fetch_max_wait_ms=5,
+            fetch_max_wait_ms=fetch_wait_ms(),
             # Range keeps partition N of gw.requests and gw.usage on one consumer: one writer
             # per account across both topics.
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -172,9 +174,11 @@ class TransactionalConsumer:
 
     async def _apply_with_retry(self, batch: dict[TopicPartition, list[Any]]) -> None:
         delay = 0.05
+        metrics.BATCH_RECORDS.labels(self._group).observe(sum(len(m) for m in batch.values()))
         while True:
+            started = time.perf_counter()
             try:
-                await self._apply(batch)
+                committed = await self._apply(batch)
             except FencedError:
                 log.warning("consumer_fenced", group=self._group)
                 await self.seek_to_stored(list(batch))
@@ -184,11 +188,12 @@ class TransactionalConsumer:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            if self._relay is not None:
-                self._relay.kick()
+            metrics.BATCH_APPLY_SECONDS.labels(self._group).observe(time.perf_counter() - started)
+            if self._relay is not None and committed:
+                self._relay.kick(committed)
             return
 
-    async def _apply(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    async def _apply(self, batch: dict[TopicPartition, list[Any]]) -> list[tuple[int, Outgoing]]:
         async with self._pool.acquire() as conn, conn.transaction():
             fresh: list[Any] = []
             ends: list[tuple[TopicPartition, int, int]] = []
@@ -202,7 +207,7 @@ class TransactionalConsumer:
             outgoing = self._owned(outgoing)
             outgoing.extend(await self._handle(conn, records))
             outgoing = with_causes(outgoing, _trace_causes(fresh, records))
-            await write_outbox(conn, self._schema, outgoing)
+            committed = await write_outbox(conn, self._schema, outgoing)
             for tp, expected, next_offset in ends:
                 stored_now = await conn.fetchval(
                     self._store_offset, self._group, tp.topic, tp.partition, expected, next_offset
@@ -210,6 +215,7 @@ class TransactionalConsumer:
                 if stored_now is None:
                     raise FencedError(str(tp))
         self._observe(records, ends)
+        return committed
 
     def _observe(self, records: list[Record], ends: list[tuple[TopicPartition, int, int]]) -> None:
         """After commit: events applied, how far behind the log end and the newest event."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -16,6 +17,19 @@ if TYPE_CHECKING:
     from tollway.events.topics import TopicSpec
 
 log = structlog.get_logger(__name__)
+
+FETCH_WAIT_ENV = "TOLLWAY_KAFKA_FETCH_WAIT_MS"
+
+
+def fetch_wait_ms() -> int:
+    """How long a fetch may wait at the broker for records (``TOLLWAY_KAFKA_FETCH_WAIT_MS``).
+
+    Apache Kafka answers a waiting fetch as soon as a record arrives, so a long wait costs no
+    latency and spares the broker and every consumer an idle poll every few milliseconds: 500 ms
+    by default. A broker that always waits out the full time (the embedded Tansu does) needs a
+    short one instead, and the dev stack sets 5 ms for it.
+    """
+    return int(os.environ.get(FETCH_WAIT_ENV, "500"))
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

@@ -69,6 +69,24 @@ BREAKER_TRIPS = Counter(
     ["scope"],
 )
 BREAKERS_OPEN = Gauge("tollway_breakers_open", "Breakers open right now, by scope.", ["scope"])
+BATCH_APPLY_SECONDS = Histogram(
+    "tollway_batch_apply_duration_seconds",
+    "One consumed batch applied and committed in Postgres (offsets with effects), by group.",
+    ["group"],
+    buckets=_LATENCY_BUCKETS,
+)
+BATCH_RECORDS = Histogram(
+    "tollway_batch_records",
+    "Records per consumed batch, by group.",
+    ["group"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+)
+OUTBOX_PUBLISH_SECONDS = Histogram(
+    "tollway_outbox_publish_duration_seconds",
+    "Committed outbox rows published to Kafka and acknowledged, by schema.",
+    ["schema"],
+    buckets=_LATENCY_BUCKETS,
+)
 OPEN_HOLDS = Gauge("tollway_open_holds", "Holds placed and not yet settled, released or expired.")
 
 

@@ -34,6 +34,7 @@ from tollway.edge.store import EdgeStore
 from tollway.events import topics
 from tollway.events.logging import configure_logging
 from tollway.runtime.breakers import BreakerView
+from tollway.runtime.db import create_pool
 from tollway.runtime.http import serve
 from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.metrics import start_observability
@@ -153,9 +154,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(
-            settings.database_url, min_size=2, max_size=settings.pool_size
-        )
+        pool = await create_pool(settings.database_url, min_size=2, max_size=settings.pool_size)
         async with pool.acquire() as conn:
             await apply_migrations(conn, "edge", "tollway.edge")
         reply_topic = topics.replies_topic(settings.edge_id)

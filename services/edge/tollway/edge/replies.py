@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
 from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode
-from tollway.runtime.kafka import partitions_of
+from tollway.runtime.kafka import fetch_wait_ms, partitions_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,7 +35,7 @@ class ReplyHub:
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
             group_id=None,
-            fetch_max_wait_ms=5,
+            fetch_max_wait_ms=fetch_wait_ms(),
             auto_offset_reset="latest",
         )
         self._waiting: dict[str, asyncio.Queue[Envelope[Payload]]] = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import asyncpg
 import structlog
 
 from tollway.events import topics
@@ -16,6 +15,7 @@ from tollway.ledger.handlers import LedgerHandler
 from tollway.ledger.settings import LedgerSettings
 from tollway.runtime import metrics
 from tollway.runtime.consumer import TransactionalConsumer
+from tollway.runtime.db import create_pool
 from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.metrics import refresh_gauges, start_observability
 from tollway.runtime.migrations import apply_migrations
@@ -27,7 +27,7 @@ log = structlog.get_logger(__name__)
 
 async def serve(settings: LedgerSettings) -> None:
     """Run the ledger until SIGTERM."""
-    pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=settings.pool_size)
+    pool = await create_pool(settings.database_url, min_size=2, max_size=settings.pool_size)
     try:
         async with pool.acquire() as conn:
             await apply_migrations(conn, "ledger", "tollway.ledger")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import asyncpg
 import structlog
 
 from tollway.events import topics
@@ -23,11 +23,15 @@ from tollway.limits.lag import watch_lag
 from tollway.limits.settings import LimitsSettings
 from tollway.limits.webhooks import DeliveryPolicy, WebhookDispatcher
 from tollway.runtime.consumer import TransactionalConsumer
+from tollway.runtime.db import create_pool
 from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
 from tollway.runtime.outbox import OutboxRelay
 from tollway.runtime.service import run_until_signalled
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +67,7 @@ async def sweep_forever(pool: asyncpg.Pool, relay: OutboxRelay, every: float) ->
 
 async def serve(settings: LimitsSettings) -> None:
     """Run the limits service until SIGTERM."""
-    pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=settings.pool_size)
+    pool = await create_pool(settings.database_url, min_size=2, max_size=settings.pool_size)
     try:
         async with pool.acquire() as conn:
             await apply_migrations(conn, "limits", "tollway.limits")

@@ -13,7 +13,6 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
@@ -25,6 +24,7 @@ from tollway.researcher.market import CsvDataSource
 from tollway.researcher.runner import Runner
 from tollway.researcher.settings import ResearcherSettings
 from tollway.researcher.store import RunStore
+from tollway.runtime.db import create_pool
 from tollway.runtime.http import serve
 from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
@@ -74,7 +74,7 @@ def create_app(settings: ResearcherSettings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=8)
+        pool = await create_pool(settings.database_url, min_size=1, max_size=8)
         async with pool.acquire() as conn:
             await apply_migrations(conn, "researcher", "tollway.researcher")
         store = RunStore(pool)

@@ -6,7 +6,6 @@ import asyncio
 import os
 import random
 
-import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer
 
@@ -19,7 +18,8 @@ from tollway.router.health import HealthBoard, HealthPolicy
 from tollway.router.settings import RouterSettings
 from tollway.router.worker import RouterWorker
 from tollway.runtime.breakers import BreakerView
-from tollway.runtime.kafka import ensure_topics, new_producer
+from tollway.runtime.db import create_pool
+from tollway.runtime.kafka import ensure_topics, fetch_wait_ms, new_producer
 from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
 from tollway.runtime.service import run_until_signalled
@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 async def serve(settings: RouterSettings) -> None:
     """Run the router until SIGTERM."""
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=4)
+    pool = await create_pool(settings.database_url, min_size=1, max_size=4)
     channels = ChannelCache(pool)
     try:
         async with pool.acquire() as conn:
@@ -45,7 +45,7 @@ async def serve(settings: RouterSettings) -> None:
             group_id=settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=5,
+            fetch_max_wait_ms=fetch_wait_ms(),
         )
         breakers = BreakerView(settings.kafka_bootstrap_servers)
         await producer.start()

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from tollway.events import topics
 from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.gateway import RequestCancelled
-from tollway.runtime.kafka import partitions_of
+from tollway.runtime.kafka import fetch_wait_ms, partitions_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -63,7 +63,10 @@ class Cancels:
 async def listen(bootstrap: str, cancels: Cancels) -> None:
     """Read gw.cancels from its end, forever, flagging each cancelled request."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=20
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_wait_ms=fetch_wait_ms(),
     )
     await consumer.start()
     try:

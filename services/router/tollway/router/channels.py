@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from tollway.events import topics
-from tollway.runtime.kafka import partitions_of
+from tollway.runtime.kafka import fetch_wait_ms, partitions_of
 
 if TYPE_CHECKING:
     from tollway.events.envelope import Envelope
@@ -185,7 +185,10 @@ async def follow_changes(cache: ChannelCache, bootstrap: str) -> None:
 
 async def _follow(cache: ChannelCache, bootstrap: str) -> None:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=fetch_wait_ms(),
     )
     await consumer.start()
     try:
