@@ -233,7 +233,8 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
             (
                 f"`uv run python bench/overhead.py{flags}` on {time.strftime('%Y-%m-%d %H:%M')}"
                 f" (load average before the run: {args.load:.1f}); embedded Postgres"
-                f" ({'fsync off' if args.fast_unsafe else 'fsync on'}) and {_broker_name()}; demo upstream"
+                f" ({'fsync off' if args.fast_unsafe else 'fsync on'}) and {_broker_name()};"
+                " demo upstream"
                 " with no added latency; one process per service; the load generator shares the"
                 " machine. `direct` calls the demo upstream itself: the baseline of this run."
             ),
