@@ -8,6 +8,7 @@ and limits.breakers (operators' resets). Everything is judged at the event's own
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+PRUNE_EVERY = timedelta(minutes=1)  # of event time
 HANDLED = (AttemptFinished, RequestFinished, BudgetThresholdCrossed, VelocityLimitSet, BreakerReset)
 
 
@@ -60,6 +62,7 @@ class LimitsHandler:
 
     velocity: VelocityPolicy = field(default_factory=VelocityPolicy)
     alert_policy: AlertPolicy = field(default_factory=AlertPolicy)
+    _pruned: datetime | None = field(default=None, init=False)
 
     async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply each record once (duplicates by event id are skipped)."""
@@ -74,8 +77,10 @@ class LimitsHandler:
                 continue
             out.extend(await self._apply(conn, env))
             latest = env.occurred_at if latest is None else max(latest, env.occurred_at)
-        if latest is not None:
+        if latest is not None and (self._pruned is None or latest - self._pruned >= PRUNE_EVERY):
+            # Windows are bounded in their queries; pruning only keeps the tables small.
             await store.prune(conn, latest)
+            self._pruned = latest
         return out
 
     async def _apply(self, conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:

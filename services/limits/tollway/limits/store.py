@@ -50,6 +50,7 @@ SELECT metric,
            AS before
 FROM limits.window_slots
 WHERE scope = $1 AND scope_id = $2 AND metric LIKE 'mix:%' AND slot <= $3
+  AND slot >= $3::timestamptz - make_interval(secs => $5)
 GROUP BY metric
 """
 PRUNE_SLOTS = "DELETE FROM limits.window_slots WHERE slot < $1"
@@ -164,7 +165,10 @@ async def mix(
     conn: asyncpg.Connection, scope: str, scope_id: str, at: datetime, recent_seconds: int
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Served requests per provider/model: the recent window and the retained time before it."""
-    rows = await conn.fetch(MIX_SUMS, scope, scope_id, at, float(recent_seconds))
+    # Bounded by the retention itself, not by how recently slots were pruned.
+    rows = await conn.fetch(
+        MIX_SUMS, scope, scope_id, at, float(recent_seconds), float(RETAIN_SECONDS)
+    )
     recent = {r["metric"]: int(r["recent"]) for r in rows if r["recent"]}
     before = {r["metric"]: int(r["before"]) for r in rows if r["before"]}
     return recent, before
