@@ -61,6 +61,9 @@ class Record:
     offset: int
     key: str | None
     envelope: Envelope[Payload]
+    # The bytes as consumed: a dead letter keeps them (a decoded envelope re-encoded as its
+    # declared ``Payload`` base would lose the payload's fields).
+    raw: bytes | None = None
 
 
 class BatchHandler(Protocol):
@@ -69,6 +72,10 @@ class BatchHandler(Protocol):
     async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply ``records`` in order."""
         ...
+
+
+class _PoisonInBatchError(Exception):
+    """A record of the batch failed: apply the batch again, each record in a savepoint."""
 
 
 class FencedError(RuntimeError):
@@ -175,10 +182,15 @@ class TransactionalConsumer:
     async def _apply_with_retry(self, batch: dict[TopicPartition, list[Any]]) -> None:
         delay = 0.05
         metrics.BATCH_RECORDS.labels(self._group).observe(sum(len(m) for m in batch.values()))
+        isolate = False
         while True:
             started = time.perf_counter()
             try:
-                committed = await self._apply(batch)
+                committed = await self._apply(batch, isolate=isolate)
+            except _PoisonInBatchError:
+                log.warning("batch_failed_isolating", group=self._group)
+                isolate = True
+                continue
             except FencedError:
                 log.warning("consumer_fenced", group=self._group)
                 await self.seek_to_stored(list(batch))
@@ -193,7 +205,9 @@ class TransactionalConsumer:
                 self._relay.kick(committed)
             return
 
-    async def _apply(self, batch: dict[TopicPartition, list[Any]]) -> list[tuple[int, Outgoing]]:
+    async def _apply(
+        self, batch: dict[TopicPartition, list[Any]], *, isolate: bool
+    ) -> list[tuple[int, Outgoing]]:
         async with self._pool.acquire() as conn, conn.transaction():
             fresh: list[Any] = []
             ends: list[tuple[TopicPartition, int, int]] = []
@@ -205,7 +219,7 @@ class TransactionalConsumer:
                     ends.append((tp, -1 if stored is None else stored, msgs[-1].offset + 1))
             records, outgoing = _decode_all(fresh)
             outgoing = self._owned(outgoing)
-            outgoing.extend(await self._handle(conn, records))
+            outgoing.extend(await self._handle(conn, records, isolate=isolate))
             outgoing = with_causes(outgoing, _trace_causes(fresh, records))
             committed = await write_outbox(conn, self._schema, outgoing)
             for tp, expected, next_offset in ends:
@@ -233,16 +247,20 @@ class TransactionalConsumer:
                     max(0, end - next_offset)
                 )
 
-    async def _handle(self, conn: asyncpg.Connection, records: list[Record]) -> list[Outgoing]:
+    async def _handle(
+        self, conn: asyncpg.Connection, records: list[Record], *, isolate: bool
+    ) -> list[Outgoing]:
         if not records:
             return []
-        try:
-            async with conn.transaction():
+        if not isolate:
+            # The whole batch in the batch's own transaction: no savepoint round trips. A failure
+            # aborts that transaction; the batch is then applied again record by record.
+            try:
                 return await self._handler(conn, records)
-        except RETRYABLE:
-            raise
-        except Exception:  # noqa: BLE001 - isolate the poison record below
-            log.warning("batch_failed_isolating", group=self._group, size=len(records))
+            except RETRYABLE:
+                raise
+            except Exception as exc:
+                raise _PoisonInBatchError from exc
         out: list[Outgoing] = []
         for record in records:
             try:
@@ -273,7 +291,7 @@ def _decode_all(messages: list[Any]) -> tuple[list[Record], list[Outgoing]]:
         except (UnknownEventTypeError, ValidationError, ValueError) as exc:
             dead.append(_dead_letter(m.topic, key, m.value, None, exc))
             continue
-        records.append(Record(m.topic, m.partition, m.offset, key, envelope))
+        records.append(Record(m.topic, m.partition, m.offset, key, envelope, m.value))
     return records, dead
 
 
@@ -297,7 +315,9 @@ def _trace_causes(messages: list[Any], records: list[Record]) -> dict[str, tuple
 def _dead_letter(
     topic: str, key: str | None, raw: bytes | None, record: Record | None, exc: Exception
 ) -> Outgoing:
-    value = raw if raw is not None else encode(record.envelope) if record else b""
+    if raw is None and record is not None:
+        raw = record.raw if record.raw is not None else encode(record.envelope)
+    value = raw or b""
     reason = f"{type(exc).__name__}: {exc}"[:500]
     log.error("dead_lettered", topic=topic, reason=reason)
     metrics.DEAD_LETTERED.labels(topic).inc()
