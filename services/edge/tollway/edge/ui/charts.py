@@ -30,6 +30,7 @@ LEGEND_ROW = 18
 LEGEND_GAP = 16
 GRID_LINES = 4
 MAX_X_LABELS = 10
+MIN_BAR = 1.0
 
 
 def nice_ceiling(value: int) -> int:
@@ -122,7 +123,7 @@ def _bars(  # noqa: PLR0913, PLR0917 - the geometry is passed down, not recomput
             value = series[name][i]
             if value <= 0:
                 continue
-            h = plot_h * value / top
+            h = max(plot_h * value / top, MIN_BAR)  # a small amount stays visible
             base -= h
             tip = f"{name} · {label}: {value_format(value)}"
             out.append(
