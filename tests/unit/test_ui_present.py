@@ -94,6 +94,8 @@ def test_days_end_with_the_given_day() -> None:
     ("target", "expected"),
     [
         ("/ui/requests?model=x", "/ui/requests?model=x"),
+        ("/ui", "/ui"),
+        ("/uix/", "/ui/"),
         ("https://evil.example/ui/", "/ui/"),
         ("//evil.example/ui/", "/ui/"),
         ("/ui/\\evil", "/ui/"),

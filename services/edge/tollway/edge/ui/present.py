@@ -125,6 +125,7 @@ def margins(revenue: list[dict[str, Any]], costs: list[dict[str, Any]]) -> list[
 
 def safe_next(target: str | None, default: str) -> str:
     """Where to go after login: a path inside the dashboard, never another site."""
-    if not target or not target.startswith("/ui/") or target.startswith("//") or "\\" in target:
+    inside = target == "/ui" or (target or "").startswith("/ui/")
+    if not target or not inside or "\\" in target:
         return default
     return target
