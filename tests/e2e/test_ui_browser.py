@@ -214,6 +214,15 @@ def test_operator_watches_a_circuit_open_and_trips_and_resets_a_breaker(
     _shot(page, "operator-route-tree")
     upstream.delete("/_control/faults")
 
+    page.get_by_role("link", name="Alerts").click()
+    feed = page.locator('table[data-live="alerts"] tbody')
+    expect(feed).to_contain_text(f"channel:{primary}")  # the limits service's error-rate alert
+    expect(feed).to_contain_text("error_rate")
+    _shot(page, "operator-alerts")
+    page.get_by_role("link", name="Margins").click()
+    expect(page.locator("#margins")).to_contain_text(backup)  # it served, so it earned
+    _shot(page, "operator-margins")
+
     page.get_by_role("link", name="Breakers").click()
     tripped_tenant, key_id = _off_the_browsers_loop(
         trip_a_key, stack, tenant_factory, cooldown_seconds=600

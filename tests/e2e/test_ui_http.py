@@ -69,7 +69,10 @@ def test_login_sets_an_httponly_strict_cookie_holding_a_session_id_never_the_key
         token = cookie.split(";")[0].split("=", 1)[1]
         assert tenant.api_key not in cookie
         assert tenant.api_key[3:20] not in token
-        assert client.get("/ui/").status_code == 200
+        home = client.get("/ui/")
+        assert home.status_code == 200
+        assert "frame-ancestors 'none'" in home.headers["content-security-policy"]
+        assert home.headers["cache-control"] == "no-store"
 
     [row] = _query(
         stack,

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import structlog
 from litestar import Request, Response, Router
 from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import ResponseHeader
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
@@ -54,6 +55,19 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 HERE = Path(__file__).parent
 CSRF_COOKIE = "tollway_csrf"
+# Only this site's own files run or load; no other site may frame a page (clickjacking); pages
+# (a new key's secret among them) are not cached.
+HEADERS = [
+    ResponseHeader(
+        name="content-security-policy",
+        value="default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none';"
+        " form-action 'self'; frame-ancestors 'none'",
+    ),
+    ResponseHeader(name="x-frame-options", value="DENY"),
+    ResponseHeader(name="x-content-type-options", value="nosniff"),
+    ResponseHeader(name="referrer-policy", value="same-origin"),
+    ResponseHeader(name="cache-control", value="no-store"),
+]
 
 
 def csrf_secret(settings: EdgeSettings) -> str:
@@ -129,6 +143,7 @@ def router(settings: EdgeSettings) -> Router:
         path="/",
         route_handlers=[*login.ROUTES, UserPages, WorkPages, OperatorPages, static],
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)],
+        response_headers=HEADERS,
         exception_handlers={
             LoginRequiredError: _to_login,
             errors.GatewayError: _gateway_error,
