@@ -105,3 +105,29 @@ def test_days_end_with_the_given_day() -> None:
 )
 def test_login_only_returns_to_pages_of_the_dashboard(target: str | None, expected: str) -> None:
     assert present.safe_next(target, "/ui/") == expected
+
+
+def _usage_row(day: str, model: str, unit: str, **values: int) -> dict[str, Any]:
+    base = {"requests": 1, "input_tokens": 0, "output_tokens": 0, "charged_micro": 0}
+    return {"day": day, "model": model, "unit": unit, **base, **values}
+
+
+def test_usage_series_keeps_money_apart_per_unit_and_adds_tokens_across_units() -> None:
+    labels = ["2026-01-01", "2026-01-02"]
+    rows = [
+        _usage_row("2026-01-01", "gpt", "credit", charged_micro=5, input_tokens=1, output_tokens=2),
+        _usage_row("2026-01-02", "gpt", "CNY", charged_micro=7, input_tokens=10, output_tokens=20),
+        _usage_row("2026-01-02", "claude", "credit", charged_micro=3, output_tokens=4),
+        _usage_row("2025-12-31", "gpt", "credit", charged_micro=100),  # before the period
+    ]
+
+    money = present.usage_series(rows, "model", labels, "charged")
+    tokens = present.usage_series(rows, "model", labels, "tokens")
+    requests = present.usage_series(rows, "model", labels, "requests")
+
+    assert money == {
+        ("charged", "CNY"): {"gpt": [0, 7]},
+        ("charged", "credit"): {"gpt": [5, 0], "claude": [0, 3]},
+    }
+    assert tokens == {("tokens", ""): {"gpt": [3, 30], "claude": [0, 4]}}
+    assert requests == {("requests", ""): {"gpt": [1, 1], "claude": [0, 1]}}

@@ -11,6 +11,9 @@ from typing import Any
 
 from tollway.events.pricing import format_micro
 
+# What a usage chart can show, and the usage row field it reads (tokens add input and output).
+USAGE_METRICS = {"charged": "charged_micro", "tokens": "tokens", "requests": "requests"}
+
 
 def money(micro: int | None, unit: str | None = None) -> str:
     """``1234567`` -> ``1.234567 credit``; an unknown amount is a dash."""
@@ -38,6 +41,27 @@ def when(value: str | datetime | None) -> str:
 def days(until: date, count: int) -> list[str]:
     """The ``count`` UTC days ending with ``until``, oldest first, as ``YYYY-MM-DD``."""
     return [(until - timedelta(days=count - 1 - i)).isoformat() for i in range(count)]
+
+
+def usage_series(
+    rows: list[dict[str, Any]], group_by: str, labels: list[str], metric: str
+) -> dict[tuple[str, str], dict[str, list[int]]]:
+    """Per unit (money) or for all units together (tokens, requests): a value per group per day."""
+    out: dict[tuple[str, str], dict[str, list[int]]] = {}
+    index = {day: i for i, day in enumerate(labels)}
+    for r in rows:
+        if r["day"] not in index:
+            continue
+        unit = (r["unit"] or "") if metric == "charged" else ""
+        value = (
+            r["input_tokens"] + r["output_tokens"]
+            if metric == "tokens"
+            else r[USAGE_METRICS[metric]]
+        )
+        group = str(r[group_by] or "(none)")
+        series = out.setdefault((metric, unit), {})
+        series.setdefault(group, [0] * len(labels))[index[r["day"]]] += int(value)
+    return out
 
 
 def attempt_chain(receipt: dict[str, Any]) -> list[dict[str, Any]]:

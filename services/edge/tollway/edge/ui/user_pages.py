@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 PAGE = 25
 ENTRIES = 15
 GROUPS = ("model", "key", "project", "route")
-METRICS = {"charged": "charged_micro", "tokens": "tokens", "requests": "requests"}
 PERIODS = (7, 14, 30)
 
 
@@ -59,23 +58,6 @@ async def _names(request: Request[Any, Any, Any], account_id: str) -> dict[str, 
         "key": {k["id"]: f"{k['name'] or k['prefix'] + '…'} ({k['id']})" for _, _, k in keys},
         "project": {p["id"]: f"{p['name']} ({p['id']})" for p in projects},
     }
-
-
-def _series(
-    rows: list[dict[str, Any]], group_by: str, labels: list[str], metric: str
-) -> dict[tuple[str, str], dict[str, list[int]]]:
-    """Per unit (money) or for all units together (tokens, requests): a value per group per day."""
-    out: dict[tuple[str, str], dict[str, list[int]]] = {}
-    index = {day: i for i, day in enumerate(labels)}
-    for r in rows:
-        if r["day"] not in index:
-            continue
-        unit = r["unit"] or "" if metric == "charged" else ""
-        value = r["input_tokens"] + r["output_tokens"] if metric == "tokens" else r[METRICS[metric]]
-        group = str(r[group_by] or "(none)")
-        series = out.setdefault((metric, unit), {})
-        series.setdefault(group, [0] * len(labels))[index[r["day"]]] += int(value)
-    return out
 
 
 class UserPages(Controller):
@@ -121,7 +103,9 @@ class UserPages(Controller):
         labels = present.days(today, period)
         short = [label[5:] for label in labels]
         drawn = []
-        for (kind, unit), series in sorted(_series(rows, group_by, labels, metric).items()):
+        for (kind, unit), series in sorted(
+            present.usage_series(rows, group_by, labels, metric).items()
+        ):
             fmt = present.money if kind == "charged" else present.number
             title = {"charged": f"Charged ({unit}) per day", "tokens": "Tokens per day"}.get(
                 kind, "Requests per day"

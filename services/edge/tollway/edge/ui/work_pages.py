@@ -32,7 +32,6 @@ from tollway.edge.ui.guards import SessionParam, form, page, sessions, user_sess
 if TYPE_CHECKING:
     from tollway.edge.ui.research import ResearchClient
 
-RUN_ID = r"^[A-Za-z0-9_-]{1,100}$"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 REPORTS = {"report.md": "text/markdown; charset=utf-8", "report.pdf": "application/pdf"}
 
