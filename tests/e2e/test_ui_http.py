@@ -140,6 +140,8 @@ def test_a_post_without_the_csrf_token_is_refused_before_anything_changes(
     for response in (missing, wrong, foreign):
         assert response.status_code == 403
         assert "CSRF" in error_message(response)
+        # The stale cookie is dropped, so the reload gets a new one.
+        assert 'tollway_csrf=""; Max-Age=0' in response.headers["set-cookie"]
     keys = _query(stack, "SELECT name FROM edge.api_keys WHERE account_id = $1", tenant.account_id)
     assert [k["name"] for k in keys] == [""]
     with ui_client(stack) as client:

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import structlog
 from litestar import Request, Response, Router
 from litestar.config.csrf import CSRFConfig
-from litestar.datastructures import ResponseHeader
+from litestar.datastructures import Cookie, ResponseHeader
 from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
@@ -113,10 +113,17 @@ def _gateway_error(_: Request[Any, Any, Any], exc: errors.GatewayError) -> Respo
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     message = exc.detail if isinstance(exc.detail, str) else "The request was not accepted."
     if exc.status_code == 403 and "CSRF" in message:
-        message = (
+        page = _error_page(
+            403,
             "The form's security token is missing or stale (CSRF check). Reload the page and"
-            " submit it again."
+            " submit it again.",
         )
+        # A cookie signed with an older secret is never replaced by the middleware: drop it, so
+        # the reload gets a fresh one.
+        page.cookies.append(
+            Cookie(key=CSRF_COOKIE, value="", path=COOKIE_PATH, max_age=0, samesite="strict")
+        )
+        return page
     return _error_page(exc.status_code, message)
 
 
