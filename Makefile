@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
 
-.PHONY: bench bench-overhead bench-breakers bench-research deps kafka-deps dev test test-kafka deploy-lint asyncapi test-unit test-integration lint fmt clean
+.PHONY: bench bench-overhead bench-breakers bench-research deps browser-deps kafka-deps dev test test-kafka deploy-lint asyncapi test-unit test-integration lint fmt clean
 
 deps: ## install uv, PostgreSQL server binaries (Debian) and the locked Python environment
 	@./deploy/scripts/install-deps.sh
@@ -12,14 +12,17 @@ deps: ## install uv, PostgreSQL server binaries (Debian) and the locked Python e
 dev: deps ## run the whole system on embedded defaults and print how to call it
 	@$(UV) run --frozen python -m tollway.devstack
 
-test: deps ## every test, on an embedded Postgres and Kafka-protocol broker
+browser-deps: ## Debian's Chromium, for the dashboard's browser tests
+	@./deploy/scripts/install-browser.sh
+
+test: deps browser-deps ## every test, on an embedded Postgres and Kafka-protocol broker
 	@$(UV) run --frozen pytest -q
 
 kafka-deps: deps ## Java 17 and Maven (Debian), then Apache Kafka's jars from Maven Central, cached
 	@./deploy/scripts/install-kafka-deps.sh
 	@$(UV) run --frozen python -m tollway.devstack.kafka
 
-test-kafka: kafka-deps ## integration and end-to-end tests on Apache Kafka 4.x (KRaft) started here
+test-kafka: kafka-deps browser-deps ## integration and end-to-end tests on Apache Kafka 4.x (KRaft) started here
 	@TOLLWAY_BROKER=kafka $(UV) run --frozen pytest -q tests/integration tests/e2e
 
 test-unit: deps

@@ -29,10 +29,13 @@ def write_env(path: Path, values: dict[str, str]) -> None:
 
 
 def banner(stack: Stack, api_key: str, env_file: Path, seconds: float) -> str:
-    """What to paste to make the first call."""
+    """What to paste to make the first call, and where the dashboard is."""
     base = f"{stack.edge_url}/v1"
     return f"""
 Tollway is running ({seconds:.1f}s). Settings are in {env_file}.
+
+  Dashboard: {stack.edge_url}/ui/  (sign in with the API key below)
+  Operators: {stack.edge_url}/ui/admin/login  (with the admin token {stack.config.admin_token})
 
   curl {base}/chat/completions \\
     -H "Authorization: Bearer {api_key}" -H "Content-Type: application/json" \\

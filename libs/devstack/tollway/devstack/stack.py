@@ -152,6 +152,8 @@ class Stack:
                 "TOLLWAY_EDGE_PORT": str(cfg.edge_port),
                 "TOLLWAY_RESEARCHER_PORT": str(cfg.researcher_port),
                 "TOLLWAY_RESEARCHER_EDGE_URL": f"http://127.0.0.1:{cfg.edge_port}",
+                # The dashboard's research pages reach the researcher with the user's key.
+                "TOLLWAY_EDGE_RESEARCHER_URL": f"http://127.0.0.1:{cfg.researcher_port}",
                 "PYTHONUNBUFFERED": "1",
             }
         )

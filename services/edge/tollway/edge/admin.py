@@ -129,8 +129,13 @@ def _expiry(value: datetime | None) -> datetime | None:
     return aware
 
 
-async def create_account(request: Request[Any, Any, Any], data: NewAccount) -> dict[str, Any]:
-    """Insert an account and its default project, audited together."""
+async def create_account(
+    request: Request[Any, Any, Any], data: NewAccount, actor: str | None = None
+) -> dict[str, Any]:
+    """Insert an account and its default project, audited together.
+
+    Audited as ``actor`` when given (the dashboard's session), else the ``x-tollway-actor`` header.
+    """
     account_id = data.id or f"acct_{new_id()[-12:]}"
     project_id = f"proj_{new_id()[-12:]}"
 
@@ -140,7 +145,8 @@ async def create_account(request: Request[Any, Any, Any], data: NewAccount) -> d
         return None, {**view, "default_project_id": project_id}
 
     change = audit.Change("account.create", account_id, account_id)
-    after, audit_id = await audit.mutate(_pool(request), audit.actor_of(request), change, apply)
+    who = actor or audit.actor_of(request)
+    after, audit_id = await audit.mutate(_pool(request), who, change, apply)
     return {**(after or {}), "audit_id": audit_id}
 
 
@@ -156,7 +162,9 @@ async def create_project(request: Request[Any, Any, Any], data: NewProject) -> d
     return {**(after or {}), "audit_id": audit_id}
 
 
-async def create_key(request: Request[Any, Any, Any], data: NewKey) -> dict[str, Any]:
+async def create_key(
+    request: Request[Any, Any, Any], data: NewKey, actor: str | None = None
+) -> dict[str, Any]:
     """Issue a key; the secret is returned here once and stored only as a digest."""
     expires_at = _expiry(data.expires_at)
     secret = new_key()
@@ -181,11 +189,14 @@ async def create_key(request: Request[Any, Any, Any], data: NewKey) -> dict[str,
         return None, await tenants.key(conn, key_id)
 
     change = audit.Change("key.create", key_id, data.account_id)
-    after, audit_id = await audit.mutate(_pool(request), audit.actor_of(request), change, apply)
+    who = actor or audit.actor_of(request)
+    after, audit_id = await audit.mutate(_pool(request), who, change, apply)
     return {**(after or {}), "key": secret, "audit_id": audit_id}
 
 
-async def revoke_key(request: Request[Any, Any, Any], key_id: str) -> dict[str, Any]:
+async def revoke_key(
+    request: Request[Any, Any, Any], key_id: str, actor: str | None = None
+) -> dict[str, Any]:
     """Revoke a key (revoking it again changes and records nothing)."""
     refuse_nul(key_id=key_id)
     digest: list[bytes] = []
@@ -199,7 +210,8 @@ async def revoke_key(request: Request[Any, Any, Any], key_id: str) -> dict[str, 
 
     current = await tenants.key(_pool(request), key_id)
     change = audit.Change("key.revoke", key_id, current["account_id"])
-    after, audit_id = await audit.mutate(_pool(request), audit.actor_of(request), change, apply)
+    who = actor or audit.actor_of(request)
+    after, audit_id = await audit.mutate(_pool(request), who, change, apply)
     # Only after commit: a read between forgetting and committing would cache the live key.
     store: EdgeStore = request.app.state.store
     for revoked in digest:
@@ -207,7 +219,9 @@ async def revoke_key(request: Request[Any, Any, Any], key_id: str) -> dict[str, 
     return {**(after or {}), "audit_id": audit_id}
 
 
-async def request_topup(request: Request[Any, Any, Any], data: NewTopUp) -> dict[str, Any]:
+async def request_topup(
+    request: Request[Any, Any, Any], data: NewTopUp, actor: str | None = None
+) -> dict[str, Any]:
     """Publish the top-up for the ledger; answer with the event id to follow."""
     try:
         micro = to_micro(data.amount)
@@ -241,7 +255,8 @@ async def request_topup(request: Request[Any, Any, Any], data: NewTopUp) -> dict
         data.account_id,
         after=topup.model_dump(mode="json") | answer,
     )
-    audit_id = await audit.published(_pool(request), audit.actor_of(request), change, send)
+    who = actor or audit.actor_of(request)
+    audit_id = await audit.published(_pool(request), who, change, send)
     return answer | {"audit_id": audit_id}
 
 

@@ -24,6 +24,7 @@ from tollway.edge import (
     limits_admin,
     selfservice,
     tasks,
+    ui,
 )
 from tollway.edge.calls import CallService
 from tollway.edge.replies import ReplyHub
@@ -221,9 +222,11 @@ def create_app(settings: EdgeSettings) -> Litestar:
             limits_admin.LimitsAdminController,
             RouteTreeController,
             audit.AuditController,
+            ui.router(settings),
         ],
         openapi_config=OPENAPI,
-        lifespan=[lifespan],
+        template_config=ui.TEMPLATES,
+        lifespan=[lifespan, ui.lifespan],
         middleware=[RequestIdMiddleware()],
         exception_handlers={
             errors.GatewayError: gateway_error,

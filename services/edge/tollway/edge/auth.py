@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from litestar import Request
     from litestar.datastructures import State
 
-    from tollway.edge.store import KeyInfo
+    from tollway.edge.store import EdgeStore, KeyInfo
 
 
 def presented_key(request: Request[Any, Any, State]) -> str:
@@ -34,7 +34,15 @@ async def authenticate(request: Request[Any, Any, State]) -> KeyInfo:
             "Missing API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
             code="missing_api_key",
         )
-    key: KeyInfo | None = await request.app.state.store.key_by_hash(hash_key(token))
+    return await check_key(request.app.state.store, token)
+
+
+async def check_key(store: EdgeStore, token: str) -> KeyInfo:
+    """The live key ``token`` is, or 401 saying what is wrong with it.
+
+    The dashboard's login goes through this same check.
+    """
+    key: KeyInfo | None = await store.key_by_hash(hash_key(token))
     if key is None:
         raise errors.AuthenticationError("Incorrect API key provided.")
     if key.revoked_at is not None:

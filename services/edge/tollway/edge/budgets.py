@@ -143,7 +143,7 @@ class BudgetController(Controller):
     ) -> dict[str, Any]:
         """An account's budgets with what is held and spent in the current window."""
         rows = await ls.budgets(request.app.state.pool, account_id)
-        return {"account_id": account_id, "budgets": [_row_view(r) for r in rows]}
+        return {"account_id": account_id, "budgets": [row_view(r) for r in rows]}
 
     @delete("/{budget_id:str}", status_code=202)
     async def remove(
@@ -174,7 +174,8 @@ def _view(b: BudgetSet) -> dict[str, Any]:
     return b.model_dump(exclude={"budget_id"})
 
 
-def _row_view(r: dict[str, Any]) -> dict[str, Any]:
+def row_view(r: dict[str, Any]) -> dict[str, Any]:
+    """A budget with what is held, spent and left in its current window."""
     return {
         "id": r["budget_id"],
         "name": r["name"],

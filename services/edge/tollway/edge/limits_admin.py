@@ -65,7 +65,8 @@ class NewWebhook(BaseModel):
     description: str = Field(default="", max_length=500)
 
 
-def _describe(board: BreakerBoard, now: Any) -> list[dict[str, Any]]:
+def describe_breakers(board: BreakerBoard, now: Any) -> list[dict[str, Any]]:
+    """Every breaker's latest record, newest first, with whether it is open at ``now``."""
     rows = []
     for env in board.records():
         p: Any = env.payload
@@ -78,7 +79,9 @@ def _describe(board: BreakerBoard, now: Any) -> list[dict[str, Any]]:
     return rows
 
 
-async def reset_breaker(request: Request[Any, Any, Any], data: ResetBreaker) -> dict[str, Any]:
+async def reset_breaker(
+    request: Request[Any, Any, Any], data: ResetBreaker, actor: str | None = None
+) -> dict[str, Any]:
     """Publish an operator reset and wait until this edge's view shows the breaker closed."""
     board: BreakerBoard = request.app.state.breakers.board
     key = breaker_key(data.scope, data.scope_id)
@@ -88,7 +91,7 @@ async def reset_breaker(request: Request[Any, Any, Any], data: ResetBreaker) -> 
             f"No open breaker on {data.scope} '{data.scope_id}'.", code="breaker_not_found"
         )
     tripped = current.payload
-    actor = audit.actor_of(request)
+    actor = actor or audit.actor_of(request)
     reset = make(
         BreakerReset(
             account_id=tripped.account_id,
@@ -215,7 +218,7 @@ class LimitsAdminController(Controller):
     @get("/breakers")
     async def breakers(self, request: Request[Any, Any, Any], _admin: None) -> dict[str, Any]:
         """Every breaker's latest record."""
-        return {"breakers": _describe(request.app.state.breakers.board, utcnow())}
+        return {"breakers": describe_breakers(request.app.state.breakers.board, utcnow())}
 
     @post("/breakers/reset", status_code=200)
     async def reset(

@@ -18,6 +18,12 @@ INSERT INTO edge.tasks (id, account_id, project_id, key_id) VALUES ($1, $2, $3, 
 """
 DELETE_TASK = "DELETE FROM edge.tasks WHERE id = $1"
 TASK_OWNED = "SELECT 1 FROM edge.tasks WHERE id = $1 AND account_id = $2"
+# An account's tasks, newest first, with the ledger's status once it applied the opening.
+ACCOUNT_TASKS = """
+SELECT e.id, e.project_id, e.key_id, e.created_at, t.name, t.status, t.stopped_by
+FROM edge.tasks e LEFT JOIN ledger.tasks t ON t.task_id = e.id AND t.account_id = e.account_id
+WHERE e.account_id = $1 ORDER BY e.created_at DESC, e.id DESC LIMIT $2
+"""
 SELECT_LEDGER_TASK = """
 SELECT name, status, route_types, fallback, opened_at, closed_at, close_reason, stopped_by
 FROM ledger.tasks WHERE task_id = $1 AND account_id = $2
@@ -63,6 +69,11 @@ async def forget_task(pool: asyncpg.Pool, task_id: str) -> None:
 async def owns_task(pool: asyncpg.Pool, task_id: str, account_id: str) -> bool:
     """True when ``account_id`` opened the task."""
     return await pool.fetchval(TASK_OWNED, task_id, account_id) is not None
+
+
+async def account_tasks(pool: asyncpg.Pool, account_id: str, limit: int) -> list[dict[str, Any]]:
+    """The account's newest tasks (status ``None`` until the ledger applied the opening)."""
+    return [dict(r) for r in await pool.fetch(ACCOUNT_TASKS, account_id, limit)]
 
 
 async def ledger_task(pool: asyncpg.Pool, task_id: str, account_id: str) -> dict[str, Any] | None:

@@ -32,6 +32,20 @@ class EdgeSettings(CommonSettings):
     max_body_bytes: int = 4 * 1024 * 1024
     cache_ttl_seconds: float = 1.0
     pool_size: int = 10
+    researcher_url: str = Field(
+        default="",
+        description="The researcher's HTTP API, reached by the dashboard's research pages with"
+        " the signed-in user's key; empty: those pages say research is not configured.",
+    )
+    ui_secret: str = Field(
+        default="",
+        description="Signs the dashboard's CSRF tokens; the same on every edge instance. Empty:"
+        " derived from the admin token (or random per process when that is empty too).",
+    )
+    ui_cookie_secure: bool = Field(
+        default=False, description="Mark dashboard cookies Secure (set it behind https)."
+    )
+    ui_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     webhook_signing_key: str = Field(
         default="",
         validation_alias="TOLLWAY_WEBHOOK_SIGNING_KEY",

@@ -24,6 +24,7 @@ from tollway.events.limits import TaskBudget, TaskClosed, TaskOpened
 from tollway.events.pricing import to_micro
 
 if TYPE_CHECKING:
+    import asyncpg
     from litestar.datastructures import State
 
     from tollway.edge.store import KeyInfo
@@ -96,7 +97,13 @@ def _route_types(data: NewTask, key: KeyInfo) -> list[Literal["direct", "pool"]]
 async def open_task(request: Request[Any, Any, State]) -> dict[str, Any]:
     """Open a task envelope for the key's account and project."""
     key = await authenticate(request)
-    data = _parse(await request.body())
+    return await open_task_for(request, key, _parse(await request.body()))
+
+
+async def open_task_for(
+    request: Request[Any, Any, State], key: KeyInfo, data: NewTask
+) -> dict[str, Any]:
+    """Record the owner, publish ``TaskOpened`` (undone when the log does not confirm it)."""
     pool = request.app.state.pool
     budgets = _envelope(data, await ls.bucket_units(pool, key.account_id), key)
     task_id = "task_" + new_id()
@@ -135,21 +142,28 @@ def _definition(event: TaskOpened) -> dict[str, Any]:
 
 async def _owned(request: Request[Any, Any, State], task_id: str) -> KeyInfo:
     key = await authenticate(request)
-    if not TASK_ID.match(task_id) or not await ls.owns_task(
-        request.app.state.pool, task_id, key.account_id
-    ):
-        raise errors.NotFoundError(f"No task '{task_id}' for this account.", code="task_not_found")
+    await require_task(request.app.state.pool, task_id, key.account_id)
     return key
+
+
+async def require_task(pool: asyncpg.Pool, task_id: str, account_id: str) -> None:
+    """404 unless ``account_id`` opened the task (another account's task is not found either)."""
+    if not TASK_ID.match(task_id) or not await ls.owns_task(pool, task_id, account_id):
+        raise errors.NotFoundError(f"No task '{task_id}' for this account.", code="task_not_found")
 
 
 @get("/v1/tasks/{task_id:str}")
 async def task_receipt(request: Request[Any, Any, State], task_id: str) -> dict[str, Any]:
     """The task's receipt: calls, tokens, cost per bucket, retries, fallbacks, what stopped it."""
     key = await _owned(request, task_id)
-    pool = request.app.state.pool
-    task = await ls.ledger_task(pool, task_id, key.account_id)
-    budgets = await ls.budgets(pool, key.account_id, task_id)
-    receipts = await ls.task_receipts(pool, key.account_id, task_id)
+    return await task_view(request.app.state.pool, key.account_id, task_id)
+
+
+async def task_view(pool: asyncpg.Pool, account_id: str, task_id: str) -> dict[str, Any]:
+    """The receipt of a task the caller already knows ``account_id`` owns."""
+    task = await ls.ledger_task(pool, task_id, account_id)
+    budgets = await ls.budgets(pool, account_id, task_id)
+    receipts = await ls.task_receipts(pool, account_id, task_id)
     return summarize(task_id, task, budgets, receipts)
 
 
@@ -157,6 +171,13 @@ async def task_receipt(request: Request[Any, Any, State], task_id: str) -> dict[
 async def close_task(request: Request[Any, Any, State], task_id: str) -> dict[str, Any]:
     """Close a task: further calls are refused; in-flight calls settle normally."""
     key = await _owned(request, task_id)
+    return await close_task_for(request, key, task_id)
+
+
+async def close_task_for(
+    request: Request[Any, Any, State], key: KeyInfo, task_id: str
+) -> dict[str, Any]:
+    """Publish ``TaskClosed`` for a task of ``key``'s account (ownership checked by the caller)."""
     await publish_request(
         request.app.state.producer,
         key.account_id,

@@ -1,0 +1,240 @@
+"""The dashboard in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+A user signs in with a key, creates a key, calls the gateway with it through the official
+OpenAI SDK, finds the call in the request log and opens its receipt; a call that was retried and
+fell back shows that chain. An operator watches a channel's circuit open on the live route tree,
+sees a velocity breaker trip and resets it. Screenshots go to tests/artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+from openai import OpenAI
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import ADMIN_TOKEN, wait_for
+from tests.e2e.route_kit import admin_client, chat, circuit_state, new_channel, new_model
+from tests.e2e.route_kit import settled_receipt as final_receipt
+from tests.e2e.test_breakers import call, trip_a_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
+# Headless, and nothing that reaches beyond this machine (no updates, sync or QUIC probes).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PRIMARY_DEMO, BACKUP_DEMO = "openai-backup", "openai-direct"
+T = TypeVar("T")
+
+
+def _chromium() -> str | None:
+    return os.environ.get("TOLLWAY_CHROMIUM") or shutil.which("chromium")
+
+
+def _off_the_browsers_loop(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a helper that uses ``asyncio.run`` (Playwright's sync API keeps a loop running here)."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        return worker.submit(fn, *args, **kwargs).result()
+
+
+@pytest.fixture(scope="module")
+def browser(stack: Any) -> Iterator[Browser]:  # the stack starts first: it uses asyncio.run
+    executable = _chromium()
+    if executable is None:
+        message = (
+            "The dashboard's browser tests need Chromium: install Debian's 'chromium' package"
+            " (deploy/scripts/install-deps.sh does, as root or with sudo), or point"
+            " TOLLWAY_CHROMIUM at a Chromium binary."
+        )
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(message)
+        pytest.skip(message)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser profile (no cookies) that fails the test on any script error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(15_000)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield opened
+    context.close()
+    assert errors == [], f"script errors on the page: {errors}"
+
+
+def _shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _sign_in(page: Page, stack: Any, api_key: str) -> None:
+    page.goto(f"{stack.edge_url}/ui/")
+    expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui"))
+    page.get_by_label("API key").fill(api_key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
+def test_user_creates_a_key_and_finds_an_sdk_call_with_its_receipt(
+    stack, tenant_factory, page: Page
+) -> None:
+    tenant = tenant_factory({"credit": "10"})
+    _sign_in(page, stack, tenant.api_key)
+    expect(page.locator('[data-bucket="credit"]')).to_contain_text("10.000000")
+    _shot(page, "user-overview")
+
+    page.get_by_role("link", name="API keys").click()
+    page.get_by_label("Name").fill("browser-test")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.locator("#new-key-secret").inner_text().strip()
+    expect(page.get_by_text("shown this once")).to_be_visible()
+    _shot(page, "user-key-created")
+    assert secret.startswith("tw-")
+
+    client = OpenAI(base_url=f"{stack.edge_url}/v1", api_key=secret)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello from the browser test"}]
+    )
+    request_id = raw.headers["x-request-id"]
+    wait_for(lambda: final_receipt(stack, secret, request_id), what="the receipt")
+
+    page.get_by_role("link", name="Requests").click()
+    row = page.locator(f'tr[data-request-id="{request_id}"]')
+    expect(row).to_contain_text("settled")
+    _shot(page, "user-request-log")
+    row.get_by_role("link", name=request_id).click()
+
+    expect(page.get_by_role("heading", name=f"Receipt {request_id}")).to_be_visible()
+    attempts = page.locator("ol.chain li.attempt")
+    expect(attempts).to_have_count(1)
+    expect(attempts.first).to_have_attribute("data-role", "primary")
+    expect(attempts.first).to_contain_text("served")
+    expect(attempts.first).to_contain_text("openai-direct")
+    _shot(page, "user-receipt")
+
+
+def test_a_retried_call_that_fell_back_shows_its_attempt_chain(
+    stack, tenant_factory, upstream, page: Page
+) -> None:
+    tenant = tenant_factory({"credit": "10"})
+    with admin_client(stack) as admin:
+        primary = new_channel(admin, stack, PRIMARY_DEMO)
+        backup = new_channel(admin, stack, BACKUP_DEMO)
+        model = new_model(
+            admin,
+            [
+                {"channel_id": primary, "upstream_model": "up-primary", "tier": 0},
+                {"channel_id": backup, "upstream_model": "up-backup", "tier": 1},
+            ],
+        )
+    armed = upstream.post(
+        "/_control/faults",
+        json={"channel": PRIMARY_DEMO, "kind": "status", "status": 503, "count": 2},
+    )
+    assert armed.status_code < 300, armed.text
+    status, _, request_id = chat(stack, tenant.api_key, model)
+    assert status == 200
+    wait_for(lambda: final_receipt(stack, tenant.api_key, request_id), what="the receipt")
+
+    _sign_in(page, stack, tenant.api_key)
+    page.goto(f"{stack.edge_url}/ui/requests/{request_id}")
+
+    attempts = page.locator("ol.chain li.attempt")
+    expect(attempts).to_have_count(3)
+    roles = [attempts.nth(i).get_attribute("data-role") for i in range(3)]
+    channels = [attempts.nth(i).get_attribute("data-channel") for i in range(3)]
+    assert roles == ["primary", "retry", "backup (tier 1)"]
+    assert channels == [primary, primary, backup]
+    expect(attempts.nth(0)).to_contain_text("http_error (503)")
+    expect(attempts.nth(2)).to_contain_text("served")
+    expect(page.get_by_role("heading", name="Attempts")).to_contain_text("fell back")
+    _shot(page, "user-receipt-fallback")
+
+
+def test_operator_watches_a_circuit_open_and_trips_and_resets_a_breaker(
+    stack, tenant_factory, upstream, page: Page
+) -> None:
+    tenant = tenant_factory({"credit": "20"})
+    with admin_client(stack) as admin:
+        primary = new_channel(admin, stack, PRIMARY_DEMO)
+        backup = new_channel(admin, stack, BACKUP_DEMO)
+        model = new_model(
+            admin,
+            [
+                {"channel_id": primary, "upstream_model": "u", "tier": 0},
+                {"channel_id": backup, "upstream_model": "u", "tier": 1},
+            ],
+        )
+
+    page.goto(f"{stack.edge_url}/ui/admin/login")
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_label("Your name").fill("alice")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Route tree")).to_be_visible()
+    circuit = page.locator(f'table.channels tr[data-channel-id="{primary}"] [data-health]')
+    expect(circuit).to_have_text("closed")
+
+    upstream.post(
+        "/_control/faults",
+        json={"channel": PRIMARY_DEMO, "kind": "status", "status": 503, "count": 10_000},
+    )
+    with admin_client(stack) as admin:
+        wait_for(
+            lambda: (
+                chat(stack, tenant.api_key, model)[0] == 200
+                and circuit_state(admin, primary) == "open"
+            ),
+            what="the primary's circuit to open",
+        )
+    expect(circuit).to_have_text("open")  # the open page follows without a reload
+    _shot(page, "operator-route-tree")
+    upstream.delete("/_control/faults")
+
+    page.get_by_role("link", name="Alerts").click()
+    feed = page.locator('table[data-live="alerts"] tbody')
+    expect(feed).to_contain_text(f"channel:{primary}")  # the limits service's error-rate alert
+    expect(feed).to_contain_text("error_rate")
+    _shot(page, "operator-alerts")
+    page.get_by_role("link", name="Margins").click()
+    expect(page.locator("#margins")).to_contain_text(backup)  # it served, so it earned
+    _shot(page, "operator-margins")
+
+    page.get_by_role("link", name="Breakers").click()
+    tripped_tenant, key_id = _off_the_browsers_loop(
+        trip_a_key, stack, tenant_factory, cooldown_seconds=600
+    )
+    row = page.locator(f'tr[data-breaker="key:{key_id}"]')
+    expect(row).to_contain_text("tripped")  # the page follows without a reload
+    _shot(page, "operator-breaker-tripped")
+
+    row.get_by_role("button", name="Reset").click()
+    expect(page.locator(f'tr[data-breaker="key:{key_id}"]')).to_contain_text("closed")
+    _shot(page, "operator-breaker-reset")
+    assert call(stack, tripped_tenant.api_key).status == 200
+    with admin_client(stack) as admin:
+        trail = admin.get("/audit", params={"kind": "breaker", "target": f"key:{key_id}"})
+    assert [a["actor"] for a in trail.json()["data"]] == ["ui:alice"]
