@@ -69,10 +69,7 @@ async def authorize(
     placed: list[Placed] = []
     refused: list[tuple[ld.BucketGroup, ld.Refusal]] = []
     for group in groups:
-        unit = await store.bucket_unit(conn, req.account_id, group.bucket) or ""
-        available = await store.balance(
-            conn, domain.bucket_account(req.account_id, group.bucket), unit
-        )
+        unit, available = await store.bucket_funds(conn, req.account_id, group.bucket)
         charges, refusal = ld.decide_group(state, req, group, unit, available)
         if refusal is not None and not placed:
             return await _reject(conn, env, Stop(402, refusal, group.bucket))

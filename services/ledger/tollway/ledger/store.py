@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tollway.ledger.domain import check_balanced
+from tollway.ledger.domain import bucket_account, check_balanced
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -40,6 +40,12 @@ ON CONFLICT (account, unit) DO UPDATE SET amount = b.amount + EXCLUDED.amount
 COUNT_OPEN_HOLDS = "SELECT count(*) FROM ledger.holds WHERE status = 'open'"
 SELECT_BALANCE = "SELECT amount FROM ledger.balances WHERE account = $1 AND unit = $2"
 SELECT_BUCKET_UNIT = "SELECT unit FROM ledger.buckets WHERE account_id = $1 AND bucket = $2"
+SELECT_BUCKET_FUNDS = """
+SELECT bk.unit, COALESCE(bl.amount, 0) AS amount
+FROM ledger.buckets bk
+LEFT JOIN ledger.balances bl ON bl.account = $3 AND bl.unit = bk.unit
+WHERE bk.account_id = $1 AND bk.bucket = $2
+"""
 INSERT_BUCKET = "INSERT INTO ledger.buckets (account_id, bucket, unit) VALUES ($1, $2, $3)"
 SELECT_TOPUP = "SELECT fingerprint FROM ledger.topups WHERE idempotency_key = $1"
 INSERT_TOPUP = (
@@ -106,6 +112,14 @@ async def bucket_unit(conn: asyncpg.Connection, account_id: str, bucket: str) ->
     """The unit of a tenant's bucket, or None when the bucket was never funded."""
     unit: str | None = await conn.fetchval(SELECT_BUCKET_UNIT, account_id, bucket)
     return unit
+
+
+async def bucket_funds(conn: asyncpg.Connection, account_id: str, bucket: str) -> tuple[str, int]:
+    """A bucket's unit and balance in one round trip; ``("", 0)`` when it was never funded."""
+    row = await conn.fetchrow(
+        SELECT_BUCKET_FUNDS, account_id, bucket, bucket_account(account_id, bucket)
+    )
+    return ("", 0) if row is None else (row["unit"], int(row["amount"]))
 
 
 async def open_bucket(conn: asyncpg.Connection, account_id: str, bucket: str, unit: str) -> None:
