@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -75,6 +76,8 @@ class Run:
     errors: int = 0
     seconds: float = 0.0
     first_error: str = ""
+    # CPU time per answered request (ms), per stack process and for the whole "machine".
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
     def pct(self, q: float) -> float:
         """The ``q`` quantile (0..1) of the latencies."""
@@ -127,6 +130,54 @@ def rss_mb(pid: int) -> float:
     except OSError:
         return 0.0
     return 0.0
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every process on the machine has used, all cores (``/proc/stat``)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+class CpuMeter:
+    """CPU time spent while a run goes: by each process of the stack and by the whole machine.
+
+    The machine's figure includes the load generator, the broker and Postgres; compared between
+    two gateways in the same run it says which one needs less hardware per request.
+    """
+
+    def __init__(self, stack: Stack) -> None:
+        """Meter ``stack``'s processes."""
+        self._stack = stack
+
+    def snapshot(self) -> dict[str, float]:
+        """CPU seconds used so far, per process name and ``machine``."""
+        used = {name: process_cpu_seconds(p.pid) for name, p in self._stack.processes.items()}
+        used["machine"] = machine_cpu_seconds()
+        return used
+
+    async def run(
+        self, call: Callable[[], Awaitable[Any]], *, requests: int, concurrency: int
+    ) -> Run:
+        """:func:`closed_loop`, with the CPU it took per answered request in ``Run.cpu_ms``."""
+        before = self.snapshot()
+        run = await closed_loop(call, requests=requests, concurrency=concurrency)
+        after = self.snapshot()
+        answered = max(1, len(run.latencies_ms))
+        run.cpu_ms = {k: (v - before.get(k, 0.0)) * 1000 / answered for k, v in after.items()}
+        return run
 
 
 class RssSampler:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import litellm
 from bench.harness import (
     RESULTS,
+    CpuMeter,
     RssSampler,
     Run,
     closed_loop,
@@ -124,13 +125,12 @@ async def measure(
         progress("warm-up")
         for path in paths.values():
             await closed_loop(path.complete, requests=200, concurrency=8)
+        meter = CpuMeter(stack)
         async with RssSampler(stack) as rss:
             for concurrency, requests in plan:
                 progress(f"concurrency {concurrency}: {requests} requests on each of {list(paths)}")
                 runs = {
-                    name: await closed_loop(
-                        path.complete, requests=requests, concurrency=concurrency
-                    )
+                    name: await meter.run(path.complete, requests=requests, concurrency=concurrency)
                     for name, path in paths.items()
                 }
                 levels.append(Level(concurrency, runs))
@@ -204,6 +204,42 @@ def _versus_table(levels: list[Level]) -> list[str]:
     return lines
 
 
+def _cpu_table(levels: list[Level]) -> list[str]:
+    """CPU per answered request: the whole machine per path, and Tollway's own processes."""
+    paths = list(levels[0].runs)
+    services = sorted(k for k in levels[0].runs["tollway"].cpu_ms if k != "machine")
+    versus = "litellm" in paths
+    lines = [
+        (
+            "Whole machine (all cores; includes the load generator, and for Tollway the broker"
+            " and Postgres), then Tollway's own processes during its run. The ledger's and"
+            " limits' work on a run's last requests may land in the next path's run."
+        ),
+        "",
+        "| concurrency | " + " | ".join(paths) + (" | Tollway / LiteLLM |" if versus else " |"),
+        "|---:|" + "---:|" * (len(paths) + versus),
+    ]
+    for level in levels:
+        machine = {k: r.cpu_ms.get("machine", float("nan")) for k, r in level.runs.items()}
+        cells = [f"{machine[k]:.1f}" for k in paths]
+        if versus:
+            cells.append(f"{machine['tollway'] / machine['litellm']:.2f}")
+        lines.append(f"| {level.concurrency} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| concurrency | " + " | ".join(services) + " |",
+        "|---:|" + "---:|" * len(services),
+    ]
+    for level in levels:
+        own = level.runs["tollway"].cpu_ms
+        lines.append(
+            f"| {level.concurrency} | "
+            + " | ".join(f"{own.get(s, 0.0):.1f}" for s in services)
+            + " |"
+        )
+    return lines
+
+
 def _first_errors(levels: list[Level]) -> list[str]:
     """The first error of each run that had any: where to start looking."""
     lines = [
@@ -250,6 +286,10 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
             "## Tollway against LiteLLM's proxy in the same run (rate > 1, overhead < 1 favour us)",
             "",
             *_versus_table(result["levels"]),
+            "",
+            "## CPU time per answered request (ms)",
+            "",
+            *_cpu_table(result["levels"]),
             "",
             "## Streaming time to first byte (ms)",
             "",
