@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -36,7 +37,7 @@ from tollway.runtime.outbox import Outgoing, write_outbox
 from tollway.runtime.tracing import TRACE_HEADERS, with_causes
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from tollway.runtime.outbox import OutboxRelay
 
@@ -117,6 +118,7 @@ class TransactionalConsumer:
         relay: OutboxRelay | None = None,
         max_records: int = 500,
         dead_letters: bool = True,
+        event_types: Collection[str] | None = None,
     ) -> None:
         """Wire the consumer; nothing connects until :meth:`run`."""
         self._pool = pool
@@ -129,6 +131,10 @@ class TransactionalConsumer:
         # A group reading another service's topic leaves dead-lettering to the topic's owner, so
         # one poison message is one DLQ record; it still logs and skips the message.
         self._dead_letters = dead_letters
+        # A group that handles a few types of a busy topic (limits reads every gw.requests
+        # record, chat bodies included) skips the others before validating them: their offsets
+        # still advance with the batch.
+        self._event_types = frozenset(event_types) if event_types is not None else None
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group_id,
@@ -217,7 +223,7 @@ class TransactionalConsumer:
                 fresh.extend(msgs)
                 if msgs:
                     ends.append((tp, -1 if stored is None else stored, msgs[-1].offset + 1))
-            records, outgoing = _decode_all(fresh)
+            records, outgoing = _decode_all(fresh, self._event_types)
             outgoing = self._owned(outgoing)
             outgoing.extend(await self._handle(conn, records, isolate=isolate))
             outgoing = with_causes(outgoing, _trace_causes(fresh, records))
@@ -281,11 +287,15 @@ class TransactionalConsumer:
         return [o for o in out if not o.topic.endswith(DLQ_SUFFIX)]
 
 
-def _decode_all(messages: list[Any]) -> tuple[list[Record], list[Outgoing]]:
+def _decode_all(
+    messages: list[Any], event_types: frozenset[str] | None
+) -> tuple[list[Record], list[Outgoing]]:
     records: list[Record] = []
     dead: list[Outgoing] = []
     for m in messages:
         key = m.key.decode() if m.key is not None else None
+        if event_types is not None and _event_type(m.value) not in event_types:
+            continue
         try:
             envelope = decode(m.value)
         except (UnknownEventTypeError, ValidationError, ValueError) as exc:
@@ -293,6 +303,16 @@ def _decode_all(messages: list[Any]) -> tuple[list[Record], list[Outgoing]]:
             continue
         records.append(Record(m.topic, m.partition, m.offset, key, envelope, m.value))
     return records, dead
+
+
+def _event_type(raw: bytes | None) -> str | None:
+    """An envelope's ``type`` without validating it (None when it is not an envelope at all)."""
+    try:
+        data = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return None
+    kind = data.get("type") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _trace_causes(messages: list[Any], records: list[Record]) -> dict[str, tuple[Any, ...]]:

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 import structlog
 
 from tollway.events import topics
+from tollway.events.limits import BreakerTripped
 from tollway.events.logging import configure_logging
 from tollway.limits import breakers
 from tollway.limits.alerts import AlertPolicy
 from tollway.limits.domain import Limits, RatePolicy, RelativePolicy
-from tollway.limits.handlers import LimitsHandler, VelocityPolicy
+from tollway.limits.handlers import HANDLED, LimitsHandler, VelocityPolicy
 from tollway.limits.lag import watch_lag
 from tollway.limits.settings import LimitsSettings
 from tollway.limits.webhooks import DeliveryPolicy, WebhookDispatcher
@@ -98,6 +99,8 @@ async def serve(settings: LimitsSettings) -> None:
                 max_records=settings.batch_size,
                 # The ledger owns gw.requests and gw.usage and dead-letters their poison.
                 dead_letters=False,
+                # Breaker trips are not handled here but counted (tollway_events_applied).
+                event_types=[kind.TYPE for kind in (*HANDLED, BreakerTripped)],
             )
             log.info("limits_started", group=settings.group_id)
             await run_until_signalled(
