@@ -101,7 +101,11 @@ def decode(raw: bytes) -> Envelope[Payload]:
     Raises ``UnknownEventTypeError`` for an unregistered type and pydantic's
     ``ValidationError`` for a malformed message; consumers send both to the DLQ.
     """
-    data = orjson.loads(raw)
+    return decode_data(orjson.loads(raw))
+
+
+def decode_data(data: Any) -> Envelope[Payload]:
+    """:func:`decode` for JSON already parsed (a consumer that looked at its ``type`` first)."""
     kind = data.get("type") if isinstance(data, dict) else None
     cls = _registered(kind) if isinstance(kind, str) else None
     if cls is None:

@@ -29,7 +29,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from pydantic import ValidationError
 
-from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode, encode
+from tollway.events.envelope import (
+    Envelope,
+    Payload,
+    UnknownEventTypeError,
+    decode_data,
+    encode,
+)
 from tollway.events.topics import DLQ_SUFFIX, dlq_topic
 from tollway.runtime import metrics
 from tollway.runtime.kafka import fetch_wait_ms
@@ -294,25 +300,18 @@ def _decode_all(
     dead: list[Outgoing] = []
     for m in messages:
         key = m.key.decode() if m.key is not None else None
-        if event_types is not None and _event_type(m.value) not in event_types:
-            continue
         try:
-            envelope = decode(m.value)
+            data = orjson.loads(m.value or b"")
+            if event_types is not None and (
+                not isinstance(data, dict) or data.get("type") not in event_types
+            ):
+                continue  # not one this group handles: skipped before validating it
+            envelope = decode_data(data)
         except (UnknownEventTypeError, ValidationError, ValueError) as exc:
             dead.append(_dead_letter(m.topic, key, m.value, None, exc))
             continue
         records.append(Record(m.topic, m.partition, m.offset, key, envelope, m.value))
     return records, dead
-
-
-def _event_type(raw: bytes | None) -> str | None:
-    """An envelope's ``type`` without validating it (None when it is not an envelope at all)."""
-    try:
-        data = orjson.loads(raw or b"")
-    except orjson.JSONDecodeError:
-        return None
-    kind = data.get("type") if isinstance(data, dict) else None
-    return kind if isinstance(kind, str) else None
 
 
 def _trace_causes(messages: list[Any], records: list[Record]) -> dict[str, tuple[Any, ...]]:

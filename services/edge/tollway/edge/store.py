@@ -20,6 +20,7 @@ from tollway.events.gateway import Candidate
 from tollway.events.pricing import Price
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from datetime import datetime
 
     import asyncpg
@@ -115,6 +116,19 @@ class KeyInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], key_id: str) -> KeyInfo:
+        """A key row (``edge.api_keys``' columns) whose id is ``key_id``."""
+        return cls(
+            id=key_id,
+            account_id=row["account_id"],
+            project_id=row["project_id"],
+            allowed_models=tuple(row["allowed_models"]) if row["allowed_models"] else None,
+            route_types=tuple(row["route_types"]),
+            expires_at=row["expires_at"],
+            revoked_at=row["revoked_at"],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ReceiptQuery:
@@ -177,19 +191,7 @@ class EdgeStore:
             return value  # type: ignore[no-any-return]
         revocations = self._revocations
         row = await self.pool.fetchrow(SELECT_KEY, key_hash)
-        info = (
-            None
-            if row is None
-            else KeyInfo(
-                id=row["id"],
-                account_id=row["account_id"],
-                project_id=row["project_id"],
-                allowed_models=tuple(row["allowed_models"]) if row["allowed_models"] else None,
-                route_types=tuple(row["route_types"]),
-                expires_at=row["expires_at"],
-                revoked_at=row["revoked_at"],
-            )
-        )
+        info = None if row is None else KeyInfo.from_row(row, row["id"])
         if revocations == self._revocations:  # a read that raced a revocation is not cached
             self._keys.put(key_hash, info)
         return info

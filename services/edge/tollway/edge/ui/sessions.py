@@ -108,17 +108,7 @@ class SessionStore:
         if row is None:
             self._keys.pop(hashed, None)
             return None
-        key = None
-        if row["key_id"] is not None:
-            key = KeyInfo(
-                id=row["key_id"],
-                account_id=row["account_id"],
-                project_id=row["project_id"],
-                allowed_models=tuple(row["allowed_models"]) if row["allowed_models"] else None,
-                route_types=tuple(row["route_types"]),
-                expires_at=row["expires_at"],
-                revoked_at=row["revoked_at"],
-            )
+        key = None if row["key_id"] is None else KeyInfo.from_row(row, row["key_id"])
         return Session(hashed, row["kind"], row["actor"], row["account_id"], key)
 
     async def end(self, session: Session) -> None:
