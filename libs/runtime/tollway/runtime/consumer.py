@@ -3,11 +3,14 @@
 Kafka offsets live in Postgres, in the same transaction as the effects they cover (ARCHITECTURE
 invariant 4).
 
-For each batch: one transaction locks the stored offset row of every partition in the batch,
-drops records below it (a zombie or a redelivery already applied them), lets the handler write
-its effects and outbox rows, then advances the stored offsets — only from the value it read
-(fencing). On (re)assignment the consumer seeks to the offsets in Postgres, never to Kafka's
-committed ones, so ``kill -9`` at any moment neither loses nor repeats an effect.
+For each batch: one transaction drops the records below each partition's stored offset (a
+redelivery already applied them), lets the handler write its effects and outbox rows, then
+advances the stored offsets of all the batch's partitions in one statement - each only from the
+value this consumer last read or wrote (fencing). A zombie that lost the partition meanwhile
+finds another value there, and its whole transaction rolls back. The consumer remembers the
+offsets it stored, so a batch costs no read of them; on (re)assignment, and after being fenced,
+it reads them from Postgres and seeks there, never to Kafka's committed ones, so ``kill -9`` at
+any moment neither loses nor repeats an effect.
 
 A record that cannot be decoded, or whose handling fails with a non-infrastructure error, is a
 poison message: it goes to ``<topic>.dlq`` (via the outbox, so that too is exactly once) with the
@@ -104,6 +107,7 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         log.info("partitions_revoked", partitions=sorted(str(tp) for tp in revoked))
+        self._owner.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self._owner.seek_to_stored(list(assigned))
@@ -156,28 +160,48 @@ class TransactionalConsumer:
             f"SELECT topic, partition, next_offset FROM {schema}.consumer_offsets"  # noqa: S608
             " WHERE group_id = $1 AND topic = ANY($2::text[])"
         )
-        self._lock_offset = (
-            f"SELECT next_offset FROM {schema}.consumer_offsets"  # noqa: S608
-            " WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE"
+        # Every partition of a batch in one statement: a row advances only from the offset this
+        # consumer expects there (-1: no row yet, so it inserts one). Under READ COMMITTED an
+        # update that waited for a concurrent writer re-checks that condition on the new row, so
+        # of two consumers racing over one partition exactly one commits. Returns the rows moved.
+        self._store_offsets = (
+            f"WITH u AS (SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[])"  # noqa: S608
+            " AS u(topic, partition, expected, next_offset)),"
+            f" moved AS (UPDATE {schema}.consumer_offsets o SET next_offset = u.next_offset"
+            " FROM u WHERE o.group_id = $1 AND o.topic = u.topic AND o.partition = u.partition"
+            " AND o.next_offset = u.expected RETURNING 1),"
+            f" created AS (INSERT INTO {schema}.consumer_offsets"
+            " (group_id, topic, partition, next_offset)"
+            " SELECT $1, topic, partition, next_offset FROM u WHERE expected = -1"
+            " ON CONFLICT DO NOTHING RETURNING 1)"
+            " SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM created)"
         )
-        self._store_offset = (
-            f"INSERT INTO {schema}.consumer_offsets AS o (group_id, topic, partition, next_offset)"  # noqa: S608
-            " VALUES ($1, $2, $3, $5) ON CONFLICT (group_id, topic, partition) DO UPDATE"
-            " SET next_offset = EXCLUDED.next_offset WHERE o.next_offset = $4"
-            " RETURNING next_offset"
-        )
+        # Next offset per assigned partition, as stored in Postgres (-1: nothing stored yet).
+        self._stored: dict[tuple[str, int], int] = {}
 
     async def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
         """Position each assigned partition at the offset stored with the effects."""
-        rows = await self._pool.fetch(self._select_offsets, self._group, self._topics)
-        stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+        stored = await self.load_stored(partitions)
         for tp in partitions:
-            offset = stored.get((tp.topic, tp.partition))
-            if offset is None:
+            offset = stored[(tp.topic, tp.partition)]
+            if offset < 0:
                 await self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, offset)
         log.info("partitions_assigned", group=self._group, count=len(partitions))
+
+    async def load_stored(self, partitions: Collection[TopicPartition]) -> dict[tuple[str, int], int]:
+        """Read ``partitions``' stored offsets from Postgres into memory (-1: none stored yet)."""
+        rows = await self._pool.fetch(self._select_offsets, self._group, self._topics)
+        stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+        for tp in partitions:
+            self._stored[(tp.topic, tp.partition)] = stored.get((tp.topic, tp.partition), -1)
+        return self._stored
+
+    def forget(self, partitions: Collection[TopicPartition]) -> None:
+        """Drop what this consumer knew of ``partitions``' stored offsets (they were revoked)."""
+        for tp in partitions:
+            self._stored.pop((tp.topic, tp.partition), None)
 
     async def run(self) -> None:
         """Consume until cancelled."""
@@ -220,26 +244,37 @@ class TransactionalConsumer:
     async def _apply(
         self, batch: dict[TopicPartition, list[Any]], *, isolate: bool
     ) -> list[tuple[int, Outgoing]]:
+        unknown = [tp for tp in batch if (tp.topic, tp.partition) not in self._stored]
+        if unknown:
+            await self.seek_to_stored(unknown)
+            return []  # the fetched records may lie before the stored offsets: fetch again
         async with self._pool.acquire() as conn, conn.transaction():
             fresh: list[Any] = []
             ends: list[tuple[TopicPartition, int, int]] = []
             for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
-                stored = await conn.fetchval(self._lock_offset, self._group, tp.topic, tp.partition)
-                msgs = [m for m in batch[tp] if stored is None or m.offset >= stored]
+                stored = self._stored[(tp.topic, tp.partition)]
+                msgs = [m for m in batch[tp] if m.offset >= stored]
                 fresh.extend(msgs)
                 if msgs:
-                    ends.append((tp, -1 if stored is None else stored, msgs[-1].offset + 1))
+                    ends.append((tp, stored, msgs[-1].offset + 1))
             records, outgoing = _decode_all(fresh, self._event_types)
             outgoing = self._owned(outgoing)
             outgoing.extend(await self._handle(conn, records, isolate=isolate))
             outgoing = with_causes(outgoing, _trace_causes(fresh, records))
             committed = await write_outbox(conn, self._schema, outgoing)
-            for tp, expected, next_offset in ends:
-                stored_now = await conn.fetchval(
-                    self._store_offset, self._group, tp.topic, tp.partition, expected, next_offset
+            if ends:
+                moved = await conn.fetchval(
+                    self._store_offsets,
+                    self._group,
+                    [tp.topic for tp, _, _ in ends],
+                    [tp.partition for tp, _, _ in ends],
+                    [expected for _, expected, _ in ends],
+                    [next_offset for _, _, next_offset in ends],
                 )
-                if stored_now is None:
-                    raise FencedError(str(tp))
+                if moved != len(ends):
+                    raise FencedError(", ".join(str(tp) for tp, _, _ in ends))
+        for tp, _, next_offset in ends:
+            self._stored[(tp.topic, tp.partition)] = next_offset
         self._observe(records, ends)
         return committed
 
@@ -252,7 +287,11 @@ class TransactionalConsumer:
             metrics.PROJECTION_LAG.labels(self._group).set(
                 max(0.0, (datetime.now(UTC) - newest).total_seconds())
             )
+        # A partition revoked while its batch was applied has no highwater here any more.
+        assigned = self._consumer.assignment()
         for tp, _, next_offset in ends:
+            if tp not in assigned:
+                continue
             end = self._consumer.highwater(tp)
             if end is not None:
                 metrics.CONSUMER_LAG.labels(self._group, tp.topic, tp.partition).set(

@@ -22,9 +22,19 @@ class LeanConnection(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int, **options: Any) -> asyncpg.Pool:
-    """A pool of :class:`LeanConnection` in UTC, for one service."""
-    settings = {"timezone": "UTC", **options.pop("server_settings", {})}
+async def create_pool(
+    dsn: str, *, name: str, min_size: int, max_size: int, **options: Any
+) -> asyncpg.Pool:
+    """A pool of :class:`LeanConnection` in UTC for the service ``name``.
+
+    ``name`` is the connections' ``application_name``: ``pg_stat_activity`` and the server log
+    then say which service holds a lock or runs a statement.
+    """
+    settings = {
+        "timezone": "UTC",
+        "application_name": f"tollway-{name}",
+        **options.pop("server_settings", {}),
+    }
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,

@@ -6,7 +6,6 @@ effects, offsets and outbox rows commit or vanish together.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,15 +24,22 @@ MARK_APPLIED = """
 INSERT INTO ledger.applied_events (event_id, type) VALUES ($1, $2)
 ON CONFLICT DO NOTHING RETURNING event_id
 """
-INSERT_JOURNAL = """
-INSERT INTO ledger.journal (event_id, type, account_id, cause_id, occurred_at, body)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb)
-"""
-INSERT_POSTING = (
-    "INSERT INTO ledger.postings (event_id, account, unit, amount) VALUES ($1, $2, $3, $4)"
+# A journal event, its postings and the balances they move: one statement, one round trip.
+# Postings keep their order (``seq``); balances move once per (account, unit), in key order.
+APPEND_EVENT = """
+WITH p(account, unit, amount, n) AS (
+    SELECT * FROM unnest($7::text[], $8::text[], $9::bigint[]) WITH ORDINALITY
+),
+journal AS (
+    INSERT INTO ledger.journal (event_id, type, account_id, cause_id, occurred_at, body)
+    VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+),
+postings AS (
+    INSERT INTO ledger.postings (event_id, account, unit, amount)
+    SELECT $1, account, unit, amount FROM p ORDER BY n
 )
-ADD_BALANCE = """
-INSERT INTO ledger.balances AS b (account, unit, amount) VALUES ($1, $2, $3)
+INSERT INTO ledger.balances AS b (account, unit, amount)
+SELECT account, unit, sum(amount)::bigint FROM p GROUP BY account, unit ORDER BY account, unit
 ON CONFLICT (account, unit) DO UPDATE SET amount = b.amount + EXCLUDED.amount
 """
 # Read by the metrics gauge every few seconds; the partial index holds_open keeps it cheap.
@@ -83,23 +89,17 @@ async def append(conn: asyncpg.Connection, envelope: Envelope[MoneyEvent], raw: 
     event = envelope.payload
     check_balanced(event.postings)
     await conn.execute(
-        INSERT_JOURNAL,
+        APPEND_EVENT,
         envelope.id,
         envelope.type,
         event.account_id,
         event.cause_id,
         envelope.occurred_at,
         raw.decode(),
+        [p.account for p in event.postings],
+        [p.unit for p in event.postings],
+        [p.amount for p in event.postings],
     )
-    if not event.postings:
-        return
-    await conn.executemany(
-        INSERT_POSTING, [(envelope.id, p.account, p.unit, p.amount) for p in event.postings]
-    )
-    deltas: dict[tuple[str, str], int] = defaultdict(int)
-    for p in event.postings:
-        deltas[(p.account, p.unit)] += p.amount
-    await conn.executemany(ADD_BALANCE, [(a, u, d) for (a, u), d in sorted(deltas.items())])
 
 
 async def balance(conn: asyncpg.Connection, account: str, unit: str) -> int:

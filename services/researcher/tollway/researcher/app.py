@@ -74,7 +74,7 @@ def create_app(settings: ResearcherSettings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await create_pool(settings.database_url, min_size=1, max_size=8)
+        pool = await create_pool(settings.database_url, name="researcher", min_size=1, max_size=8)
         async with pool.acquire() as conn:
             await apply_migrations(conn, "researcher", "tollway.researcher")
         store = RunStore(pool)

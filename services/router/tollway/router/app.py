@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 async def serve(settings: RouterSettings) -> None:
     """Run the router until SIGTERM."""
-    pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+    pool = await create_pool(settings.database_url, name="router", min_size=1, max_size=4)
     channels = ChannelCache(pool)
     try:
         async with pool.acquire() as conn:

@@ -1,0 +1,154 @@
+"""Two consumers of one group that both believe they own a partition: one commits, one is fenced.
+
+The consumer keeps the offsets it stored in memory instead of reading (and locking) them for
+every batch. A zombie - a consumer that lost its partition during a rebalance and has not noticed
+yet - therefore works from an offset that is no longer the stored one. Its batch must then roll
+back as a whole: no effect, no outbox row, no offset moved. After reading the stored offsets
+again it skips what the other consumer applied and applies only what is new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import asyncpg
+import pytest
+from aiokafka import TopicPartition
+
+from tollway.events.envelope import encode, make
+from tollway.events.gateway import TopUpRequested
+from tollway.runtime.consumer import FencedError, TransactionalConsumer, offsets_ddl
+from tollway.runtime.outbox import Outgoing, outbox_ddl
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tollway.runtime.consumer import Record
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "test.fencing"
+
+
+@dataclass(frozen=True)
+class _Message:
+    """The fields of an aiokafka ConsumerRecord the consumer reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class _Handler:
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+
+    async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
+        out = []
+        for record in records:
+            payload = record.envelope.payload
+            assert isinstance(payload, TopUpRequested)
+            await conn.execute(
+                f"INSERT INTO {self.schema}.seen (idem) VALUES ($1)", payload.idempotency_key
+            )
+            out.append(Outgoing.of("test.fencing-echo", payload.account_id, make(payload)))
+        return out
+
+
+def _messages(first: int, keys: list[str]) -> list[_Message]:
+    return [
+        _Message(
+            TOPIC,
+            0,
+            first + i,
+            b"acct",
+            encode(
+                make(
+                    TopUpRequested(
+                        account_id="acct",
+                        bucket="credit",
+                        unit="credit",
+                        amount_micro=1,
+                        idempotency_key=key,
+                    )
+                )
+            ),
+        )
+        for i, key in enumerate(keys)
+    ]
+
+
+async def _scenario(dsn: str, bootstrap: str) -> dict[str, object]:
+    schema = f"fencing_{uuid.uuid4().hex[:8]}"
+    setup = await asyncpg.connect(dsn)
+    await setup.execute(f"CREATE SCHEMA {schema}")
+    await setup.execute(offsets_ddl(schema))
+    await setup.execute(outbox_ddl(schema))
+    await setup.execute(f"CREATE TABLE {schema}.seen (idem text NOT NULL)")
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    tp = TopicPartition(TOPIC, 0)
+
+    def consumer() -> TransactionalConsumer:
+        # Never started: the test hands batches over itself, as getmany would.
+        return TransactionalConsumer(
+            pool=pool,
+            schema=schema,
+            bootstrap=bootstrap,
+            group_id="fencing",
+            topics=[TOPIC],
+            handler=_Handler(schema),
+        )
+
+    owner, zombie = consumer(), consumer()
+    try:
+        await owner.load_stored([tp])
+        await zombie.load_stored([tp])
+        first = _messages(0, ["a", "b"])
+        # Both believe nothing is stored yet; the owner commits first.
+        await owner._apply({tp: first}, isolate=False)  # noqa: SLF001 - the unit under test
+        fenced_on_create = False
+        try:
+            await zombie._apply({tp: first}, isolate=False)  # noqa: SLF001
+        except FencedError:
+            fenced_on_create = True
+        # The owner moves on; the zombie, still at offset 0 in its own memory, redoes a batch.
+        second = _messages(2, ["c"])
+        await owner._apply({tp: second}, isolate=False)  # noqa: SLF001
+        fenced_on_advance = False
+        try:
+            await zombie._apply({tp: [*first, *second]}, isolate=False)  # noqa: SLF001
+        except FencedError:
+            fenced_on_advance = True
+        # Back in step after reading the stored offset: only the new record is applied.
+        await zombie.load_stored([tp])
+        await zombie._apply({tp: [*second, *_messages(3, ["d"])]}, isolate=False)  # noqa: SLF001
+        seen = [r["idem"] for r in await setup.fetch(f"SELECT idem FROM {schema}.seen")]
+        outbox = await setup.fetchval(f"SELECT count(*) FROM {schema}.outbox")
+        stored = await setup.fetchval(f"SELECT next_offset FROM {schema}.consumer_offsets")
+    finally:
+        await pool.close()
+        await setup.execute(f"DROP SCHEMA {schema} CASCADE")
+        await setup.close()
+    return {
+        "fenced_on_create": fenced_on_create,
+        "fenced_on_advance": fenced_on_advance,
+        "seen": sorted(seen),
+        "outbox": outbox,
+        "stored": stored,
+    }
+
+
+def test_a_zombie_consumer_is_fenced_and_its_batch_leaves_nothing_behind(stack) -> None:
+    result = asyncio.run(_scenario(stack.dsn, stack.bootstrap))
+
+    assert result["fenced_on_create"], "a second first-store of the partition must be refused"
+    assert result["fenced_on_advance"], "a store from a stale offset must be refused"
+    assert result["seen"] == ["a", "b", "c", "d"], "every record applied exactly once"
+    assert result["outbox"] == 4, "a fenced batch leaves no outbox row"
+    assert result["stored"] == 4
