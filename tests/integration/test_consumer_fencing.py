@@ -111,23 +111,23 @@ async def _scenario(dsn: str, bootstrap: str) -> dict[str, object]:
         await zombie.load_stored([tp])
         first = _messages(0, ["a", "b"])
         # Both believe nothing is stored yet; the owner commits first.
-        await owner._apply({tp: first}, isolate=False)  # noqa: SLF001 - the unit under test
+        await owner._apply({tp: first}, isolate=False)  # the unit under test
         fenced_on_create = False
         try:
-            await zombie._apply({tp: first}, isolate=False)  # noqa: SLF001
+            await zombie._apply({tp: first}, isolate=False)
         except FencedError:
             fenced_on_create = True
         # The owner moves on; the zombie, still at offset 0 in its own memory, redoes a batch.
         second = _messages(2, ["c"])
-        await owner._apply({tp: second}, isolate=False)  # noqa: SLF001
+        await owner._apply({tp: second}, isolate=False)
         fenced_on_advance = False
         try:
-            await zombie._apply({tp: [*first, *second]}, isolate=False)  # noqa: SLF001
+            await zombie._apply({tp: [*first, *second]}, isolate=False)
         except FencedError:
             fenced_on_advance = True
         # Back in step after reading the stored offset: only the new record is applied.
         await zombie.load_stored([tp])
-        await zombie._apply({tp: [*second, *_messages(3, ["d"])]}, isolate=False)  # noqa: SLF001
+        await zombie._apply({tp: [*second, *_messages(3, ["d"])]}, isolate=False)
         seen = [r["idem"] for r in await setup.fetch(f"SELECT idem FROM {schema}.seen")]
         outbox = await setup.fetchval(f"SELECT count(*) FROM {schema}.outbox")
         stored = await setup.fetchval(f"SELECT next_offset FROM {schema}.consumer_offsets")

@@ -190,7 +190,9 @@ class TransactionalConsumer:
                 self._consumer.seek(tp, offset)
         log.info("partitions_assigned", group=self._group, count=len(partitions))
 
-    async def load_stored(self, partitions: Collection[TopicPartition]) -> dict[tuple[str, int], int]:
+    async def load_stored(
+        self, partitions: Collection[TopicPartition]
+    ) -> dict[tuple[str, int], int]:
         """Read ``partitions``' stored offsets from Postgres into memory (-1: none stored yet)."""
         rows = await self._pool.fetch(self._select_offsets, self._group, self._topics)
         stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}

@@ -155,7 +155,9 @@ def create_app(settings: EdgeSettings) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await create_pool(settings.database_url, name="edge", min_size=2, max_size=settings.pool_size)
+        pool = await create_pool(
+            settings.database_url, name="edge", min_size=2, max_size=settings.pool_size
+        )
         async with pool.acquire() as conn:
             await apply_migrations(conn, "edge", "tollway.edge")
         reply_topic = topics.replies_topic(settings.edge_id)

@@ -27,7 +27,9 @@ log = structlog.get_logger(__name__)
 
 async def serve(settings: LedgerSettings) -> None:
     """Run the ledger until SIGTERM."""
-    pool = await create_pool(settings.database_url, name="ledger", min_size=2, max_size=settings.pool_size)
+    pool = await create_pool(
+        settings.database_url, name="ledger", min_size=2, max_size=settings.pool_size
+    )
     try:
         async with pool.acquire() as conn:
             await apply_migrations(conn, "ledger", "tollway.ledger")

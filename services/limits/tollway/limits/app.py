@@ -68,7 +68,9 @@ async def sweep_forever(pool: asyncpg.Pool, relay: OutboxRelay, every: float) ->
 
 async def serve(settings: LimitsSettings) -> None:
     """Run the limits service until SIGTERM."""
-    pool = await create_pool(settings.database_url, name="limits", min_size=2, max_size=settings.pool_size)
+    pool = await create_pool(
+        settings.database_url, name="limits", min_size=2, max_size=settings.pool_size
+    )
     try:
         async with pool.acquire() as conn:
             await apply_migrations(conn, "limits", "tollway.limits")
