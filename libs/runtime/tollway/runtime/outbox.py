@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -158,12 +159,23 @@ class OutboxRelay:
     async def _publish_handed(self) -> None:
         batch = [self._handed.popleft() for _ in range(min(self._batch, len(self._handed)))]
         started = time.perf_counter()
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SET LOCAL synchronous_commit = off")
-            claimed = {r["seq"] for r in await conn.fetch(self._claim, [seq for seq, _ in batch])}
-            # A row another relay's sweep holds is that relay's to publish.
-            mine = [o for seq, o in batch if seq in claimed]
-            await self._send([(o.topic, o.key.encode(), o.value, o.headers) for o in mine])
+        async with self._pool.acquire() as conn:
+            # Opened by hand: BEGIN and the setting share one round trip (asyncpg's
+            # transaction() sends BEGIN on its own).
+            await conn.execute("BEGIN; SET LOCAL synchronous_commit = off")
+            try:
+                seqs = [seq for seq, _ in batch]
+                claimed = {r["seq"] for r in await conn.fetch(self._claim, seqs)}
+                # A row another relay's sweep holds is that relay's to publish.
+                mine = [o for seq, o in batch if seq in claimed]
+                await self._send([(o.topic, o.key.encode(), o.value, o.headers) for o in mine])
+            except BaseException:
+                # The claim is undone and the rows stay for the sweep; a broken connection
+                # has rolled back already, and the original error is the one to report.
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
         metrics.OUTBOX_PUBLISH_SECONDS.labels(self._schema).observe(time.perf_counter() - started)
 
     async def _publish_swept(self) -> int:

@@ -19,6 +19,7 @@ from tollway.events.limits import Alert, BudgetThresholdCrossed, breaker_key
 from tollway.events.pricing import cost_micro
 from tollway.limits import store
 from tollway.limits.domain import MINUTE_SECONDS, RatePolicy, mix_shift, rate_breach, spend_metric
+from tollway.limits.store import Count
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
@@ -78,23 +79,34 @@ def is_failure(p: AttemptFinished) -> bool:
     return p.status >= SERVER_ERROR or p.status == TOO_MANY
 
 
+def attempt_counts(p: AttemptFinished) -> list[Count]:
+    """What an attempt adds to the alert windows: the channel's attempts and errors, the mix."""
+    channel, rid = p.candidate.channel_id, p.request_id
+    failed = is_failure(p)
+    counts = [
+        Count("channel", channel, "attempts", 1, rid),
+        Count("channel", channel, "errors", int(failed), rid if failed else None),
+    ]
+    if p.outcome == "ok":
+        mix = f"mix:{p.candidate.brand}/{p.candidate.upstream_model}"
+        counts.append(Count("account", p.account_id, mix, 1, rid))
+    return counts
+
+
 async def on_attempt(
     conn: asyncpg.Connection, env: Envelope[AttemptFinished], policy: AlertPolicy
 ) -> list[Alert]:
-    """Error rate per channel, failures that still burned tokens, provider/model mix."""
+    """Error rate per channel, failures that still burned tokens, provider/model mix.
+
+    Judged after the attempt's :func:`attempt_counts` were added.
+    """
     p, at = env.payload, env.occurred_at
-    channel, rid = p.candidate.channel_id, p.request_id
-    failed = is_failure(p)
-    await store.add(conn, "channel", channel, "attempts", at, 1, rid)
-    await store.add(conn, "channel", channel, "errors", at, int(failed), rid if failed else None)
     alerts: list[Alert] = []
-    if failed:
-        alerts.extend(await _error_rate(conn, channel, at, policy.errors))
+    if is_failure(p):
+        alerts.extend(await _error_rate(conn, p.candidate.channel_id, at, policy.errors))
     if p.outcome != "ok" and p.usage.total_tokens > 0:
         alerts.extend(await _wasted(conn, env))
     if p.outcome == "ok":
-        mix = f"mix:{p.candidate.brand}/{p.candidate.upstream_model}"
-        await store.add(conn, "account", p.account_id, mix, at, 1, rid)
         alerts.extend(await _mix(conn, p.account_id, at, policy))
     return alerts
 
@@ -179,20 +191,34 @@ async def _mix(
     ]
 
 
-async def on_finished(
-    conn: asyncpg.Connection, env: Envelope[RequestFinished], policy: AlertPolicy
-) -> list[Alert]:
-    """Fallback frequency and spend per route (the catalog model's route plan)."""
-    p, at = env.payload, env.occurred_at
+def finished_counts(p: RequestFinished) -> list[Count]:
+    """What a finished request adds to its route's windows: requests, fallbacks, spend."""
     route = p.catalog_model
     if route is None:
         return []
     fell_back = p.fallbacks > 0
-    await store.add(conn, "route", route, "requests", at, 1, p.request_id)
-    await store.add(
-        conn, "route", route, "fallbacks", at, int(fell_back), p.request_id if fell_back else None
-    )
-    alerts = await _fallback_rate(conn, route, at, policy.fallbacks) if fell_back else []
+    counts = [
+        Count("route", route, "requests", 1, p.request_id),
+        Count("route", route, "fallbacks", int(fell_back), p.request_id if fell_back else None),
+    ]
+    if p.served and p.price is not None and p.served_bucket is not None:
+        spent = cost_micro(p.usage, p.price)
+        counts.append(Count("route", route, spend_metric(p.served_bucket), spent, p.request_id))
+    return counts
+
+
+async def on_finished(
+    conn: asyncpg.Connection, env: Envelope[RequestFinished], policy: AlertPolicy
+) -> list[Alert]:
+    """Fallback frequency and spend per route (the catalog model's route plan).
+
+    Judged after the request's :func:`finished_counts` were added.
+    """
+    p, at = env.payload, env.occurred_at
+    route = p.catalog_model
+    if route is None:
+        return []
+    alerts = await _fallback_rate(conn, route, at, policy.fallbacks) if p.fallbacks > 0 else []
     if p.served and p.price is not None and p.served_bucket is not None:
         alerts.extend(await _route_spend(conn, env, route, p.served_bucket, policy))
     return alerts
@@ -234,7 +260,6 @@ async def _route_spend(
     p, at = env.payload, env.occurred_at
     assert p.price is not None
     metric = spend_metric(bucket)
-    await store.add(conn, "route", route, metric, at, cost_micro(p.usage, p.price), p.request_id)
     limit = policy.route_spend_micro_per_minute.get(bucket)
     if limit is None:
         return []

@@ -88,14 +88,26 @@ class LimitsHandler:
         found: list[Alert] = []
         out: list[Outgoing] = []
         if isinstance(p, AttemptFinished):
-            out.extend(await self._velocity(conn, env, TOKENS, p.usage.total_tokens, found))
+            tokens = p.usage.total_tokens
+            scopes = self._scopes(env)
+            counts = [
+                *self._counts(scopes, TOKENS, tokens, p.request_id),
+                *alerts.attempt_counts(p),
+            ]
+            await store.add_all(conn, env.occurred_at, counts)
+            out.extend(await self._velocity(conn, env, scopes, TOKENS, tokens, found))
             found.extend(await alerts.on_attempt(conn, env, self.alert_policy))
         elif isinstance(p, RequestFinished):
+            metric, spent = TOKENS, 0
             if p.served and p.price is not None and p.served_bucket is not None:
-                spent = cost_micro(p.usage, p.price)
-                out.extend(
-                    await self._velocity(conn, env, spend_metric(p.served_bucket), spent, found)
-                )
+                metric, spent = spend_metric(p.served_bucket), cost_micro(p.usage, p.price)
+            scopes = self._scopes(env)
+            counts = [
+                *self._counts(scopes, metric, spent, p.request_id),
+                *alerts.finished_counts(p),
+            ]
+            await store.add_all(conn, env.occurred_at, counts)
+            out.extend(await self._velocity(conn, env, scopes, metric, spent, found))
             found.extend(await alerts.on_finished(conn, env, self.alert_policy))
         elif isinstance(p, BudgetThresholdCrossed):
             found.append(alerts.on_budget(env))
@@ -106,37 +118,55 @@ class LimitsHandler:
         out.extend([await alerts.publish(conn, env, a) for a in found])
         return out
 
-    async def _velocity(
+    def _scopes(self, env: Envelope[Any]) -> list[store.Scope]:
+        """The velocity scopes a usage event counts against, with their ids."""
+        p = env.payload
+        ids = {"key": p.key_id, "project": p.project_id, "task": env.trace.task_id}
+        ids["account"] = p.account_id
+        return [(s, i) for s in self.velocity.scopes if (i := ids.get(s)) is not None]
+
+    @staticmethod
+    def _counts(
+        scopes: list[store.Scope], metric: str, amount: int, request_id: str
+    ) -> list[store.Count]:
+        if amount <= 0:
+            return []
+        return [store.Count(s, i, metric, amount, request_id) for s, i in scopes]
+
+    async def _velocity(  # noqa: PLR0913, PLR0917 - the event, its scopes and what it counted
         self,
         conn: asyncpg.Connection,
         env: Envelope[Any],
+        scopes: list[store.Scope],
         metric: str,
         amount: int,
         found: list[Alert],
     ) -> list[Outgoing]:
-        """Count ``amount`` for each scope of the request; trip the breakers it pushes over."""
+        """Judge each scope the event counted against; trip the breakers it pushed over.
+
+        Runs after :meth:`_counts` were added: one query per kind of row for all scopes.
+        """
         p, at = env.payload, env.occurred_at
-        if amount <= 0:
+        if amount <= 0 or not scopes:
             return []
-        ids = {"key": p.key_id, "project": p.project_id, "task": env.trace.task_id}
-        ids["account"] = p.account_id
+        windows = await store.sums_all(conn, scopes, metric, at, MINUTE_SECONDS, RECENT_SECONDS)
+        rows = await store.limits_rows(conn, scopes)
+        folded = {}
+        if metric == TOKENS:
+            prior = await store.baselines(conn, scopes, metric)
+            folded = {k: fold_baseline(prior.get(k), at, amount) for k in scopes}
+            await store.save_baselines(conn, metric, folded)
         out: list[Outgoing] = []
-        for scope in self.velocity.scopes:
-            scope_id = ids.get(scope)
-            if scope_id is None:
-                continue
-            await store.add(conn, scope, scope_id, metric, at, amount, p.request_id)
-            minute, recent = await store.sums(
-                conn, scope, scope_id, metric, at, MINUTE_SECONDS, RECENT_SECONDS
-            )
-            baseline = None
-            if metric == TOKENS:
-                prior = await store.baseline(conn, scope, scope_id, metric)
-                baseline = fold_baseline(prior, at, amount)
-                await store.save_baseline(conn, scope, scope_id, metric, baseline)
-            limits = await self._limits(conn, scope, scope_id)
+        for scope, scope_id in scopes:
+            limits = resolve(self.velocity.defaults, rows.get((scope, scope_id)))
+            minute, recent = windows[(scope, scope_id)]
             verdict = velocity_trip(
-                metric, minute, recent, limits, baseline, self.velocity.relative
+                metric,
+                minute,
+                recent,
+                limits,
+                folded.get((scope, scope_id)),
+                self.velocity.relative,
             )
             if verdict is None:
                 continue
@@ -147,10 +177,6 @@ class LimitsHandler:
                 out.append(breakers.breaker_message(tripped[0]))
                 found.append(tripped[1])
         return out
-
-    async def _limits(self, conn: asyncpg.Connection, scope: str, scope_id: str) -> Limits:
-        row = await store.limits_row(conn, scope, scope_id)
-        return resolve(self.velocity.defaults, row)
 
 
 def resolve(defaults: Limits, row: Mapping[str, Any] | None) -> Limits:

@@ -6,13 +6,17 @@ what a window sums never depends on when the consumer happened to run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 
 from tollway.limits.domain import RETAIN_SECONDS, Baseline, may_fire, slot_of
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 MAX_EXAMPLES = 3
 
@@ -20,22 +24,29 @@ MARK_APPLIED = """
 INSERT INTO limits.applied_events (event_id, occurred_at) VALUES ($1, $2)
 ON CONFLICT DO NOTHING RETURNING 1
 """
-ADD_TO_SLOT = """
+# Every count of one event in one statement (one slot: the event's). The rows' keys are
+# distinct (see ``add_all``), as one INSERT may not update a row twice.
+ADD_TO_SLOTS = """
 INSERT INTO limits.window_slots AS w (scope, scope_id, metric, slot, amount, examples)
-VALUES ($1, $2, $3, $4, $5, CASE WHEN $6::text IS NULL THEN '{}'::text[] ELSE ARRAY[$6] END)
+SELECT s, i, m, $1, a, CASE WHEN e IS NULL THEN '{}'::text[] ELSE ARRAY[e] END
+FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) AS u(s, i, m, a, e)
 ON CONFLICT (scope, scope_id, metric, slot) DO UPDATE SET
     amount = w.amount + EXCLUDED.amount,
-    examples = CASE WHEN cardinality(w.examples) < 3 AND $6::text IS NOT NULL
-                    AND NOT $6 = ANY(w.examples)
-               THEN array_append(w.examples, $6) ELSE w.examples END
+    examples = CASE WHEN cardinality(w.examples) < 3 AND cardinality(EXCLUDED.examples) = 1
+                    AND NOT EXCLUDED.examples[1] = ANY(w.examples)
+               THEN w.examples || EXCLUDED.examples ELSE w.examples END
 """
+# One metric's two windows for several scopes; a scope with no slot sums to zero.
 WINDOW_SUMS = """
-SELECT COALESCE(sum(amount) FILTER (WHERE slot > $4::timestamptz - make_interval(secs => $5)), 0)
-           AS short,
-       COALESCE(sum(amount), 0) AS long
-FROM limits.window_slots
-WHERE scope = $1 AND scope_id = $2 AND metric = $3
-  AND slot > $4::timestamptz - make_interval(secs => $6) AND slot <= $4
+SELECT u.s AS scope, u.i AS scope_id,
+       COALESCE(sum(w.amount) FILTER (WHERE w.slot > $4::timestamptz - make_interval(secs => $5)),
+                0) AS short,
+       COALESCE(sum(w.amount), 0) AS long
+FROM unnest($1::text[], $2::text[]) AS u(s, i)
+LEFT JOIN limits.window_slots w
+  ON w.scope = u.s AND w.scope_id = u.i AND w.metric = $3
+ AND w.slot > $4::timestamptz - make_interval(secs => $6) AND w.slot <= $4
+GROUP BY u.s, u.i
 """
 EXAMPLES = """
 SELECT examples FROM limits.window_slots
@@ -55,21 +66,25 @@ GROUP BY metric
 """
 PRUNE_SLOTS = "DELETE FROM limits.window_slots WHERE slot < $1"
 PRUNE_APPLIED = "DELETE FROM limits.applied_events WHERE occurred_at < $1"
-SELECT_BASELINE = """
-SELECT hour_start, hour_amount, mean_per_hour, hours_seen FROM limits.baselines
-WHERE scope = $1 AND scope_id = $2 AND metric = $3
+SELECT_BASELINES = """
+SELECT scope, scope_id, hour_start, hour_amount, mean_per_hour, hours_seen FROM limits.baselines
+WHERE (scope, scope_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND metric = $3
 """
-UPSERT_BASELINE = """
+UPSERT_BASELINES = """
 INSERT INTO limits.baselines (scope, scope_id, metric, hour_start, hour_amount, mean_per_hour,
                               hours_seen)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+SELECT s, i, $1, h, a, m, n
+FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[], $7::int[])
+    AS u(s, i, h, a, m, n)
 ON CONFLICT (scope, scope_id, metric) DO UPDATE SET hour_start = EXCLUDED.hour_start,
     hour_amount = EXCLUDED.hour_amount, mean_per_hour = EXCLUDED.mean_per_hour,
     hours_seen = EXCLUDED.hours_seen
 """
 SELECT_LIMITS = """
-SELECT tokens_per_minute, spend_micro_per_minute, relative_factor, cooldown_seconds
-FROM limits.velocity_limits WHERE scope = $1 AND scope_id = $2
+SELECT scope, scope_id, tokens_per_minute, spend_micro_per_minute, relative_factor,
+       cooldown_seconds
+FROM limits.velocity_limits
+WHERE (scope, scope_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
 UPSERT_LIMITS = """
 INSERT INTO limits.velocity_limits (scope, scope_id, account_id, tokens_per_minute,
@@ -121,17 +136,65 @@ async def mark_applied(conn: asyncpg.Connection, event_id: str, at: datetime) ->
     return await conn.fetchval(MARK_APPLIED, event_id, at) is not None
 
 
-async def add(  # noqa: PLR0913, PLR0917 - one slot's coordinates and what to add to it
+Scope = tuple[str, str]  # (scope, scope id)
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """``amount`` to add to a scope's metric; ``example``: a request id to keep with it."""
+
+    scope: str
+    scope_id: str
+    metric: str
+    amount: int
+    example: str | None = None
+
+
+async def add_all(conn: asyncpg.Connection, at: datetime, counts: Sequence[Count]) -> None:
+    """Add each count to its slot of event time ``at``, in one statement.
+
+    Counts of one (scope, id, metric) are merged first (amounts summed, the first example kept).
+    """
+    merged: dict[tuple[str, str, str], Count] = {}
+    for c in counts:
+        key = (c.scope, c.scope_id, c.metric)
+        seen = merged.get(key)
+        merged[key] = (
+            c if seen is None else Count(*key, seen.amount + c.amount, seen.example or c.example)
+        )
+    if not merged:
+        return
+    rows = list(merged.values())
+    await conn.execute(
+        ADD_TO_SLOTS,
+        slot_of(at),
+        [c.scope for c in rows],
+        [c.scope_id for c in rows],
+        [c.metric for c in rows],
+        [c.amount for c in rows],
+        [c.example for c in rows],
+    )
+
+
+async def sums_all(  # noqa: PLR0913, PLR0917 - the scopes, a metric, a time and two lengths
     conn: asyncpg.Connection,
-    scope: str,
-    scope_id: str,
+    scopes: Sequence[Scope],
     metric: str,
     at: datetime,
-    amount: int,
-    example: str | None,
-) -> None:
-    """Add ``amount`` to the slot of ``at``; keep ``example`` among its first request ids."""
-    await conn.execute(ADD_TO_SLOT, scope, scope_id, metric, slot_of(at), amount, example)
+    short_seconds: int,
+    long_seconds: int,
+) -> dict[Scope, tuple[int, int]]:
+    """Per scope: sums over the last ``short_seconds`` and ``long_seconds`` of event time."""
+    rows = await conn.fetch(
+        WINDOW_SUMS,
+        [s for s, _ in scopes],
+        [i for _, i in scopes],
+        metric,
+        at,
+        float(short_seconds),
+        float(long_seconds),
+    )
+    return {(r["scope"], r["scope_id"]): (int(r["short"]), int(r["long"])) for r in rows}
 
 
 async def sums(  # noqa: PLR0913, PLR0917 - a window's coordinates and its two lengths
@@ -144,10 +207,8 @@ async def sums(  # noqa: PLR0913, PLR0917 - a window's coordinates and its two l
     long_seconds: int,
 ) -> tuple[int, int]:
     """Sums over the last ``short_seconds`` and ``long_seconds`` of event time up to ``at``."""
-    row = await conn.fetchrow(
-        WINDOW_SUMS, scope, scope_id, metric, at, float(short_seconds), float(long_seconds)
-    )
-    return int(row["short"]), int(row["long"])
+    found = await sums_all(conn, [(scope, scope_id)], metric, at, short_seconds, long_seconds)
+    return found[(scope, scope_id)]
 
 
 async def examples(
@@ -180,38 +241,50 @@ async def prune(conn: asyncpg.Connection, at: datetime, applied_days: int = 1) -
     await conn.execute(PRUNE_APPLIED, at - timedelta(days=applied_days))
 
 
-async def baseline(
-    conn: asyncpg.Connection, scope: str, scope_id: str, metric: str
-) -> Baseline | None:
-    """The scope's learned rate, if it has one."""
-    row = await conn.fetchrow(SELECT_BASELINE, scope, scope_id, metric)
-    return None if row is None else Baseline(**dict(row))
+async def baselines(
+    conn: asyncpg.Connection, scopes: Sequence[Scope], metric: str
+) -> dict[Scope, Baseline]:
+    """The learned rates of those of ``scopes`` that have one."""
+    rows = await conn.fetch(
+        SELECT_BASELINES, [s for s, _ in scopes], [i for _, i in scopes], metric
+    )
+    return {
+        (r["scope"], r["scope_id"]): Baseline(
+            r["hour_start"], r["hour_amount"], r["mean_per_hour"], r["hours_seen"]
+        )
+        for r in rows
+    }
 
 
-async def save_baseline(
-    conn: asyncpg.Connection, scope: str, scope_id: str, metric: str, b: Baseline
+async def save_baselines(
+    conn: asyncpg.Connection, metric: str, folded: Mapping[Scope, Baseline]
 ) -> None:
-    """Store the folded baseline."""
+    """Store the folded baselines, one statement for all scopes."""
+    if not folded:
+        return
+    items = list(folded.items())
     await conn.execute(
-        UPSERT_BASELINE,
-        scope,
-        scope_id,
+        UPSERT_BASELINES,
         metric,
-        b.hour_start,
-        b.hour_amount,
-        b.mean_per_hour,
-        b.hours_seen,
+        [s for (s, _), _ in items],
+        [i for (_, i), _ in items],
+        [b.hour_start for _, b in items],
+        [b.hour_amount for _, b in items],
+        [b.mean_per_hour for _, b in items],
+        [b.hours_seen for _, b in items],
     )
 
 
-async def limits_row(conn: asyncpg.Connection, scope: str, scope_id: str) -> dict[str, Any] | None:
-    """The operator's thresholds for a scope, if set."""
-    row = await conn.fetchrow(SELECT_LIMITS, scope, scope_id)
-    if row is None:
-        return None
-    values = dict(row)
-    values["spend_micro_per_minute"] = orjson.loads(values["spend_micro_per_minute"])
-    return values
+async def limits_rows(
+    conn: asyncpg.Connection, scopes: Sequence[Scope]
+) -> dict[Scope, dict[str, Any]]:
+    """The operator's thresholds of those of ``scopes`` that have them."""
+    found = {}
+    for row in await conn.fetch(SELECT_LIMITS, [s for s, _ in scopes], [i for _, i in scopes]):
+        values = dict(row)
+        values["spend_micro_per_minute"] = orjson.loads(values["spend_micro_per_minute"])
+        found[(values.pop("scope"), values.pop("scope_id"))] = values
+    return found
 
 
 async def save_limits(conn: asyncpg.Connection, values: dict[str, Any]) -> None:
