@@ -84,6 +84,10 @@ class BatchHandler(Protocol):
         ...
 
 
+# How long the offsets of records skipped without effect may stay unstored (see ``_skipped``).
+SKIPPED_STORE_SECONDS = 1.0
+
+
 class _PoisonInBatchError(Exception):
     """A record of the batch failed: apply the batch again, each record in a savepoint."""
 
@@ -178,6 +182,12 @@ class TransactionalConsumer:
         )
         # Next offset per assigned partition, as stored in Postgres (-1: nothing stored yet).
         self._stored: dict[tuple[str, int], int] = {}
+        # Past records skipped without any effect (types this group does not handle), not stored
+        # yet: they ride along with the next batch that has effects, or are stored on their own
+        # when the stream goes quiet or after SKIPPED_STORE_SECONDS. Re-reading them after a
+        # crash only skips them again, so they need no transaction (and no fsync) of their own.
+        self._skipped: dict[tuple[str, int], int] = {}
+        self._skipped_since = 0.0
 
     async def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
         """Position each assigned partition at the offset stored with the effects."""
@@ -198,12 +208,14 @@ class TransactionalConsumer:
         stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
         for tp in partitions:
             self._stored[(tp.topic, tp.partition)] = stored.get((tp.topic, tp.partition), -1)
+            self._skipped.pop((tp.topic, tp.partition), None)
         return self._stored
 
     def forget(self, partitions: Collection[TopicPartition]) -> None:
         """Drop what this consumer knew of ``partitions``' stored offsets (they were revoked)."""
         for tp in partitions:
             self._stored.pop((tp.topic, tp.partition), None)
+            self._skipped.pop((tp.topic, tp.partition), None)
 
     async def run(self) -> None:
         """Consume until cancelled."""
@@ -214,12 +226,15 @@ class TransactionalConsumer:
                 batch = await self._consumer.getmany(timeout_ms=100, max_records=self._max_records)
                 if batch:
                     await self._apply_with_retry(batch)
+                elif self._skipped:
+                    await self._apply_with_retry({})  # quiet: store the skipped records' offsets
         finally:
             await self._consumer.stop()
 
     async def _apply_with_retry(self, batch: dict[TopicPartition, list[Any]]) -> None:
         delay = 0.05
-        metrics.BATCH_RECORDS.labels(self._group).observe(sum(len(m) for m in batch.values()))
+        if batch:
+            metrics.BATCH_RECORDS.labels(self._group).observe(sum(len(m) for m in batch.values()))
         isolate = False
         while True:
             started = time.perf_counter()
@@ -250,35 +265,61 @@ class TransactionalConsumer:
         if unknown:
             await self.seek_to_stored(unknown)
             return []  # the fetched records may lie before the stored offsets: fetch again
+        fresh: list[Any] = []
+        ends: list[tuple[TopicPartition, int, int]] = []
+        for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+            stored = self._stored[(tp.topic, tp.partition)]
+            msgs = [m for m in batch[tp] if m.offset >= stored]
+            fresh.extend(msgs)
+            if msgs:
+                ends.append((tp, stored, msgs[-1].offset + 1))
+        records, outgoing = _decode_all(fresh, self._event_types)
+        outgoing = self._owned(outgoing)
+        if batch and not records and not outgoing and self._skip(ends):
+            self._observe([], ends)
+            return []
+        ends = self._with_skipped(ends)
+        if not ends:
+            return []
         async with self._pool.acquire() as conn, conn.transaction():
-            fresh: list[Any] = []
-            ends: list[tuple[TopicPartition, int, int]] = []
-            for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
-                stored = self._stored[(tp.topic, tp.partition)]
-                msgs = [m for m in batch[tp] if m.offset >= stored]
-                fresh.extend(msgs)
-                if msgs:
-                    ends.append((tp, stored, msgs[-1].offset + 1))
-            records, outgoing = _decode_all(fresh, self._event_types)
-            outgoing = self._owned(outgoing)
             outgoing.extend(await self._handle(conn, records, isolate=isolate))
             outgoing = with_causes(outgoing, _trace_causes(fresh, records))
             committed = await write_outbox(conn, self._schema, outgoing)
-            if ends:
-                moved = await conn.fetchval(
-                    self._store_offsets,
-                    self._group,
-                    [tp.topic for tp, _, _ in ends],
-                    [tp.partition for tp, _, _ in ends],
-                    [expected for _, expected, _ in ends],
-                    [next_offset for _, _, next_offset in ends],
-                )
-                if moved != len(ends):
-                    raise FencedError(", ".join(str(tp) for tp, _, _ in ends))
+            moved = await conn.fetchval(
+                self._store_offsets,
+                self._group,
+                [tp.topic for tp, _, _ in ends],
+                [tp.partition for tp, _, _ in ends],
+                [expected for _, expected, _ in ends],
+                [next_offset for _, _, next_offset in ends],
+            )
+            if moved != len(ends):
+                raise FencedError(", ".join(str(tp) for tp, _, _ in ends))
         for tp, _, next_offset in ends:
             self._stored[(tp.topic, tp.partition)] = next_offset
+        self._skipped.clear()
         self._observe(records, ends)
         return committed
+
+    def _skip(self, ends: list[tuple[TopicPartition, int, int]]) -> bool:
+        """Remember a batch with nothing to apply; True while its offsets may wait unstored."""
+        if not self._skipped:
+            self._skipped_since = time.monotonic()
+        for tp, _, next_offset in ends:
+            self._skipped[(tp.topic, tp.partition)] = next_offset
+        return time.monotonic() - self._skipped_since < SKIPPED_STORE_SECONDS
+
+    def _with_skipped(
+        self, ends: list[tuple[TopicPartition, int, int]]
+    ) -> list[tuple[TopicPartition, int, int]]:
+        """``ends`` plus the skipped partitions this batch does not move itself."""
+        moving = {(tp.topic, tp.partition) for tp, _, _ in ends}
+        extra = [
+            (TopicPartition(*key), self._stored[key], next_offset)
+            for key, next_offset in self._skipped.items()
+            if key not in moving
+        ]
+        return ends + extra
 
     def _observe(self, records: list[Record], ends: list[tuple[TopicPartition, int, int]]) -> None:
         """After commit: events applied, how far behind the log end and the newest event."""
