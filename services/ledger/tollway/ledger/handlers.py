@@ -54,12 +54,13 @@ class LedgerHandler:
     async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply each record once (duplicates by event id are skipped)."""
         out: list[Outgoing] = []
-        for record in records:
-            env = record.envelope
-            if not await store.mark_applied(conn, env.id, env.type):
-                log.info("duplicate_skipped", event_id=env.id, type=env.type)
-                continue
-            out.extend(await self._apply(conn, record))
+        async with store.receipt_batch(conn):
+            for record in records:
+                env = record.envelope
+                if not await store.mark_applied(conn, env.id, env.type):
+                    log.info("duplicate_skipped", event_id=env.id, type=env.type)
+                    continue
+                out.extend(await self._apply(conn, record))
         return out
 
     async def _apply(self, conn: asyncpg.Connection, record: Record) -> list[Outgoing]:

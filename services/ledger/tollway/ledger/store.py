@@ -6,6 +6,8 @@ effects, offsets and outbox rows commit or vanish together.
 
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -13,6 +15,7 @@ import orjson
 from tollway.ledger.domain import bucket_account, check_balanced
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from datetime import datetime
 
     import asyncpg
@@ -77,6 +80,17 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
 """
 SELECT_RECEIPT = "SELECT body FROM ledger.receipts WHERE request_id = $1"
 UPDATE_RECEIPT = "UPDATE ledger.receipts SET status = $2, body = $3::jsonb WHERE request_id = $1"
+UPDATE_RECEIPTS = """
+UPDATE ledger.receipts r SET status = u.status, body = u.body::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[]) AS u(request_id, status, body)
+WHERE r.request_id = u.request_id
+"""
+
+# The receipts of the batch being applied: request id -> (status if changed, encoded body).
+# See ``receipt_batch``; None outside a batch, where every call goes to Postgres.
+_BATCH_RECEIPTS: ContextVar[dict[str, tuple[str | None, bytes | None]] | None] = ContextVar(
+    "ledger_batch_receipts", default=None
+)
 
 
 async def mark_applied(conn: asyncpg.Connection, event_id: str, event_type: str) -> bool:
@@ -206,9 +220,40 @@ async def insert_receipt(  # noqa: PLR0913 - one row's columns
     )
 
 
+@contextlib.asynccontextmanager
+async def receipt_batch(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """Within: each receipt is read from Postgres once and written back once, at the end.
+
+    An attempt, the finish and its budget notes each rewrite a request's receipt; in one batch
+    that was three reads and three writes of the same row. Every read still returns a fresh
+    copy (decoded from the bytes last written), exactly as a read from Postgres would. Nothing is
+    written when the body raises: the batch's transaction is rolled back anyway.
+    """
+    batch: dict[str, tuple[str | None, bytes | None]] = {}
+    token = _BATCH_RECEIPTS.set(batch)
+    try:
+        yield
+    finally:
+        _BATCH_RECEIPTS.reset(token)
+    changed = [(rid, status, raw) for rid, (status, raw) in batch.items() if status is not None]
+    if changed:
+        await conn.execute(
+            UPDATE_RECEIPTS,
+            [rid for rid, _, _ in changed],
+            [status for _, status, _ in changed],
+            [raw.decode() for _, _, raw in changed if raw is not None],
+        )
+
+
 async def get_receipt(conn: asyncpg.Connection, request_id: str) -> dict[str, Any] | None:
     """A receipt's body, or None."""
-    raw = await conn.fetchval(SELECT_RECEIPT, request_id)
+    batch = _BATCH_RECEIPTS.get()
+    if batch is not None and request_id in batch:
+        raw: bytes | str | None = batch[request_id][1]
+    else:
+        raw = await conn.fetchval(SELECT_RECEIPT, request_id)
+        if batch is not None and raw is not None:
+            batch[request_id] = (None, raw.encode() if isinstance(raw, str) else raw)
     if raw is None:
         return None
     body: dict[str, Any] = orjson.loads(raw)
@@ -219,7 +264,12 @@ async def update_receipt(
     conn: asyncpg.Connection, request_id: str, status: str, body: dict[str, Any]
 ) -> None:
     """Replace a receipt's body (receipts are a projection, rebuilt by replay)."""
-    await conn.execute(UPDATE_RECEIPT, request_id, status, orjson.dumps(body).decode())
+    raw = orjson.dumps(body)
+    batch = _BATCH_RECEIPTS.get()
+    if batch is not None:
+        batch[request_id] = (status, raw)
+        return
+    await conn.execute(UPDATE_RECEIPT, request_id, status, raw.decode())
 
 
 SELECT_EXPIRABLE = """
