@@ -90,17 +90,25 @@ def served_bucket_hold(holds: list[dict[str, Any]], fin: RequestFinished) -> str
     return fin.hold_id
 
 
-async def served_hold_id(conn: asyncpg.Connection, fin: RequestFinished) -> str:
-    """Which of the request's holds the finish settles (or captures late, once expired)."""
-    return served_bucket_hold(await limits_store.request_holds(conn, fin.request_id), fin)
+def served_hold(holds: list[dict[str, Any]], fin: RequestFinished) -> dict[str, Any] | None:
+    """Of the request's ``holds``, the one the finish settles (or captures late, once expired)."""
+    hold_id = served_bucket_hold(holds, fin)
+    return next((h for h in holds if h["hold_id"] == hold_id), None)
 
 
 async def after_finish(
-    conn: asyncpg.Connection, env: Envelope[RequestFinished], settled: Envelope[Payload]
+    conn: asyncpg.Connection,
+    env: Envelope[RequestFinished],
+    settled: Envelope[Payload],
+    holds: list[dict[str, Any]] | None = None,
 ) -> list[Outgoing]:
-    """Release the other holds, move budget usage from held to spent, journal thresholds."""
+    """Release the other holds, move budget usage from held to spent, journal thresholds.
+
+    ``holds``: the request's holds as they now stand, when the caller has them already.
+    """
     fin = env.payload
-    holds = await limits_store.request_holds(conn, fin.request_id)
+    if holds is None:
+        holds = await limits_store.request_holds(conn, fin.request_id)
     out = [await _release(conn, env, hold) for hold in holds if hold["status"] == "open"]
     charged = int(getattr(settled.payload, "charged_micro", 0))
     out += await _count_spend(conn, env, str(getattr(settled.payload, "hold_id", "")), charged)

@@ -32,7 +32,17 @@ from tollway.events.ledger import (
 )
 from tollway.events.pricing import cost_micro
 from tollway.events.routing import PriceTableChangeRequested
-from tollway.ledger import budgets, corrections, domain, expiry, losses, prices, receipts, store
+from tollway.ledger import (
+    budgets,
+    corrections,
+    domain,
+    expiry,
+    limits_store,
+    losses,
+    prices,
+    receipts,
+    store,
+)
 from tollway.ledger.authorize import authorize
 from tollway.ledger.journal import emit as _emit
 from tollway.ledger.journal import journal as _journal
@@ -54,12 +64,14 @@ class LedgerHandler:
     async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply each record once (duplicates by event id are skipped)."""
         out: list[Outgoing] = []
+        fresh = await store.mark_applied(conn, [(r.envelope.id, r.envelope.type) for r in records])
         async with store.receipt_batch(conn):
             for record in records:
                 env = record.envelope
-                if not await store.mark_applied(conn, env.id, env.type):
+                if env.id not in fresh:
                     log.info("duplicate_skipped", event_id=env.id, type=env.type)
                     continue
+                fresh.discard(env.id)  # a second copy in this batch is a duplicate too
                 out.extend(await self._apply(conn, record))
         return out
 
@@ -139,7 +151,8 @@ async def record_attempt(conn: asyncpg.Connection, env: Envelope[AttemptFinished
 async def finish(conn: asyncpg.Connection, env: Envelope[RequestFinished]) -> list[Outgoing]:
     """Settle the hold to the served attempt's cost, or release it when nothing was served."""
     fin = env.payload
-    hold = await store.get_hold(conn, await budgets.served_hold_id(conn, fin))
+    holds = await limits_store.request_holds(conn, fin.request_id)
+    hold = budgets.served_hold(holds, fin)
     if hold is not None and hold["status"] == "expired" and fin.served:
         captured = await expiry.late_capture(conn, env, hold)
         if captured is None:
@@ -152,6 +165,7 @@ async def finish(conn: asyncpg.Connection, env: Envelope[RequestFinished]) -> li
     journal_env = _settlement(env, hold)
     closed = "settled" if fin.served else "released"
     await store.close_hold(conn, hold["hold_id"], closed, env.occurred_at)
+    hold["status"] = closed  # as after_finish, handed the same list, must see it
     out = await _journal(conn, journal_env)
     receipt = await store.get_receipt(conn, fin.request_id)
     if receipt is not None:
@@ -160,7 +174,7 @@ async def finish(conn: asyncpg.Connection, env: Envelope[RequestFinished]) -> li
         )
         receipts.finished(receipt, journal_env.payload, fin, available)
         await store.update_receipt(conn, fin.request_id, closed, receipt)
-    return [out, *await budgets.after_finish(conn, env, journal_env)]
+    return [out, *await budgets.after_finish(conn, env, journal_env, holds)]
 
 
 def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelope[Payload]:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from tollway.events.ledger import MoneyEvent, PriceTableChanged
 
 MARK_APPLIED = """
-INSERT INTO ledger.applied_events (event_id, type) VALUES ($1, $2)
+INSERT INTO ledger.applied_events (event_id, type)
+SELECT * FROM unnest($1::text[], $2::text[])
 ON CONFLICT DO NOTHING RETURNING event_id
 """
 # A journal event, its postings and the balances they move: one statement, one round trip.
@@ -93,9 +94,13 @@ _BATCH_RECEIPTS: ContextVar[dict[str, tuple[str | None, bytes | None]] | None] =
 )
 
 
-async def mark_applied(conn: asyncpg.Connection, event_id: str, event_type: str) -> bool:
-    """Record an input event as applied; False when it already was (skip it)."""
-    return await conn.fetchval(MARK_APPLIED, event_id, event_type) is not None
+async def mark_applied(conn: asyncpg.Connection, events: list[tuple[str, str]]) -> set[str]:
+    """Record input events (id, type) as applied, in one statement; the ids new to the ledger.
+
+    An id already applied, or repeated within ``events``, is returned at most once.
+    """
+    rows = await conn.fetch(MARK_APPLIED, [i for i, _ in events], [t for _, t in events])
+    return {r["event_id"] for r in rows}
 
 
 async def append(conn: asyncpg.Connection, envelope: Envelope[MoneyEvent], raw: bytes) -> None:
