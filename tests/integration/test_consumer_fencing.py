@@ -94,7 +94,7 @@ async def _scenario(dsn: str, bootstrap: str) -> dict[str, object]:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     tp = TopicPartition(TOPIC, 0)
 
-    def consumer() -> TransactionalConsumer:
+    def consumer(event_types: set[str] | None = None) -> TransactionalConsumer:
         # Never started: the test hands batches over itself, as getmany would.
         return TransactionalConsumer(
             pool=pool,
@@ -103,6 +103,7 @@ async def _scenario(dsn: str, bootstrap: str) -> dict[str, object]:
             group_id="fencing",
             topics=[TOPIC],
             handler=_Handler(schema),
+            event_types=event_types,
         )
 
     owner, zombie = consumer(), consumer()
@@ -128,6 +129,17 @@ async def _scenario(dsn: str, bootstrap: str) -> dict[str, object]:
         # Back in step after reading the stored offset: only the new record is applied.
         await zombie.load_stored([tp])
         await zombie._apply({tp: [*second, *_messages(3, ["d"])]}, isolate=False)
+        # A zombie that only skipped records (types it does not handle) keeps their offsets in
+        # memory; its quiet-time store is refused too, and names the partition to read again.
+        skipper = consumer(event_types={"not.handled.here"})
+        await skipper.load_stored([tp])
+        await zombie._apply({tp: _messages(4, ["e"])}, isolate=False)
+        await skipper._apply({tp: _messages(4, ["e"])}, isolate=False)  # skipped: no store yet
+        fenced_partitions: list[TopicPartition] = []
+        try:
+            await skipper._apply({}, isolate=False)
+        except FencedError as exc:
+            fenced_partitions = exc.partitions
         seen = [r["idem"] for r in await setup.fetch(f"SELECT idem FROM {schema}.seen")]
         outbox = await setup.fetchval(f"SELECT count(*) FROM {schema}.outbox")
         stored = await setup.fetchval(f"SELECT next_offset FROM {schema}.consumer_offsets")
@@ -141,6 +153,7 @@ async def _scenario(dsn: str, bootstrap: str) -> dict[str, object]:
         "seen": sorted(seen),
         "outbox": outbox,
         "stored": stored,
+        "fenced_partitions": fenced_partitions,
     }
 
 
@@ -149,6 +162,9 @@ def test_a_zombie_consumer_is_fenced_and_its_batch_leaves_nothing_behind(stack) 
 
     assert result["fenced_on_create"], "a second first-store of the partition must be refused"
     assert result["fenced_on_advance"], "a store from a stale offset must be refused"
-    assert result["seen"] == ["a", "b", "c", "d"], "every record applied exactly once"
-    assert result["outbox"] == 4, "a fenced batch leaves no outbox row"
-    assert result["stored"] == 4
+    assert result["seen"] == ["a", "b", "c", "d", "e"], "every record applied exactly once"
+    assert result["outbox"] == 5, "a fenced batch leaves no outbox row"
+    assert result["stored"] == 5
+    assert result["fenced_partitions"] == [TopicPartition(TOPIC, 0)], (
+        "a refused store of skipped offsets names their partition, to be read again"
+    )

@@ -93,7 +93,12 @@ class _PoisonInBatchError(Exception):
 
 
 class FencedError(RuntimeError):
-    """Another consumer advanced this partition's stored offset first; re-seek and go on."""
+    """Another consumer advanced a partition's stored offset first; re-seek and go on."""
+
+    def __init__(self, partitions: list[TopicPartition]) -> None:
+        """``partitions``: every partition the refused store covered, to read again."""
+        super().__init__(", ".join(str(tp) for tp in partitions))
+        self.partitions = partitions
 
 
 def offsets_ddl(schema: str) -> str:
@@ -244,9 +249,11 @@ class TransactionalConsumer:
                 log.warning("batch_failed_isolating", group=self._group)
                 isolate = True
                 continue
-            except FencedError:
-                log.warning("consumer_fenced", group=self._group)
-                await self.seek_to_stored(list(batch))
+            except FencedError as exc:
+                # Skipped partitions the store carried are read again too: left in memory, a
+                # quiet flush would retry the same refused store for ever.
+                log.warning("consumer_fenced", group=self._group, partitions=str(exc))
+                await self.seek_to_stored(exc.partitions)
                 return
             except RETRYABLE as exc:
                 log.warning("batch_retry", group=self._group, error=type(exc).__name__)
@@ -294,7 +301,7 @@ class TransactionalConsumer:
                 [next_offset for _, _, next_offset in ends],
             )
             if moved != len(ends):
-                raise FencedError(", ".join(str(tp) for tp, _, _ in ends))
+                raise FencedError([tp for tp, _, _ in ends])
         for tp, _, next_offset in ends:
             self._stored[(tp.topic, tp.partition)] = next_offset
         self._skipped.clear()
