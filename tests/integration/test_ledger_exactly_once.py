@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -24,6 +25,8 @@ from tollway.events.gateway import AttemptFinished, RequestFinished, TopUpReques
 from tollway.events.ids import derived_id
 from tollway.events.pricing import Price, Usage, cost_micro
 from tollway.ledger import replay, verify
+from tollway.ledger.handlers import LedgerHandler
+from tollway.runtime.consumer import Record
 
 pytestmark = pytest.mark.integration
 
@@ -395,3 +398,61 @@ async def _snapshot(dsn: str) -> verify.Snapshot:
         return live
     finally:
         await conn.close()
+
+
+async def _apply_one_batch(dsn: str, envelopes: list[Envelope[Any]]) -> None:
+    """Hand ``envelopes`` to the ledger's handler as one batch, in one transaction."""
+    records = [
+        Record(topics.REQUESTS, 0, offset, env.payload.account_id, env)  # type: ignore[attr-defined]
+        for offset, env in enumerate(envelopes)
+    ]
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await LedgerHandler()(conn, records)
+    finally:
+        await conn.close()
+
+
+def test_duplicates_within_one_batch_are_applied_once_and_the_receipt_keeps_every_step(
+    stack,
+) -> None:
+    # A request, its attempt and its finish, each delivered twice in the same batch. Without
+    # the dedupe the second RequestReceived would place its hold again (and fail the batch),
+    # the second attempt would be added to the receipt twice.
+    account = f"batchdup-{uuid.uuid4().hex[:8]}"
+    top = _topup(account, 5_000_000)
+    req = io.request(account, "edge-test", timedelta(minutes=1))
+    hold_id = "hold_" + derived_id(req.id, "hold")
+    usage = Usage(input_tokens=100, output_tokens=50)
+    attempt = make(
+        AttemptFinished(
+            request_id=req.payload.request_id,
+            account_id=account,
+            attempt=1,
+            candidate=io.CHANNEL,
+            outcome="ok",
+            status=200,
+            usage=usage,
+            latency_ms=12,
+        ),
+        trace=req.trace,
+    )
+    fin = io.served(req.payload, hold_id, usage)
+    batch = [top, top, req, req, attempt, attempt, fin, fin]
+
+    asyncio.run(_apply_one_batch(stack.dsn, batch))
+
+    charged = cost_micro(usage, io.CHANNEL.price)
+    assert _balance(stack, account) == 5_000_000 - charged
+    types = io.journal_types(stack.dsn, req.payload.request_id)
+    assert sorted(types) == ["ledger.hold_placed", "ledger.hold_settled"]
+    receipt = io.fetchval(
+        stack.dsn,
+        "SELECT body FROM ledger.receipts WHERE request_id = $1",
+        req.payload.request_id,
+    )
+    body = orjson.loads(receipt)
+    assert len(body["attempts"]) == 1, "the attempt is on the receipt once"
+    assert body["status"] == "settled"
+    assert body["charged_micro"] == charged
