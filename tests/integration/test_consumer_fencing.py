@@ -12,21 +12,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
 from aiokafka import TopicPartition
 
-from tollway.events.envelope import encode, make
-from tollway.events.gateway import TopUpRequested
-from tollway.runtime.consumer import FencedError, TransactionalConsumer, offsets_ddl
-from tollway.runtime.outbox import Outgoing, outbox_ddl
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from tollway.runtime.consumer import Record
+from tests.integration.consumer_kit import SeenHandler, create_schema, topup
+from tollway.runtime.consumer import FencedError, TransactionalConsumer
 
 pytestmark = pytest.mark.integration
 
@@ -45,22 +37,6 @@ class _Message:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-class _Handler:
-    def __init__(self, schema: str) -> None:
-        self.schema = schema
-
-    async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
-        out = []
-        for record in records:
-            payload = record.envelope.payload
-            assert isinstance(payload, TopUpRequested)
-            await conn.execute(
-                f"INSERT INTO {self.schema}.seen (idem) VALUES ($1)", payload.idempotency_key
-            )
-            out.append(Outgoing.of("test.fencing-echo", payload.account_id, make(payload)))
-        return out
-
-
 def _messages(first: int, keys: list[str]) -> list[_Message]:
     return [
         _Message(
@@ -68,17 +44,7 @@ def _messages(first: int, keys: list[str]) -> list[_Message]:
             0,
             first + i,
             b"acct",
-            encode(
-                make(
-                    TopUpRequested(
-                        account_id="acct",
-                        bucket="credit",
-                        unit="credit",
-                        amount_micro=1,
-                        idempotency_key=key,
-                    )
-                )
-            ),
+            topup(key),
         )
         for i, key in enumerate(keys)
     ]
@@ -87,10 +53,7 @@ def _messages(first: int, keys: list[str]) -> list[_Message]:
 async def _scenario(dsn: str, bootstrap: str) -> dict[str, object]:
     schema = f"fencing_{uuid.uuid4().hex[:8]}"
     setup = await asyncpg.connect(dsn)
-    await setup.execute(f"CREATE SCHEMA {schema}")
-    await setup.execute(offsets_ddl(schema))
-    await setup.execute(outbox_ddl(schema))
-    await setup.execute(f"CREATE TABLE {schema}.seen (idem text NOT NULL)")
+    await create_schema(setup, schema)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     tp = TopicPartition(TOPIC, 0)
 
@@ -102,7 +65,7 @@ async def _scenario(dsn: str, bootstrap: str) -> dict[str, object]:
             bootstrap=bootstrap,
             group_id="fencing",
             topics=[TOPIC],
-            handler=_Handler(schema),
+            handler=SeenHandler(schema, echo_topic="test.fencing-echo"),
             event_types=event_types,
         )
 

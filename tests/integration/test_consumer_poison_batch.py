@@ -10,51 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tollway.events.envelope import decode, encode, make
-from tollway.events.gateway import TopUpRequested
+from tests.integration.consumer_kit import SeenHandler, create_schema, topup
+from tollway.events.envelope import decode
 from tollway.events.topics import TopicSpec, dlq_topic
-from tollway.runtime.consumer import TransactionalConsumer, offsets_ddl
+from tollway.runtime.consumer import TransactionalConsumer
 from tollway.runtime.kafka import ensure_topics, new_producer, partitions_of
-from tollway.runtime.outbox import OutboxRelay, Outgoing, outbox_ddl
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from tollway.runtime.consumer import Record
+from tollway.runtime.outbox import OutboxRelay
 
 pytestmark = pytest.mark.integration
 
 POISON = "poison"
-
-
-class _Handler:
-    """Records each top-up's key; fails on the one whose idempotency key is ``POISON``."""
-
-    def __init__(self, schema: str, echo_topic: str) -> None:
-        self.schema = schema
-        self.echo_topic = echo_topic
-        self.calls = 0
-
-    async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
-        self.calls += 1
-        out: list[Outgoing] = []
-        for record in records:
-            payload = record.envelope.payload
-            assert isinstance(payload, TopUpRequested)
-            await conn.execute(
-                f"INSERT INTO {self.schema}.seen (idem) VALUES ($1)",
-                payload.idempotency_key,
-            )
-            if payload.idempotency_key == POISON:
-                raise ValueError("this record cannot be applied")
-            out.append(Outgoing.of(self.echo_topic, payload.account_id, make(payload)))
-        return out
 
 
 async def _read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
@@ -85,10 +56,7 @@ async def _scenario(dsn: str, bootstrap: str) -> tuple[list[str], list[Any], lis
         [TopicSpec(name, 1, retention_ms=3_600_000) for name in (topic, echo, dlq_topic(topic))],
     )
     setup = await asyncpg.connect(dsn)
-    await setup.execute(f"CREATE SCHEMA {schema}")
-    await setup.execute(offsets_ddl(schema))
-    await setup.execute(outbox_ddl(schema))
-    await setup.execute(f"CREATE TABLE {schema}.seen (idem text NOT NULL)")
+    await create_schema(setup, schema)
     keys = ["a", "b", POISON, "c", "d"]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
@@ -98,17 +66,7 @@ async def _scenario(dsn: str, bootstrap: str) -> tuple[list[str], list[Any], lis
             await producer.send(
                 topic,
                 key=b"acct",
-                value=encode(
-                    make(
-                        TopUpRequested(
-                            account_id="acct",
-                            bucket="credit",
-                            unit="credit",
-                            amount_micro=1,
-                            idempotency_key=key,
-                        )
-                    )
-                ),
+                value=topup(key),
             )
             for key in keys
         ]
@@ -118,7 +76,7 @@ async def _scenario(dsn: str, bootstrap: str) -> tuple[list[str], list[Any], lis
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     out_producer = new_producer(bootstrap, "poison-test")
     await out_producer.start()
-    handler = _Handler(schema, echo)
+    handler = SeenHandler(schema, echo_topic=echo, poison=POISON)
     relay = OutboxRelay(pool, schema, out_producer)
     consumer = TransactionalConsumer(
         pool=pool,

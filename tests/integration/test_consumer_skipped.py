@@ -11,56 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
 
-from tollway.events.envelope import encode, make
+from tests.integration.consumer_kit import SeenHandler, create_schema, topup
 from tollway.events.gateway import TopUpRequested
 from tollway.events.topics import TopicSpec
-from tollway.runtime.consumer import TransactionalConsumer, offsets_ddl
+from tollway.runtime.consumer import TransactionalConsumer
 from tollway.runtime.kafka import ensure_topics, new_producer
-from tollway.runtime.outbox import Outgoing, outbox_ddl
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from tollway.runtime.consumer import Record
 
 pytestmark = pytest.mark.integration
 
 
-def _topup(key: str) -> bytes:
-    return encode(
-        make(
-            TopUpRequested(
-                account_id="acct",
-                bucket="credit",
-                unit="credit",
-                amount_micro=1,
-                idempotency_key=key,
-            )
-        )
-    )
-
-
 def _other(n: int) -> bytes:
     return b'{"id": "other-%d", "type": "not.handled.here", "version": 1}' % n
-
-
-class _Handler:
-    def __init__(self, schema: str) -> None:
-        self.schema = schema
-
-    async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
-        for record in records:
-            payload = record.envelope.payload
-            assert isinstance(payload, TopUpRequested)
-            await conn.execute(
-                f"INSERT INTO {self.schema}.seen (idem) VALUES ($1)", payload.idempotency_key
-            )
-        return []
 
 
 async def _stored(conn: asyncpg.Connection, schema: str) -> int | None:
@@ -79,10 +44,7 @@ async def _scenario(dsn: str, bootstrap: str) -> tuple[list[str], int | None, in
     schema, topic = f"skipped_{run}", f"test.skipped.{run}"
     await ensure_topics(bootstrap, [TopicSpec(topic, 1, retention_ms=3_600_000)])
     setup = await asyncpg.connect(dsn)
-    await setup.execute(f"CREATE SCHEMA {schema}")
-    await setup.execute(offsets_ddl(schema))
-    await setup.execute(outbox_ddl(schema))
-    await setup.execute(f"CREATE TABLE {schema}.seen (idem text NOT NULL)")
+    await create_schema(setup, schema)
     producer = new_producer(bootstrap, "skipped-test")
     await producer.start()
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
@@ -92,7 +54,7 @@ async def _scenario(dsn: str, bootstrap: str) -> tuple[list[str], int | None, in
         bootstrap=bootstrap,
         group_id=f"skipped-{run}",
         topics=[topic],
-        handler=_Handler(schema),
+        handler=SeenHandler(schema),
         event_types={TopUpRequested.TYPE},
     )
     task = asyncio.create_task(consumer.run())
@@ -103,7 +65,7 @@ async def _scenario(dsn: str, bootstrap: str) -> tuple[list[str], int | None, in
         await _wait_stored(setup, schema, 5)
         after_skipped = await _stored(setup, schema)
         # A handled record between skipped ones: applied once, and the offset reaches the end.
-        for value in (_other(5), _topup("a"), _other(6), _other(7)):
+        for value in (_other(5), topup("a"), _other(6), _other(7)):
             await producer.send_and_wait(topic, value, key=b"acct")
         await _wait_stored(setup, schema, 9)
         seen = [r["idem"] for r in await setup.fetch(f"SELECT idem FROM {schema}.seen")]
