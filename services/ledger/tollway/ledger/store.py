@@ -87,9 +87,9 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS u(request_id, status, body)
 WHERE r.request_id = u.request_id
 """
 
-# The receipts of the batch being applied: request id -> (status if changed, encoded body).
+# The receipts of the batch being applied: request id -> (status if changed, body as JSON).
 # See ``receipt_batch``; None outside a batch, where every call goes to Postgres.
-_BATCH_RECEIPTS: ContextVar[dict[str, tuple[str | None, bytes | None]] | None] = ContextVar(
+_BATCH_RECEIPTS: ContextVar[dict[str, tuple[str | None, str]] | None] = ContextVar(
     "ledger_batch_receipts", default=None
 )
 
@@ -234,31 +234,32 @@ async def receipt_batch(conn: asyncpg.Connection) -> AsyncIterator[None]:
     copy (decoded from the bytes last written), exactly as a read from Postgres would. Nothing is
     written when the body raises: the batch's transaction is rolled back anyway.
     """
-    batch: dict[str, tuple[str | None, bytes | None]] = {}
+    batch: dict[str, tuple[str | None, str]] = {}
     token = _BATCH_RECEIPTS.set(batch)
     try:
         yield
     finally:
         _BATCH_RECEIPTS.reset(token)
-    changed = [(rid, status, raw) for rid, (status, raw) in batch.items() if status is not None]
+    changed = [(rid, status, body) for rid, (status, body) in batch.items() if status is not None]
     if changed:
         await conn.execute(
             UPDATE_RECEIPTS,
             [rid for rid, _, _ in changed],
             [status for _, status, _ in changed],
-            [raw.decode() for _, _, raw in changed if raw is not None],
+            [body for _, _, body in changed],
         )
 
 
 async def get_receipt(conn: asyncpg.Connection, request_id: str) -> dict[str, Any] | None:
     """A receipt's body, or None."""
     batch = _BATCH_RECEIPTS.get()
+    raw: str | None
     if batch is not None and request_id in batch:
-        raw: bytes | str | None = batch[request_id][1]
+        raw = batch[request_id][1]
     else:
         raw = await conn.fetchval(SELECT_RECEIPT, request_id)
         if batch is not None and raw is not None:
-            batch[request_id] = (None, raw.encode() if isinstance(raw, str) else raw)
+            batch[request_id] = (None, raw)
     if raw is None:
         return None
     body: dict[str, Any] = orjson.loads(raw)
@@ -269,12 +270,12 @@ async def update_receipt(
     conn: asyncpg.Connection, request_id: str, status: str, body: dict[str, Any]
 ) -> None:
     """Replace a receipt's body (receipts are a projection, rebuilt by replay)."""
-    raw = orjson.dumps(body)
+    raw = orjson.dumps(body).decode()
     batch = _BATCH_RECEIPTS.get()
     if batch is not None:
         batch[request_id] = (status, raw)
         return
-    await conn.execute(UPDATE_RECEIPT, request_id, status, raw.decode())
+    await conn.execute(UPDATE_RECEIPT, request_id, status, raw)
 
 
 SELECT_EXPIRABLE = """
