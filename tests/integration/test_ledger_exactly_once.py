@@ -400,18 +400,39 @@ async def _snapshot(dsn: str) -> verify.Snapshot:
         await conn.close()
 
 
-async def _apply_one_batch(dsn: str, envelopes: list[Envelope[Any]]) -> None:
-    """Hand ``envelopes`` to the ledger's handler as one batch, in one transaction."""
+async def _apply_one_batch(
+    dsn: str, envelopes: list[Envelope[Any]], account: str, request_id: str
+) -> tuple[int, list[str], dict[str, Any]]:
+    """Hand ``envelopes`` to the ledger's handler as one batch; read what it did; roll back.
+
+    Rolled back because these events are not on the log: left in the shared stack's ledger, they
+    would make its live state differ from a replay (test_ledger_replay checks exactly that).
+    Returns the account's credit balance, the request's journal types and its receipt.
+    """
     records = [
         Record(topics.REQUESTS, 0, offset, env.payload.account_id, env)  # type: ignore[attr-defined]
         for offset, env in enumerate(envelopes)
     ]
     conn = await asyncpg.connect(dsn)
+    scratch = conn.transaction()
+    await scratch.start()
     try:
-        async with conn.transaction():
-            await LedgerHandler()(conn, records)
+        await LedgerHandler()(conn, records)
+        balance = await conn.fetchval(
+            "SELECT amount FROM ledger.balances WHERE account = $1 AND unit = 'credit'",
+            f"{account}/credit",
+        )
+        types = await conn.fetch(
+            "SELECT type FROM ledger.journal WHERE body -> 'payload' ->> 'request_id' = $1",
+            request_id,
+        )
+        receipt = await conn.fetchval(
+            "SELECT body FROM ledger.receipts WHERE request_id = $1", request_id
+        )
     finally:
+        await scratch.rollback()
         await conn.close()
+    return int(balance), sorted(r["type"] for r in types), orjson.loads(receipt)
 
 
 def test_duplicates_within_one_batch_are_applied_once_and_the_receipt_keeps_every_step(
@@ -441,18 +462,13 @@ def test_duplicates_within_one_batch_are_applied_once_and_the_receipt_keeps_ever
     fin = io.served(req.payload, hold_id, usage)
     batch = [top, top, req, req, attempt, attempt, fin, fin]
 
-    asyncio.run(_apply_one_batch(stack.dsn, batch))
+    balance, types, receipt = asyncio.run(
+        _apply_one_batch(stack.dsn, batch, account, req.payload.request_id)
+    )
 
     charged = cost_micro(usage, io.CHANNEL.price)
-    assert _balance(stack, account) == 5_000_000 - charged
-    types = io.journal_types(stack.dsn, req.payload.request_id)
-    assert sorted(types) == ["ledger.hold_placed", "ledger.hold_settled"]
-    receipt = io.fetchval(
-        stack.dsn,
-        "SELECT body FROM ledger.receipts WHERE request_id = $1",
-        req.payload.request_id,
-    )
-    body = orjson.loads(receipt)
-    assert len(body["attempts"]) == 1, "the attempt is on the receipt once"
-    assert body["status"] == "settled"
-    assert body["charged_micro"] == charged
+    assert balance == 5_000_000 - charged
+    assert types == ["ledger.hold_placed", "ledger.hold_settled"]
+    assert len(receipt["attempts"]) == 1, "the attempt is on the receipt once"
+    assert receipt["status"] == "settled"
+    assert receipt["charged_micro"] == charged
