@@ -1,9 +1,14 @@
 """Consumes gw.authorized with many requests in flight, committing offsets in order.
 
 The router has no database effects, so it is at-least-once: an offset is committed only after
-every message before it on the partition has published its usage events and reply. A crash
-redelivers the uncommitted tail; the events it re-emits carry the same derived ids and the
-ledger applies them once.
+every message before it on the partition has published its usage events and reply, acknowledged
+by the broker. An upstream call that was made must be billed, so those events are published
+again and again, with backoff, until the broker takes them (a broker outage only delays them);
+until then the offset does not move. A crash redelivers the uncommitted tail; the events it
+re-emits carry the same derived ids and the ledger applies them once.
+
+Stream frames are the exception: they are for a client waiting now, so a frame the broker
+refuses is dropped (the client sees a cut stream), never retried after the fact.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
@@ -21,15 +27,20 @@ from pydantic import ValidationError
 from tollway.events import topics
 from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.gateway import RequestAuthorized
+from tollway.runtime.outbox import Outgoing
 from tollway.runtime.tracing import headers_out, span_from
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
     from tollway.router.handlers import Router
-    from tollway.runtime.outbox import Outgoing
 
 log = structlog.get_logger(__name__)
+
+# What a publish fails with while the broker is down or restarting.
+PUBLISH_ERRORS = (KafkaError, OSError, asyncio.TimeoutError)
+# Backoff between publish attempts of events that must not be lost.
+RETRY_FIRST_S, RETRY_MAX_S = 0.05, 2.0
 
 
 class _PartitionProgress:
@@ -111,11 +122,21 @@ class RouterWorker:
     async def _handle(self, tp: TopicPartition, message: Any) -> None:
         try:
             await self._process(message)
-        finally:
-            progress = self._progress[tp]
-            progress.pending.discard(message.offset)
-            progress.done_max = max(progress.done_max, message.offset)
+        except asyncio.CancelledError:
+            # Shutting down: the offset stays pending, so a restart redelivers the message.
             self._slots.release()
+            raise
+        except Exception as exc:  # a bug: dead-lettered, so it cannot stall the partition
+            log.exception("authorization_failed", topic=message.topic, offset=message.offset)
+            try:
+                await self._dead_letter(message, exc)
+            except asyncio.CancelledError:
+                self._slots.release()
+                raise
+        progress = self._progress[tp]
+        progress.pending.discard(message.offset)
+        progress.done_max = max(progress.done_max, message.offset)
+        self._slots.release()
 
     async def _process(self, message: Any) -> None:
         try:
@@ -128,36 +149,58 @@ class RouterWorker:
         structlog.contextvars.bind_contextvars(
             request_id=env.payload.request.request_id, task_id=env.trace.task_id
         )
-        futures: list[asyncio.Future[Any]] = []
+        frames: list[asyncio.Future[Any]] = []
         # The trace context travels in the authorization's headers; usage and reply carry it on.
         with span_from(f"process {message.topic}", message.headers, SpanKind.CONSUMER):
             trace_headers = list(headers_out())
 
             async def sink(out: Outgoing) -> None:
                 # Enqueued, not awaited: frames leave at once and keep their order per partition.
-                futures.append(
-                    await self._producer.send(
-                        out.topic,
-                        value=out.value,
-                        key=out.key.encode(),
-                        headers=[*out.headers, *trace_headers],
-                    )
-                )
+                try:
+                    frames.append(await self._send(out, trace_headers))
+                except PUBLISH_ERRORS as exc:
+                    log.warning("stream_frame_dropped", error=type(exc).__name__)
 
             emits = await self._router.execute(env, sink)  # type: ignore[arg-type]
-            for out in emits:
-                await sink(out)
-        await asyncio.gather(*futures)
+        for failed in await asyncio.gather(*frames, return_exceptions=True):
+            if isinstance(failed, BaseException):
+                log.warning("stream_frame_dropped", error=type(failed).__name__)
+        await self._publish_until_acked(emits, trace_headers)
+
+    async def _send(self, out: Outgoing, trace_headers: list[Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self._producer.send(
+            out.topic, value=out.value, key=out.key.encode(), headers=[*out.headers, *trace_headers]
+        )
+        return future
+
+    async def _publish_until_acked(self, emits: list[Outgoing], trace_headers: list[Any]) -> None:
+        """Publish the reply and usage events, all of them again after any failure.
+
+        Sent again as a whole and in order: the ledger applies an event id once, and an attempt
+        never arrives after the finish that counts it.
+        """
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                sent = [await self._send(out, trace_headers) for out in emits]
+                await asyncio.gather(*sent)
+            except PUBLISH_ERRORS as exc:
+                log.warning("publish_retry", error=type(exc).__name__, events=len(emits))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+            else:
+                return
 
     async def _dead_letter(self, message: Any, exc: Exception) -> None:
         reason = f"{type(exc).__name__}: {exc}"[:500]
         log.error("dead_lettered", topic=message.topic, offset=message.offset, reason=reason)
-        await self._producer.send_and_wait(
+        dead = Outgoing(
             topics.dlq_topic(message.topic),
-            value=message.value,
-            key=message.key,
-            headers=[("x-dlq-reason", reason.encode("ascii", "replace"))],
+            message.key.decode() if message.key is not None else "",
+            message.value,
+            (("x-dlq-reason", reason.encode("ascii", "replace")),),
         )
+        await self._publish_until_acked([dead], [])
 
     async def _commit_loop(self) -> None:
         committed: dict[TopicPartition, int] = {}
