@@ -9,7 +9,7 @@ export UV_LINK_MODE ?= copy
 deps: ## install uv, PostgreSQL server binaries (Debian) and the locked Python environment
 	@./deploy/scripts/install-deps.sh
 
-dev: deps ## run the whole system on embedded defaults and print how to call it
+dev: kafka-deps ## run the whole system on embedded defaults (Apache Kafka, Postgres) and print how to call it
 	@$(UV) run --frozen python -m tollway.devstack
 
 browser-deps: ## Debian's Chromium, for the dashboard's browser tests

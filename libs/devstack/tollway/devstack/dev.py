@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         upstream_port=_port("TOLLWAY_DEV_UPSTREAM_PORT", 8900),
         researcher_port=_port("TOLLWAY_DEV_RESEARCHER_PORT", 8790),
         admin_token=os.environ.get("TOLLWAY_ADMIN_TOKEN", "tw-admin-dev"),
+        # Apache Kafka keeps its log on disk: a broker crash loses nothing (Tansu, in memory,
+        # would lose every topic), and its fetches wake on new records instead of polling.
+        broker=os.environ.get("TOLLWAY_BROKER", "kafka"),
     )
     stack = Stack(config)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(banner(stack, tenant.api_key, env_file, time.monotonic() - started))  # noqa: T201
         if not args.no_wait:
-            signal.pause()
+            stack.supervise()
     except KeyboardInterrupt:
         print("\nStopping…", file=sys.stderr)  # noqa: T201
     finally:

@@ -6,7 +6,9 @@ resolves the broker's jars (``org.apache.kafka:kafka_2.13`` and its runtime depe
 project-local cache once; later runs start the cached jars directly.
 
 One broker process is both KRaft controller and broker (single node). Its storage is formatted
-afresh at every start, so, like the embedded Tansu broker, a new stack starts from an empty log.
+afresh when a stack starts, so a new stack starts from an empty log; a broker that died (or was
+killed) is restarted on the same storage and configuration by :meth:`ApacheKafkaBroker.restart`,
+and nothing it acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -171,16 +173,36 @@ class ApacheKafkaBroker:
         config = self._write_config()
         self._java(java, classpath, "kafka.tools.StorageTool", "format", "-t",
                    _cluster_id(), "-c", str(config))  # fmt: skip
+        self._launch(java, classpath, timeout)
+        log.info("broker_started", bootstrap=self.bootstrap, kind="apache-kafka")
+        return self.bootstrap
+
+    def restart(self, timeout: float = 300.0) -> str:
+        """Start again on the storage and configuration of the last start (after a crash)."""
+        java = _tool("java", "run `make kafka-deps` (installs a Java 17 runtime)")
+        self._launch(java, str(install(self.cache) / "*"), timeout)
+        log.info("broker_restarted", bootstrap=self.bootstrap, kind="apache-kafka")
+        return self.bootstrap
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would; its storage stays for :meth:`restart`."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=30)
+
+    def alive(self) -> bool:
+        """Whether the broker process is running."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def _launch(self, java: str, classpath: str, timeout: float) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as out:
             self._proc = subprocess.Popen(  # noqa: S603 - the cached broker, fixed arguments
-                [*self._jvm(java, classpath), "kafka.Kafka", str(config)],
+                [*self._jvm(java, classpath), "kafka.Kafka", str(self.root / "server.properties")],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self._wait_started(offset, timeout)
-        log.info("broker_started", bootstrap=self.bootstrap, kind="apache-kafka")
-        return self.bootstrap
 
     def stop(self) -> None:
         """Terminate the broker (a controlled shutdown), then forget its storage."""

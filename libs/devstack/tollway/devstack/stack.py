@@ -239,6 +239,36 @@ class Stack:
         _signal(proc, sig)
         proc.wait(timeout=30)
 
+    def kill_broker(self) -> None:
+        """SIGKILL the broker this stack started (tests of a broker crash)."""
+        if self._broker is None:
+            raise RuntimeError("this stack uses an external broker (KAFKA_BOOTSTRAP_SERVERS)")
+        self._broker.kill()
+
+    def restart_broker(self) -> None:
+        """Start the broker again after it died, on the same port (and storage, for Kafka)."""
+        if self._broker is None:
+            raise RuntimeError("this stack uses an external broker (KAFKA_BOOTSTRAP_SERVERS)")
+        self._broker.restart()
+
+    def supervise(self, interval: float = 1.0) -> None:
+        """Block, restarting the broker whenever it dies (``make dev`` survives a broker crash).
+
+        Apache Kafka comes back on its own storage, so the services reconnect and go on where
+        they were; a broker started by someone else in the meantime (the port is taken) is left
+        to run.
+        """
+        while True:
+            time.sleep(interval)
+            broker = self._broker
+            if broker is None or broker.alive() or not port_is_free(self.config.broker_port):
+                continue
+            _step("broker", "died; starting it again")
+            try:
+                broker.restart()
+            except RuntimeError as exc:
+                _step("broker", f"could not restart: {exc}")
+
     def stop(self) -> None:
         """Stop services (SIGTERM, then SIGKILL after 10 s), then the broker, then Postgres."""
         procs = list(reversed(self.processes.values()))
