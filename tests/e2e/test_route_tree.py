@@ -152,6 +152,7 @@ def test_a_failing_channel_is_taken_out_of_plans_and_brought_back(
             {"channel_id": primary, "channel": primary, "reason": "circuit_open"}
         ]
         assert [a["channel_id"] for a in receipt["attempts"]] == [backup]
+        assert receipt["fallback"] is True  # served by the backup because the primary was skipped
 
         upstream.delete("/_control/faults")
         wait_for(  # after the cool-down one probe goes to the primary, succeeds, and closes it

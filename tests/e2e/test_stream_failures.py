@@ -89,6 +89,11 @@ def test_cut_after_the_first_byte_ends_with_an_error_event_and_settles_the_consu
     assert receipt["usage_estimated"] is True
     assert 0 < receipt["usage"]["output_tokens"] <= 200
     assert receipt["charged_micro"] > 0
+    # Booked once, as the tenant's charge: the same tokens are not the operator's loss too.
+    assert receipt.get("upstream_loss_micro", 0) == 0
+    # The receipt says what the client saw: an error after part of the answer.
+    assert receipt["final_status"] == 502
+    assert "stream failed" in receipt["error"]
     balance = httpx.get(
         f"{stack.edge_url}/v1/balance", headers={"authorization": f"Bearer {tenant.api_key}"}
     ).json()["buckets"][0]

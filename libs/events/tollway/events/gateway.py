@@ -216,6 +216,10 @@ class AttemptFinished(Payload):
     usage: Usage = Usage()
     usage_estimated: bool = False
     upstream_request_id: str | None = None
+    # The client received output from this attempt (a stream that started): it is the served
+    # attempt and its tokens are charged to the tenant, even when it ended badly (a cut stream),
+    # so they are never booked as the operator's upstream loss as well.
+    delivered: bool = False
     # Who spent the tokens, so velocity windows need no lookup (limits service).
     key_id: str | None = None
     project_id: str | None = None

@@ -1,10 +1,13 @@
 """Upstream loss: tokens a failed attempt consumed are the operator's cost, on the books.
 
-An attempt that did not produce the answer (any outcome but ``ok``) is never charged to the
-tenant, but the upstream may still bill its tokens. The ledger records that as a movement from
-``system/upstream_loss`` (the operator's expense) to ``system/upstream_cost/<channel>`` (what is
-owed to the channel), in the unit of the bucket the attempt would have paid from, and shows it
-on the receipt.
+An attempt that did not produce the answer (any outcome but ``ok``, and nothing of it reached
+the client) is never charged to the tenant, but the upstream may still bill its tokens. A stream
+cut after it started is not such an attempt: the client got part of the answer and pays for the
+tokens it got (the settlement books them as revenue), so they are booked once, never as loss.
+
+The ledger records a loss as a movement from ``system/upstream_loss`` (the operator's expense)
+to ``system/upstream_cost/<channel>`` (what is owed to the channel), in the unit of the bucket
+the attempt would have paid from, and shows it on the receipt.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ def upstream_cost_account(channel_id: str) -> str:
 
 
 def loss_of(attempt: AttemptFinished) -> int:
-    """The cost of a failed attempt's reported tokens; 0 for the served (``ok``) one."""
-    if attempt.outcome == "ok":
+    """The cost of a failed attempt's reported tokens; 0 for the served (delivered) one."""
+    if attempt.outcome == "ok" or attempt.delivered:
         return 0
     return cost_micro(attempt.usage, attempt.candidate.price)
 

@@ -11,6 +11,7 @@ limit that stopped it, if one did.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from tollway.events.ledger import HoldReleased, HoldSettled
@@ -119,8 +120,16 @@ def finished(
     served = served_attempt(receipt, fin.served_attempt)
     receipt["final_status"] = fin.status
     receipt["balance_after_micro"] = available
-    # Candidates the router left out (an open circuit, ...) are part of the story too.
+    # Candidates the router left out (an open circuit, ...) are part of the story too, and
+    # serving from a later candidate because earlier ones were skipped is a fallback.
     receipt["skipped"] = [s.model_dump() for s in fin.skipped]
+    receipt["fallback"] = bool(receipt["fallback"] or (served is not None and fin.fallbacks > 0))
+    if served is not None and fin.status >= HTTPStatus.BAD_REQUEST:
+        # Part of the answer reached the client before the stream broke: charged, and said so.
+        receipt["error"] = (
+            f"The stream failed after it started ({served['error_class']});"
+            " the tokens delivered are charged."
+        )
     if isinstance(settlement, HoldSettled):
         receipt["status"] = "settled"
         receipt["hold"] = {

@@ -325,6 +325,7 @@ def _attempt_event(
         usage=result.usage,
         usage_estimated=result.usage.estimated,
         upstream_request_id=result.upstream_request_id,
+        delivered=result.delivered,
         key_id=req.key_id,
         project_id=req.project_id,
         catalog_model=req.catalog_model,
@@ -334,7 +335,7 @@ def _attempt_event(
 def _reply_body(request_id: str, run: _Run, *, expired: bool) -> tuple[int, dict[str, Any]]:
     served, last = run.served, run.last
     if served is not None:
-        return 200, served.body or {}  # already in the client's dialect, under the catalog name
+        return _served_reply(request_id, served)
     if run.stopped_by is not None:
         return 429, _breaker_error(run.stopped_by)
     if last is not None and last.status is not None and not last.retryable and last.body:
@@ -355,6 +356,14 @@ def _reply_body(request_id: str, run: _Run, *, expired: bool) -> tuple[int, dict
         message = f"The deadline of request {request_id} passed. Attempts: {trail or 'none'}."
         return 504, _error(message, "deadline_exceeded")
     return 502, _error(f"Every route failed for request {request_id}: {trail}.", "upstream_failed")
+
+
+def _served_reply(request_id: str, served: UpstreamResult) -> tuple[int, dict[str, Any]]:
+    if served.delivered and served.outcome != "ok":
+        # A stream that broke after it started: the client saw an error event, not a clean end.
+        message = f"The upstream stream of request {request_id} failed ({served.error_class})."
+        return 502, _error(message, "upstream_stream_failed")
+    return 200, served.body or {}  # already in the client's dialect, under the catalog name
 
 
 def _stopped_by(run: _Run) -> str | None:
