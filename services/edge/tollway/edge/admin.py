@@ -25,7 +25,7 @@ from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
 from pydantic import BaseModel, Field, field_validator
 
-from tollway.edge import audit, errors, tenants
+from tollway.edge import amounts, audit, errors, tenants
 from tollway.edge.admin_auth import require_admin
 from tollway.edge.keys import display_prefix, hash_key, new_key
 from tollway.edge.listing import decode_cursor, encode_cursor, refuse_nul
@@ -33,7 +33,6 @@ from tollway.edge.publish import publish_request
 from tollway.events.envelope import make, utcnow
 from tollway.events.gateway import TopUpRequested
 from tollway.events.ids import new_id
-from tollway.events.pricing import to_micro
 
 if TYPE_CHECKING:
     import asyncpg
@@ -223,12 +222,7 @@ async def request_topup(
     request: Request[Any, Any, Any], data: NewTopUp, actor: str | None = None
 ) -> dict[str, Any]:
     """Publish the top-up for the ledger; answer with the event id to follow."""
-    try:
-        micro = to_micro(data.amount)
-    except ValueError as exc:
-        raise errors.InvalidRequestError(str(exc), param="amount") from None
-    if micro <= 0:
-        raise errors.InvalidRequestError("'amount' must be positive.", param="amount")
+    micro = amounts.amount(data.amount, field="amount")
     await tenants.require_account(_pool(request), data.account_id)
     topup = TopUpRequested(
         account_id=data.account_id,

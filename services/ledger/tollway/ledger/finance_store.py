@@ -21,10 +21,13 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
     "postings": ("event_id, account, unit, amount", "event_id, account, unit, amount"),
     "balances": ("account, unit, amount", "account, unit"),
     "buckets": ("account_id, bucket, unit", "account_id, bucket"),
-    "topups": ("idempotency_key, fingerprint, event_id", "idempotency_key"),
+    "topups": (
+        "account_id, idempotency_key, fingerprint, event_id",
+        "account_id, idempotency_key",
+    ),
     "corrections": (
-        "idempotency_key, fingerprint, event_id, original_event_id, amount",
-        "idempotency_key",
+        "account_id, idempotency_key, fingerprint, event_id, original_event_id, amount",
+        "account_id, idempotency_key",
     ),
     "holds": (
         (
