@@ -40,6 +40,11 @@ SYSTEM_TOPUP = "system/topup"
 SYSTEM_ADJUSTMENTS = "system/adjustments"
 
 
+# Salts of the ids a top-up's outcome is journaled under (derived from the top-up's event id).
+TOPPED_UP, TOPUP_REFUSED = "topped_up", "topup_refused"
+TOPUP_OUTCOMES = (TOPPED_UP, TOPUP_REFUSED)
+
+
 def topup_source(account_id: str) -> str:
     """Where ``account_id``'s top-ups come from (its balance: minus all it was topped up)."""
     return f"{SYSTEM_TOPUP}/{account_id}"

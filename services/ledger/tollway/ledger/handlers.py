@@ -131,7 +131,7 @@ async def top_up(conn: asyncpg.Connection, env: Envelope[TopUpRequested]) -> lis
             unit=p.unit,
             amount_micro=p.amount_micro,
         )
-        return [await _journal(conn, _emit(env, refused, "topup_refused"))]
+        return [await _journal(conn, _emit(env, refused, domain.TOPUP_REFUSED))]
     if unit is None:
         await store.open_bucket(conn, p.account_id, p.bucket, p.unit)
     topped = ToppedUp(
@@ -145,7 +145,7 @@ async def top_up(conn: asyncpg.Connection, env: Envelope[TopUpRequested]) -> lis
             source, domain.bucket_account(p.account_id, p.bucket), p.unit, p.amount_micro
         ),
     )
-    journal_env = _emit(env, topped, "topped_up")
+    journal_env = _emit(env, topped, domain.TOPPED_UP)
     await store.record_topup(conn, p.account_id, p.idempotency_key, _fingerprint(p), journal_env.id)
     return [await _journal(conn, journal_env)]
 
