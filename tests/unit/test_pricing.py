@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tollway.events.pricing import Price, Usage, cost_micro, format_micro, to_micro
+from tollway.events.pricing import (
+    MAX_AMOUNT_MICRO,
+    AmountError,
+    Price,
+    Usage,
+    cost_micro,
+    format_micro,
+    parse_amount,
+    parse_count,
+)
 
 tokens = st.integers(min_value=0, max_value=10_000_000)
 prices = st.integers(min_value=0, max_value=1_000_000_000)
@@ -50,25 +59,76 @@ def test_cost_is_monotonic_in_tokens(i: int, o: int, extra: int, pi: int, po: in
 @pytest.mark.parametrize(
     ("text", "micro"),
     [
-        ("0", 0),
+        ("0.000001", 1),
         ("1", 1_000_000),
         ("12.5", 12_500_000),
-        ("0.000001", 1),
-        ("-3.25", -3_250_000),
-        (".5", 500_000),
+        ("007.250", 7_250_000),
         (7, 7_000_000),
+        ("1000000000", MAX_AMOUNT_MICRO),
     ],
 )
 def test_amounts_parse_exactly(text: str | int, micro: int) -> None:
-    assert to_micro(text) == micro
+    assert parse_amount(text) == micro
 
 
-@pytest.mark.parametrize("text", ["1.0000001", "abc", "1.2.3", "1e5", "0x10", "1,5"])
-def test_amounts_that_are_not_exact_decimals_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match=r"decimal|places"):
-        to_micro(text)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1.0000001",  # seven decimals
+        "abc",
+        "1.2.3",
+        "1e5",
+        "0x10",
+        "1,5",
+        "+-5",
+        "--5",
+        "-5",  # a top-up cannot be negative
+        "+5",  # nor carry a sign at all
+        "\u0665",  # Arabic-Indic five
+        "\uff15",  # full-width five
+        "\U0001d7d3",  # mathematical bold five
+        "5\u0665",
+        " 5",
+        "5 ",
+        "5\x00",
+        "",
+        ".5",
+        "5.",
+        "0",
+        "0.000000",
+        "1000000000.000001",  # one micro beyond the largest single amount
+        "9" * 30,
+        "1" * 5000,
+        True,
+        5.5,
+        None,
+        [],
+    ],
+)
+def test_amounts_that_are_not_exact_ascii_decimals_in_range_are_refused(text: object) -> None:
+    with pytest.raises(AmountError, match=r"^Invalid value for 'amount': ") as caught:
+        parse_amount(text)
+    assert caught.value.field == "amount"
 
 
-@given(st.integers(min_value=-(10**15), max_value=10**15))
+def test_a_sign_is_taken_only_where_an_amount_may_be_negative() -> None:
+    assert parse_amount("-3.25", sign="non_zero") == -3_250_000
+    assert parse_amount("+3", sign="non_zero") == 3_000_000
+    assert parse_amount("0", sign="non_negative") == 0
+    for text in ("0", "+-1", "-+1", "--1", "-0.000000"):
+        with pytest.raises(AmountError):
+            parse_amount(text, sign="non_zero")
+    with pytest.raises(AmountError, match=r"'prices\.input'"):
+        parse_amount("-1", field="prices.input", sign="non_negative")
+
+
+def test_counts_are_positive_ascii_whole_numbers_in_range() -> None:
+    assert parse_count("1000", field="amount") == 1000
+    for text in ("0", "-1", "1.5", "\u0665", "\uff15", "10000000000000001", "", " 1"):
+        with pytest.raises(AmountError, match="'amount'"):
+            parse_count(text, field="amount")
+
+
+@given(st.integers(min_value=-MAX_AMOUNT_MICRO, max_value=MAX_AMOUNT_MICRO).filter(bool))
 def test_format_and_parse_round_trip(micro: int) -> None:
-    assert to_micro(format_micro(micro)) == micro
+    assert parse_amount(format_micro(micro), sign="non_zero") == micro

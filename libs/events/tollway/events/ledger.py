@@ -46,12 +46,22 @@ class ToppedUp(MoneyEvent):
 
 @register
 class TopUpRefused(MoneyEvent):
-    """A top-up was refused (same idempotency key, different payload; or a unit mismatch)."""
+    """A top-up was refused: journaled, so a replay refuses it too and nothing is dead-lettered.
+
+    ``code`` is stable for programs: ``idempotency_key_reused`` (same key, another payload),
+    ``unit_mismatch``, ``amount_out_of_range``, ``balance_out_of_range``,
+    ``source_out_of_range``, ``invalid_bucket`` (see ``tollway.events.pricing`` for the ranges);
+    ``reason`` says it for people. ``bucket``, ``unit`` and ``amount_micro`` echo the request.
+    """
 
     TYPE = "ledger.topup_refused"
 
     idempotency_key: str
     reason: str
+    code: str = ""
+    bucket: str | None = None
+    unit: str | None = None
+    amount_micro: int | None = None
 
 
 @register
@@ -208,6 +218,7 @@ class CorrectionRefused(MoneyEvent):
     idempotency_key: str
     original_event_id: str | None = None
     reason: str
+    code: str = ""
 
 
 @register

@@ -4,15 +4,14 @@
     POST /projects              GET /projects?account_id=          GET /projects/{id}
     POST /keys                  GET /keys[?account_id=&project_id=&status=&cursor=&limit=]
     GET  /keys/{id}             POST /keys/{id}/revoke  (or DELETE /keys/{id})
-    POST /topups
 
 Every mutation is audited (``tollway.edge.audit``) with the actor of ``x-tollway-actor``. A key's
 secret appears once, in the answer to its creation, and nowhere else: not in lists, not in the
 audit. A revocation is seen by this instance's next call at once and by every other instance
 within a second (their key caches live that long at most).
 
-Top-ups are not written here: the edge publishes ``TopUpRequested`` and the ledger, the only
-writer of money, applies it once per idempotency key. Balances are the ledger's, served under
+Top-ups are not written here (``tollway.edge.topups``, ``POST /admin/v1/topups``): the ledger,
+the only writer of money, applies them. Balances are the ledger's, served under
 ``/admin/v1/ledger/accounts/{id}``; an account here links to them.
 """
 
@@ -29,11 +28,8 @@ from tollway.edge import audit, errors, tenants
 from tollway.edge.admin_auth import require_admin
 from tollway.edge.keys import display_prefix, hash_key, new_key
 from tollway.edge.listing import decode_cursor, encode_cursor, refuse_nul
-from tollway.edge.publish import publish_request
-from tollway.events.envelope import make, utcnow
-from tollway.events.gateway import TopUpRequested
+from tollway.events.envelope import utcnow
 from tollway.events.ids import new_id
-from tollway.events.pricing import to_micro
 
 if TYPE_CHECKING:
     import asyncpg
@@ -83,17 +79,6 @@ class NewKey(BaseModel):
     @classmethod
     def _once_each(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else list(dict.fromkeys(value))
-
-
-class NewTopUp(BaseModel):
-    """Credit a bucket; ``amount`` is a decimal string of units (``"25.50"``)."""
-
-    account_id: Ref
-    bucket: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
-    unit: str = Field(min_length=1, max_length=16, pattern=TEXT)
-    amount: str
-    idempotency_key: str = Field(min_length=1, max_length=200, pattern=TEXT)
-    reason: str = Field(default="", max_length=500, pattern=TEXT)
 
 
 def _pool(request: Request[Any, Any, Any]) -> asyncpg.Pool:
@@ -219,49 +204,8 @@ async def revoke_key(
     return {**(after or {}), "audit_id": audit_id}
 
 
-async def request_topup(
-    request: Request[Any, Any, Any], data: NewTopUp, actor: str | None = None
-) -> dict[str, Any]:
-    """Publish the top-up for the ledger; answer with the event id to follow."""
-    try:
-        micro = to_micro(data.amount)
-    except ValueError as exc:
-        raise errors.InvalidRequestError(str(exc), param="amount") from None
-    if micro <= 0:
-        raise errors.InvalidRequestError("'amount' must be positive.", param="amount")
-    await tenants.require_account(_pool(request), data.account_id)
-    topup = TopUpRequested(
-        account_id=data.account_id,
-        bucket=data.bucket,
-        unit=data.unit,
-        amount_micro=micro,
-        idempotency_key=data.idempotency_key,
-        reason=data.reason,
-    )
-    env = make(topup)
-    answer = {"event_id": env.id, "amount_micro": micro, "status": "accepted"}
-
-    async def send() -> None:
-        await publish_request(
-            request.app.state.producer,
-            data.account_id,
-            env,
-            "Retry with the same idempotency key: it is applied at most once.",
-        )
-
-    change = audit.Change(
-        "topup.request",
-        f"{data.account_id}/{data.bucket}",
-        data.account_id,
-        after=topup.model_dump(mode="json") | answer,
-    )
-    who = actor or audit.actor_of(request)
-    audit_id = await audit.published(_pool(request), who, change, send)
-    return answer | {"audit_id": audit_id}
-
-
 class AdminController(Controller):
-    """Accounts, projects, keys and top-ups; every endpoint needs the admin token."""
+    """Accounts, projects and keys; every endpoint needs the admin token."""
 
     path = "/admin/v1"
     tags = ["tenancy"]  # noqa: RUF012
@@ -376,10 +320,3 @@ class AdminController(Controller):
     ) -> dict[str, Any]:
         """Same as ``POST /keys/{id}/revoke``: a key is revoked, never erased."""
         return await revoke_key(request, key_id)
-
-    @post("/topups", status_code=202)
-    async def topups(
-        self, request: Request[Any, Any, Any], data: NewTopUp, _admin: None
-    ) -> dict[str, Any]:
-        """Request a top-up; the ledger applies it once per idempotency key."""
-        return await request_topup(request, data)

@@ -24,6 +24,7 @@ from tollway.edge import (
     limits_admin,
     selfservice,
     tasks,
+    topups,
     ui,
 )
 from tollway.edge.calls import CallService
@@ -218,6 +219,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             selfservice.usage,
             healthz,
             admin.AdminController,
+            topups.TopUpController,
             ledger_admin.LedgerAdminController,
             ledger_corrections.LedgerCorrectionsController,
             budgets.BudgetController,

@@ -14,14 +14,13 @@ from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
 from pydantic import BaseModel, Field
 
-from tollway.edge import audit, errors
+from tollway.edge import amounts, audit, errors
 from tollway.edge import limits_store as ls
 from tollway.edge.admin_auth import require_admin
 from tollway.edge.publish import publish_request
 from tollway.events.envelope import make
 from tollway.events.ids import new_id
 from tollway.events.limits import TOKENS, BudgetRemoved, BudgetSet
-from tollway.events.pricing import to_micro
 
 if TYPE_CHECKING:
     import asyncpg
@@ -46,18 +45,8 @@ class NewBudget(BaseModel):
 
 def _amount(data: NewBudget) -> int:
     if data.unit == TOKENS:
-        if not data.amount.isdigit() or int(data.amount) <= 0:
-            raise errors.InvalidRequestError(
-                "A token budget's 'amount' is a positive whole number of tokens.", param="amount"
-            )
-        return int(data.amount)
-    try:
-        micro = to_micro(data.amount)
-    except ValueError as exc:
-        raise errors.InvalidRequestError(str(exc), param="amount") from None
-    if micro <= 0:
-        raise errors.InvalidRequestError("'amount' must be positive.", param="amount")
-    return micro
+        return amounts.count(data.amount, field="amount")
+    return amounts.amount(data.amount, field="amount")
 
 
 def _scope_id(data: NewBudget) -> str:

@@ -38,13 +38,18 @@ class GatewayError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
-        """Describe the failure for the client; never include secrets or prompt text."""
+        """Describe the failure for the client; never include secrets or prompt text.
+
+        ``details`` are extra members of the error object (a 409's ``original`` request).
+        """
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.param = param
         self.headers = headers or {}
+        self.details = details or {}
 
     def openai_body(self) -> dict[str, Any]:
         """The OpenAI error shape."""
@@ -54,12 +59,14 @@ class GatewayError(Exception):
                 "type": self.type,
                 "param": self.param,
                 "code": self.code,
+                **self.details,
             }
         }
 
     def anthropic_body(self) -> dict[str, Any]:
         """The Anthropic error shape."""
-        return {"type": "error", "error": {"type": self.anthropic_type, "message": self.message}}
+        error = {"type": self.anthropic_type, "message": self.message, **self.details}
+        return {"type": "error", "error": error}
 
 
 class InvalidRequestError(GatewayError):

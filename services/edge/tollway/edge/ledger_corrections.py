@@ -14,12 +14,11 @@ from litestar import Controller, Request, post
 from litestar.di import Provide
 from pydantic import BaseModel, Field
 
-from tollway.edge import audit, errors
+from tollway.edge import amounts, audit
 from tollway.edge.admin_auth import require_admin
 from tollway.edge.publish import publish_request
 from tollway.events.envelope import Envelope, make
 from tollway.events.gateway import AdjustmentRequested, ReversalRequested
-from tollway.events.pricing import to_micro
 
 RETRY = "Retry with the same idempotency key: it is applied at most once."
 
@@ -46,14 +45,7 @@ class NewAdjustment(BaseModel):
 
 
 def _micro(amount: str, *, positive: bool) -> int:
-    try:
-        micro = to_micro(amount)
-    except ValueError as exc:
-        raise errors.InvalidRequestError(str(exc), param="amount") from None
-    if micro == 0 or (positive and micro < 0):
-        need = "positive" if positive else "non-zero"
-        raise errors.InvalidRequestError(f"'amount' must be {need}.", param="amount")
-    return micro
+    return amounts.amount(amount, field="amount", sign="positive" if positive else "non_zero")
 
 
 async def _publish(

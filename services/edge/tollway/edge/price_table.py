@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tollway.edge.publish import publish_request
 from tollway.events import topics
 from tollway.events.envelope import make
-from tollway.events.pricing import Price, to_micro
+from tollway.events.pricing import Price, parse_amount
 from tollway.events.routing import PriceTableChangeRequested
 
 if TYPE_CHECKING:
@@ -30,9 +30,9 @@ def _price(view: dict[str, Any]) -> Price:
     prices = view["prices_per_1m"]
     cached = prices["cached_input"]
     return Price(
-        input=to_micro(prices["input"]),
-        output=to_micro(prices["output"]),
-        cached_input=None if cached is None else to_micro(cached),
+        input=parse_amount(prices["input"], sign="non_negative"),
+        output=parse_amount(prices["output"], sign="non_negative"),
+        cached_input=None if cached is None else parse_amount(cached, sign="non_negative"),
     )
 
 

@@ -16,13 +16,13 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from tollway.edge import audit
 from tollway.edge.price_table import price_change, publish_price_change
 from tollway.events import topics
 from tollway.events.envelope import encode, make
-from tollway.events.pricing import format_micro, to_micro
+from tollway.events.pricing import format_micro, parse_amount
 from tollway.events.routing import RouteTreeChanged
 
 if TYPE_CHECKING:
@@ -69,10 +69,20 @@ class Prices(BaseModel):
 
     @field_validator("input", "output", "cached_input")
     @classmethod
-    def _decimal(cls, value: str | None) -> str | None:
-        if value is not None and to_micro(value) < 0:
-            raise ValueError("a price cannot be negative")
+    def _decimal(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # The one amount parser: ASCII decimal, no sign, at most the largest single amount.
+        if value is not None:
+            parse_amount(value, field=f"prices.{info.field_name}", sign="non_negative")
         return value
+
+    def micro(self) -> tuple[int, int, int | None]:
+        """Input, output and cached-input prices in micro-units per 1M tokens."""
+        cached = self.cached_input
+        return (
+            parse_amount(self.input, sign="non_negative"),
+            parse_amount(self.output, sign="non_negative"),
+            None if cached is None else parse_amount(cached, sign="non_negative"),
+        )
 
 
 class ChannelPatch(BaseModel):
@@ -168,10 +178,10 @@ def channel_columns(data: ChannelPatch) -> dict[str, Any]:
     """The patch as column values (prices in micro-units per 1M tokens)."""
     columns = data.model_dump(exclude_none=True, exclude={"prices"})
     if data.prices is not None:
-        columns["price_input"] = to_micro(data.prices.input)
-        columns["price_output"] = to_micro(data.prices.output)
-        cached = data.prices.cached_input
-        columns["price_cached_input"] = None if cached is None else to_micro(cached)
+        price_input, price_output, price_cached = data.prices.micro()
+        columns["price_input"] = price_input
+        columns["price_output"] = price_output
+        columns["price_cached_input"] = price_cached
     return columns
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from litestar import Request, get, post
 from pydantic import BaseModel, Field, ValidationError
 
-from tollway.edge import errors
+from tollway.edge import amounts, errors
 from tollway.edge import limits_store as ls
 from tollway.edge.api import TASK_ID
 from tollway.edge.auth import authenticate
@@ -21,7 +21,6 @@ from tollway.edge.publish import publish_request
 from tollway.events.envelope import Trace, make
 from tollway.events.ids import new_id
 from tollway.events.limits import TaskBudget, TaskClosed, TaskOpened
-from tollway.events.pricing import to_micro
 
 if TYPE_CHECKING:
     import asyncpg
@@ -60,13 +59,7 @@ def _parse(body: bytes) -> NewTask:
 def _envelope(data: NewTask, units: dict[str, str], key: KeyInfo) -> list[TaskBudget]:
     out: dict[str, TaskBudget] = {}
     for i, b in enumerate(data.budgets):
-        param = f"budgets.{i}.amount"
-        try:
-            micro = to_micro(b.amount)
-        except ValueError as exc:
-            raise errors.InvalidRequestError(str(exc), param=param) from None
-        if micro <= 0:
-            raise errors.InvalidRequestError("A task budget must be positive.", param=param)
+        micro = amounts.amount(b.amount, field=f"budgets.{i}.amount")
         if b.bucket not in units:
             raise errors.InvalidRequestError(
                 f"Account {key.account_id} has no '{b.bucket}' bucket: top it up first.",

@@ -2,9 +2,12 @@
 
 A reversal references the journal entry it corrects and moves money back along that entry's
 leg: a charge (settlement, late capture) from the channel's revenue to the tenant's bucket, a
-top-up from the bucket to the top-up source. What reversals of one original give back adds up
-to at most what the original moved (ARCHITECTURE invariant 2). Both commands are idempotent
-by key; the same key with another payload is refused, like a top-up.
+top-up from the bucket to the source it came from (the tenant's ``system/topup/<account>``, or
+the shared ``system/topup`` of top-ups journaled before sources were per account). An adjustment
+moves money between the bucket and the tenant's ``system/adjustments/<account>``, within the
+ranges of ``tollway.events.pricing``. What reversals of one original give back adds up to at
+most what the original moved (ARCHITECTURE invariant 2). Both commands are idempotent by the
+account's own key; the same key with another payload is refused, like a top-up.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ if TYPE_CHECKING:
     from tollway.events.ledger import Posting
     from tollway.runtime.outbox import Outgoing
 
-SYSTEM_ADJUSTMENTS = "system/adjustments"
 CHARGES = {"ledger.hold_settled", "ledger.late_captured"}
 
 
@@ -45,19 +47,22 @@ def reversible_leg(entry: dict[str, Any]) -> Leg | None:
     if bucket is None:
         return None
     tenant = domain.bucket_account(account, bucket)
-    if entry["type"] in CHARGES:
-        wanted = "system/revenue/"
-    elif entry["type"] == "ledger.topped_up":
-        wanted = domain.SYSTEM_TOPUP
-    else:
+    if entry["type"] == "ledger.topped_up":
+        # A top-up moved money from its source into the bucket: reverse bucket -> source.
+        sources = [p for p in entry["postings"] if p["account"].startswith(domain.SYSTEM_TOPUP)]
+        amount = next((p["amount"] for p in entry["postings"] if p["account"] == tenant), 0)
+        if len(sources) != 1 or amount <= 0:
+            return None
+        return Leg(tenant, sources[0]["account"], sources[0]["unit"], amount)
+    if entry["type"] not in CHARGES:
         return None
-    gains = [p for p in entry["postings"] if p["account"].startswith(wanted) and p["amount"] > 0]
+    gains = [
+        p
+        for p in entry["postings"]
+        if p["account"].startswith("system/revenue/") and p["amount"] > 0
+    ]
     if len(gains) != 1:
         return None
-    if entry["type"] == "ledger.topped_up":
-        # A top-up moved money from the source into the bucket: reverse bucket -> source.
-        amount = next((p["amount"] for p in entry["postings"] if p["account"] == tenant), 0)
-        return Leg(tenant, domain.SYSTEM_TOPUP, gains[0]["unit"], amount) if amount > 0 else None
     return Leg(gains[0]["account"], tenant, gains[0]["unit"], gains[0]["amount"])
 
 
@@ -71,7 +76,11 @@ def _fingerprint(*parts: object) -> str:
 
 
 async def _refuse(
-    conn: asyncpg.Connection, env: Envelope[Any], reason: str, original: str | None = None
+    conn: asyncpg.Connection,
+    env: Envelope[Any],
+    reason: str,
+    original: str | None = None,
+    code: str = "",
 ) -> list[Outgoing]:
     p = env.payload
     refused = CorrectionRefused(
@@ -80,13 +89,16 @@ async def _refuse(
         idempotency_key=p.idempotency_key,
         original_event_id=original,
         reason=reason,
+        code=code,
     )
     return [await journal(conn, emit(env, refused, "correction_refused"))]
 
 
-async def _replayed_key(conn: asyncpg.Connection, key: str, fingerprint: str) -> str | None:
+async def _replayed_key(
+    conn: asyncpg.Connection, account_id: str, key: str, fingerprint: str
+) -> str | None:
     """'same' when this key was applied with this payload, 'other' for another payload."""
-    seen = await store.correction_fingerprint(conn, key)
+    seen = await store.correction_fingerprint(conn, account_id, key)
     if seen is None:
         return None
     return "same" if seen == fingerprint else "other"
@@ -96,7 +108,7 @@ async def reverse(conn: asyncpg.Connection, env: Envelope[ReversalRequested]) ->
     """Refund part or all of an entry, never beyond what it moved (cumulatively)."""
     p = env.payload
     fingerprint = _fingerprint(p.account_id, p.original_event_id, p.amount_micro)
-    replayed = await _replayed_key(conn, p.idempotency_key, fingerprint)
+    replayed = await _replayed_key(conn, p.account_id, p.idempotency_key, fingerprint)
     if replayed == "same":
         return []
     if replayed == "other":
@@ -124,6 +136,7 @@ async def reverse(conn: asyncpg.Connection, env: Envelope[ReversalRequested]) ->
     out = emit(env, event, "reversed")
     await store.record_correction(
         conn,
+        account_id=p.account_id,
         key=p.idempotency_key,
         fingerprint=fingerprint,
         event_id=out.id,
@@ -146,20 +159,19 @@ async def _note_refund(
 
 
 async def adjust(conn: asyncpg.Connection, env: Envelope[AdjustmentRequested]) -> list[Outgoing]:
-    """Credit (or debit) a bucket against system/adjustments, with the operator's reason."""
+    """Credit (or debit) a funded bucket against the account's adjustment source, in range."""
     p = env.payload
     fingerprint = _fingerprint(p.account_id, p.bucket, p.unit, p.amount_micro)
-    replayed = await _replayed_key(conn, p.idempotency_key, fingerprint)
+    replayed = await _replayed_key(conn, p.account_id, p.idempotency_key, fingerprint)
     if replayed == "same":
         return []
-    unit = await store.bucket_unit(conn, p.account_id, p.bucket)
     if replayed == "other":
         return await _refuse(conn, env, "idempotency key reused with a different payload")
-    if unit != p.unit or p.amount_micro == 0:
-        reason = f"bucket {p.bucket} is in {unit or 'no unit yet (top it up first)'}, not {p.unit}"
-        if p.amount_micro == 0:
-            reason = "an adjustment must move a non-zero amount"
-        return await _refuse(conn, env, reason)
+    refusal = domain.refuse_names(p.bucket, p.unit)
+    if refusal is None:
+        refusal = domain.refuse_credit(await _credit(conn, p), signed=True)
+    if refusal is not None:
+        return await _refuse(conn, env, refusal.reason, code=refusal.code)
     bucket = domain.bucket_account(p.account_id, p.bucket)
     event = Adjusted(
         account_id=p.account_id,
@@ -169,11 +181,14 @@ async def adjust(conn: asyncpg.Connection, env: Envelope[AdjustmentRequested]) -
         amount_micro=p.amount_micro,
         reason=p.reason,
         idempotency_key=p.idempotency_key,
-        postings=domain.transfer(SYSTEM_ADJUSTMENTS, bucket, p.unit, p.amount_micro),
+        postings=domain.transfer(
+            domain.adjustment_source(p.account_id), bucket, p.unit, p.amount_micro
+        ),
     )
     out = emit(env, event, "adjusted")
     await store.record_correction(
         conn,
+        account_id=p.account_id,
         key=p.idempotency_key,
         fingerprint=fingerprint,
         event_id=out.id,
@@ -181,3 +196,18 @@ async def adjust(conn: asyncpg.Connection, env: Envelope[AdjustmentRequested]) -
         amount=0,
     )
     return [await journal(conn, out)]
+
+
+async def _credit(conn: asyncpg.Connection, p: AdjustmentRequested) -> domain.Credit:
+    unit = await store.bucket_unit(conn, p.account_id, p.bucket)
+    bucket = domain.bucket_account(p.account_id, p.bucket)
+    source = domain.adjustment_source(p.account_id)
+    return domain.Credit(
+        bucket=p.bucket,
+        amount=p.amount_micro,
+        unit=p.unit,
+        # An adjustment never fixes a unit: a bucket never topped up has none to adjust.
+        bucket_unit=unit or "no unit yet (top it up first)",
+        bucket_balance=await store.balance(conn, bucket, p.unit),
+        source_balance=await store.balance(conn, source, p.unit),
+    )

@@ -9,6 +9,11 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
+from tollway.events.ids import derived_id
+from tollway.ledger import domain
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -21,10 +26,13 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
     "postings": ("event_id, account, unit, amount", "event_id, account, unit, amount"),
     "balances": ("account, unit, amount", "account, unit"),
     "buckets": ("account_id, bucket, unit", "account_id, bucket"),
-    "topups": ("idempotency_key, fingerprint, event_id", "idempotency_key"),
+    "topups": (
+        "account_id, idempotency_key, fingerprint, event_id",
+        "account_id, idempotency_key",
+    ),
     "corrections": (
-        "idempotency_key, fingerprint, event_id, original_event_id, amount",
-        "idempotency_key",
+        "account_id, idempotency_key, fingerprint, event_id, original_event_id, amount",
+        "account_id, idempotency_key",
     ),
     "holds": (
         (
@@ -120,6 +128,51 @@ ACCOUNTS_OF = """
 SELECT DISTINCT account FROM ledger.postings
 WHERE account = $1 OR account LIKE $1 || '/%' ORDER BY account
 """
+# The state a credit to a bucket is decided on (see domain.refuse_credit), read in one round trip.
+CREDIT_STATE = """
+SELECT (SELECT unit FROM ledger.buckets WHERE account_id = $1 AND bucket = $2) AS bucket_unit,
+       (SELECT amount FROM ledger.balances WHERE account = $3 AND unit = $5) AS bucket_balance,
+       (SELECT amount FROM ledger.balances WHERE account = $4 AND unit = $5) AS source_balance
+"""
+OUTCOME = "SELECT type, body -> 'payload' AS payload FROM ledger.journal WHERE event_id = ANY($1)"
+
+
+async def credit_state(
+    conn: asyncpg.Connection, account_id: str, bucket: str, unit: str, amount: int
+) -> domain.Credit:
+    """A top-up of ``amount`` as the ledger would decide it now (its own partition's state).
+
+    Only a preview: top-ups ahead of it in the log may still change the outcome.
+    """
+    row = await conn.fetchrow(
+        CREDIT_STATE,
+        account_id,
+        bucket,
+        domain.bucket_account(account_id, bucket),
+        domain.topup_source(account_id),
+        unit,
+    )
+    return domain.Credit(
+        bucket=bucket,
+        amount=amount,
+        unit=unit,
+        bucket_unit=row["bucket_unit"],
+        bucket_balance=int(row["bucket_balance"] or 0),
+        source_balance=int(row["source_balance"] or 0),
+    )
+
+
+async def topup_outcome(conn: asyncpg.Connection, event_id: str) -> dict[str, Any] | None:
+    """What the ledger journaled for top-up ``event_id`` (``ToppedUp``/``TopUpRefused``), if yet.
+
+    Looked up by the ids the ledger derives from its cause (unique index, no scan).
+    """
+    ids = [derived_id(event_id, salt) for salt in domain.TOPUP_OUTCOMES]
+    row = await conn.fetchrow(OUTCOME, ids)
+    if row is None:
+        return None
+    payload: dict[str, Any] = orjson.loads(row["payload"])
+    return {"type": row["type"], "payload": payload}
 
 
 async def table_digests(conn: asyncpg.Connection) -> dict[str, tuple[int, str]]:

@@ -97,25 +97,41 @@ def _fingerprint(p: TopUpRequested) -> str:
 
 
 async def top_up(conn: asyncpg.Connection, env: Envelope[TopUpRequested]) -> list[Outgoing]:
-    """Credit a bucket once per idempotency key; a reused key with another payload is refused."""
+    """Credit a bucket once per (account, idempotency key) from the account's own source.
+
+    Anything the ledger refuses (a key reused with another payload, the wrong unit, an amount or
+    balance out of range) is journaled as ``TopUpRefused``: a replay refuses it the same way,
+    and the next top-up, of this tenant or any other, is applied as if it never came.
+    """
     p = env.payload
-    seen = await store.topup_fingerprint(conn, p.idempotency_key)
-    if seen == _fingerprint(p):
-        return []
-    unit = await store.bucket_unit(conn, p.account_id, p.bucket)
-    reason = None
-    if seen is not None:
-        reason = "idempotency key reused with a different payload"
-    elif unit is not None and unit != p.unit:
-        reason = f"bucket {p.bucket} is in {unit}, not {p.unit}"
-    if reason is not None:
+    source = domain.topup_source(p.account_id)
+    # Names first: a unit Postgres cannot hold must not reach a query.
+    refusal = domain.refuse_names(p.bucket, p.unit)
+    unit: str | None = None
+    if refusal is None:
+        seen = await store.topup_fingerprint(conn, p.account_id, p.idempotency_key)
+        if seen == _fingerprint(p):
+            return []
+        unit = await store.bucket_unit(conn, p.account_id, p.bucket)
+        refusal = (
+            domain.Refusal(
+                "idempotency_key_reused", "idempotency key reused with a different payload"
+            )
+            if seen is not None
+            else domain.refuse_credit(await _credit(conn, p, unit, source))
+        )
+    if refusal is not None:
         refused = TopUpRefused(
             account_id=p.account_id,
             cause_id=env.id,
             idempotency_key=p.idempotency_key,
-            reason=reason,
+            reason=refusal.reason,
+            code=refusal.code,
+            bucket=p.bucket,
+            unit=p.unit,
+            amount_micro=p.amount_micro,
         )
-        return [await _journal(conn, _emit(env, refused, "topup_refused"))]
+        return [await _journal(conn, _emit(env, refused, domain.TOPUP_REFUSED))]
     if unit is None:
         await store.open_bucket(conn, p.account_id, p.bucket, p.unit)
     topped = ToppedUp(
@@ -126,15 +142,27 @@ async def top_up(conn: asyncpg.Connection, env: Envelope[TopUpRequested]) -> lis
         amount_micro=p.amount_micro,
         idempotency_key=p.idempotency_key,
         postings=domain.transfer(
-            domain.SYSTEM_TOPUP,
-            domain.bucket_account(p.account_id, p.bucket),
-            p.unit,
-            p.amount_micro,
+            source, domain.bucket_account(p.account_id, p.bucket), p.unit, p.amount_micro
         ),
     )
-    journal_env = _emit(env, topped, "topped_up")
-    await store.record_topup(conn, p.idempotency_key, _fingerprint(p), journal_env.id)
+    journal_env = _emit(env, topped, domain.TOPPED_UP)
+    await store.record_topup(conn, p.account_id, p.idempotency_key, _fingerprint(p), journal_env.id)
     return [await _journal(conn, journal_env)]
+
+
+async def _credit(
+    conn: asyncpg.Connection, p: TopUpRequested, unit: str | None, source: str
+) -> domain.Credit:
+    """The state of the account's own partition a credit is decided on."""
+    bucket = domain.bucket_account(p.account_id, p.bucket)
+    return domain.Credit(
+        bucket=p.bucket,
+        amount=p.amount_micro,
+        unit=p.unit,
+        bucket_unit=unit,
+        bucket_balance=await store.balance(conn, bucket, unit or p.unit),
+        source_balance=await store.balance(conn, source, unit or p.unit),
+    )
 
 
 async def record_attempt(conn: asyncpg.Connection, env: Envelope[AttemptFinished]) -> None:

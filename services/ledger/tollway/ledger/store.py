@@ -57,10 +57,13 @@ LEFT JOIN ledger.balances bl ON bl.account = $3 AND bl.unit = bk.unit
 WHERE bk.account_id = $1 AND bk.bucket = $2
 """
 INSERT_BUCKET = "INSERT INTO ledger.buckets (account_id, bucket, unit) VALUES ($1, $2, $3)"
-SELECT_TOPUP = "SELECT fingerprint FROM ledger.topups WHERE idempotency_key = $1"
-INSERT_TOPUP = (
-    "INSERT INTO ledger.topups (idempotency_key, fingerprint, event_id) VALUES ($1, $2, $3)"
+SELECT_TOPUP = (
+    "SELECT fingerprint FROM ledger.topups WHERE account_id = $1 AND idempotency_key = $2"
 )
+INSERT_TOPUP = """
+INSERT INTO ledger.topups (account_id, idempotency_key, fingerprint, event_id)
+VALUES ($1, $2, $3, $4)
+"""
 INSERT_HOLD = """
 INSERT INTO ledger.holds
     (hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at, opened_at,
@@ -146,15 +149,20 @@ async def open_bucket(conn: asyncpg.Connection, account_id: str, bucket: str, un
     await conn.execute(INSERT_BUCKET, account_id, bucket, unit)
 
 
-async def topup_fingerprint(conn: asyncpg.Connection, key: str) -> str | None:
-    """The fingerprint stored for a top-up idempotency key, if it was used."""
-    value: str | None = await conn.fetchval(SELECT_TOPUP, key)
+async def topup_fingerprint(conn: asyncpg.Connection, account_id: str, key: str) -> str | None:
+    """The fingerprint stored for an account's top-up idempotency key, if it was used.
+
+    Keys are the account's own: another tenant's key never decides this one's top-up.
+    """
+    value: str | None = await conn.fetchval(SELECT_TOPUP, account_id, key)
     return value
 
 
-async def record_topup(conn: asyncpg.Connection, key: str, fingerprint: str, event_id: str) -> None:
-    """Remember an idempotency key with the payload it stood for."""
-    await conn.execute(INSERT_TOPUP, key, fingerprint, event_id)
+async def record_topup(
+    conn: asyncpg.Connection, account_id: str, key: str, fingerprint: str, event_id: str
+) -> None:
+    """Remember an account's idempotency key with the payload it stood for."""
+    await conn.execute(INSERT_TOPUP, account_id, key, fingerprint, event_id)
 
 
 async def insert_hold(  # noqa: PLR0913 - one row's columns
@@ -318,10 +326,13 @@ async def capture_expired(conn: asyncpg.Connection, hold_id: str) -> bool:
     return result.endswith(" 1")
 
 
-SELECT_CORRECTION = "SELECT fingerprint FROM ledger.corrections WHERE idempotency_key = $1"
+SELECT_CORRECTION = (
+    "SELECT fingerprint FROM ledger.corrections WHERE account_id = $1 AND idempotency_key = $2"
+)
 INSERT_CORRECTION = """
-INSERT INTO ledger.corrections (idempotency_key, fingerprint, event_id, original_event_id, amount)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO ledger.corrections
+    (account_id, idempotency_key, fingerprint, event_id, original_event_id, amount)
+VALUES ($1, $2, $3, $4, $5, $6)
 """
 REVERSED_SO_FAR = """
 SELECT coalesce(sum(amount), 0)::bigint FROM ledger.corrections WHERE original_event_id = $1
@@ -336,15 +347,16 @@ SELECT_ENTRY_POSTINGS = (
 )
 
 
-async def correction_fingerprint(conn: asyncpg.Connection, key: str) -> str | None:
-    """The fingerprint stored for a correction's idempotency key, if it was applied."""
-    value: str | None = await conn.fetchval(SELECT_CORRECTION, key)
+async def correction_fingerprint(conn: asyncpg.Connection, account_id: str, key: str) -> str | None:
+    """The fingerprint stored for an account's correction key, if it was applied."""
+    value: str | None = await conn.fetchval(SELECT_CORRECTION, account_id, key)
     return value
 
 
 async def record_correction(  # noqa: PLR0913 - one row's columns
     conn: asyncpg.Connection,
     *,
+    account_id: str,
     key: str,
     fingerprint: str,
     event_id: str,
@@ -352,7 +364,9 @@ async def record_correction(  # noqa: PLR0913 - one row's columns
     amount: int,
 ) -> None:
     """Remember an applied correction (and what it took from its original)."""
-    await conn.execute(INSERT_CORRECTION, key, fingerprint, event_id, original_event_id, amount)
+    await conn.execute(
+        INSERT_CORRECTION, account_id, key, fingerprint, event_id, original_event_id, amount
+    )
 
 
 async def reversed_so_far(conn: asyncpg.Connection, original_event_id: str) -> int:

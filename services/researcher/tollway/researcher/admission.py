@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from tollway.events.ids import new_id
-from tollway.events.pricing import Price, format_micro, to_micro
+from tollway.events.pricing import AmountError, Price, format_micro, parse_amount
 from tollway.researcher import errors, indicators, plan
 from tollway.researcher import report as rep
 
@@ -81,12 +81,11 @@ def caps(req: NewRun) -> dict[str, int]:
     """The user's caps in micro-units."""
     out: dict[str, int] = {}
     for bucket, amount in req.cap.items():
+        field = f"cap.{bucket}"
         try:
-            out[bucket] = to_micro(amount)
-        except ValueError as exc:
-            raise errors.InvalidRequestError(str(exc), param=f"cap.{bucket}") from None
-        if out[bucket] <= 0:
-            raise errors.InvalidRequestError("A cap must be positive.", param=f"cap.{bucket}")
+            out[bucket] = parse_amount(amount, field=field)
+        except AmountError as exc:
+            raise errors.InvalidRequestError(str(exc), param=field, code="invalid_amount") from None
     return out
 
 

@@ -23,7 +23,7 @@ from litestar.response import (
 )
 from pydantic import ValidationError
 
-from tollway.edge import admin, audit, budgets, errors, limits_admin, tenants
+from tollway.edge import admin, audit, budgets, errors, limits_admin, tenants, topups
 from tollway.edge import limits_store as ls
 from tollway.edge.listing import decode_cursor, encode_cursor, refuse_nul
 from tollway.edge.ui import present
@@ -224,7 +224,7 @@ class OperatorPages(Controller):
         """Request a top-up through the admin API's own path (the ledger applies it once)."""
         fields = await form(request)
         try:
-            data = admin.NewTopUp(
+            data = topups.NewTopUp(
                 account_id=account_id,
                 bucket=fields.get("bucket", ""),
                 unit=fields.get("unit", ""),
@@ -234,5 +234,5 @@ class OperatorPages(Controller):
             )
         except ValidationError as exc:
             raise _invalid(exc) from None
-        await admin.request_topup(request, data, actor=session.actor)
+        await topups.request_topup(request, data, actor=session.actor)
         return Redirect(path=f"/ui/admin/accounts/{account_id}?topup=accepted", status_code=303)
