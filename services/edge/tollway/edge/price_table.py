@@ -28,11 +28,11 @@ NOT_CHANGED = "The channel was not changed; send the change again."
 def _price(view: dict[str, Any]) -> Price:
     # A view shows prices as decimals with six places: parsing them back is exact.
     prices = view["prices_per_1m"]
-    cached = prices["cached_input"]
+    optional = ("cached_input", "cache_write", "cache_write_1h", "reasoning")
     return Price(
         input=to_micro(prices["input"]),
         output=to_micro(prices["output"]),
-        cached_input=None if cached is None else to_micro(cached),
+        **{k: None if prices.get(k) is None else to_micro(prices[k]) for k in optional},
     )
 
 

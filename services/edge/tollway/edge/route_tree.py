@@ -66,8 +66,13 @@ class Prices(BaseModel):
     input: str
     output: str
     cached_input: str | None = None
+    cache_write: str | None = None
+    cache_write_1h: str | None = None
+    reasoning: str | None = None
 
-    @field_validator("input", "output", "cached_input")
+    @field_validator(
+        "input", "output", "cached_input", "cache_write", "cache_write_1h", "reasoning"
+    )
     @classmethod
     def _decimal(cls, value: str | None) -> str | None:
         if value is not None and to_micro(value) < 0:
@@ -133,7 +138,6 @@ class RoutePlan(BaseModel):
 
 def channel_view(row: Any) -> dict[str, Any]:
     """A channel as the API shows it: prices as decimals, never the secret."""
-    cached = row["price_cached_input"]
     return {
         "id": row["id"],
         "name": row["name"],
@@ -145,12 +149,20 @@ def channel_view(row: Any) -> dict[str, Any]:
         "prices_per_1m": {
             "input": format_micro(row["price_input"]),
             "output": format_micro(row["price_output"]),
-            "cached_input": None if cached is None else format_micro(cached),
+            **{name: _optional_price(row, name) for name in OPTIONAL_PRICES},
         },
         "timeout_ms": row["timeout_ms"],
         "max_concurrency": row["max_concurrency"],
         "enabled": row["enabled"],
     }
+
+
+OPTIONAL_PRICES = ("cached_input", "cache_write", "cache_write_1h", "reasoning")
+
+
+def _optional_price(row: Any, name: str) -> str | None:
+    value = row.get(f"price_{name}")
+    return None if value is None else format_micro(value)
 
 
 def _health(row: Any) -> dict[str, Any]:
@@ -170,8 +182,9 @@ def channel_columns(data: ChannelPatch) -> dict[str, Any]:
     if data.prices is not None:
         columns["price_input"] = to_micro(data.prices.input)
         columns["price_output"] = to_micro(data.prices.output)
-        cached = data.prices.cached_input
-        columns["price_cached_input"] = None if cached is None else to_micro(cached)
+        for name in OPTIONAL_PRICES:
+            value = getattr(data.prices, name)
+            columns[f"price_{name}"] = None if value is None else to_micro(value)
     return columns
 
 

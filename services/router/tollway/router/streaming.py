@@ -32,8 +32,8 @@ from tollway.events.envelope import Envelope, make
 from tollway.events.gateway import ReplyChunk, ReplyStreamEnd, RequestAuthorized, SseFrame
 from tollway.events.ids import derived_id
 from tollway.router import anthropic_adapter, openai_adapter
-from tollway.router.adapters import DIALECTS, unsupported
-from tollway.router.deltas import Delta, Done, Failed, Meter
+from tollway.router.adapters import DIALECTS, sent_input_tokens, unsupported
+from tollway.router.deltas import Delta, Done, Failed, Meter, UsageSeen
 from tollway.router.openai_adapter import UnsupportedEndpointError
 from tollway.router.upstream import (
     UpstreamResult,
@@ -74,8 +74,13 @@ class _Progress:
 class ClientStream:
     """Frames for the client: relayed when the dialects match, else encoded from deltas."""
 
-    def __init__(self, req: RequestReceived, channel_dialect: str) -> None:
-        """Serve ``req``'s client from a channel speaking ``channel_dialect``."""
+    def __init__(self, req: RequestReceived, channel_dialect: str, sent_tokens: int = 0) -> None:
+        """Serve ``req``'s client from a channel speaking ``channel_dialect``.
+
+        ``sent_tokens`` (the prompt sent upstream, counted) opens an Anthropic ``message_start``
+        when the channel reports its input only at the end; the real count replaces it as soon
+        as the channel reports it.
+        """
         self._req = req
         self._same = channel_dialect == req.protocol
         options = req.body.get("stream_options") or {}
@@ -87,11 +92,15 @@ class ClientStream:
             if req.protocol == "openai"
             else anthropic_adapter.Encoder(f"msg_{req.request_id}", req.catalog_model)
         )
+        if isinstance(self._encoder, anthropic_adapter.Encoder):
+            self._encoder.usage["input_tokens"] = sent_tokens
 
     def frames(self, frame: SseFrame, deltas: list[Delta]) -> list[SseFrame]:
         """What the client gets for one upstream frame."""
         if not self._same:
-            return [f for d in deltas for f in self._encoder.encode(d)]
+            # Usage first: a frame that opens the answer and reports usage opens it with them.
+            ordered = sorted(deltas, key=lambda d: not isinstance(d, UsageSeen))
+            return [f for d in ordered for f in self._encoder.encode(d)]
         if isinstance(next(iter(deltas), None), Failed):
             return []  # the upstream's own error event is replaced by ours
         if self._req.protocol == "anthropic":
@@ -125,13 +134,15 @@ class StreamAttempt:
     async def run(self, channel: Channel, candidate: Candidate, timeout_s: float) -> UpstreamResult:
         """Stream from ``channel``; the result says whether the client got anything."""
         dialect = DIALECTS[channel.adapter]
-        meter = Meter(self._req.estimated_input_tokens, self._req.max_output_tokens)
-        client = ClientStream(self._req, channel.adapter)
-        progress = _Progress(meter, dialect.decoder(), client)
+        started = time.perf_counter()
         try:
             call = dialect.build_call(self._req, candidate.upstream_model, channel.secret)
         except UnsupportedEndpointError as exc:
-            return unsupported(exc, progress.started)
+            return unsupported(exc, started)
+        sent = sent_input_tokens(call)
+        meter = Meter(sent, self._req.max_output_tokens)
+        client = ClientStream(self._req, channel.adapter, sent)
+        progress = _Progress(meter, dialect.decoder(), client, started)
         work = asyncio.create_task(self._relay(channel, call, progress, timeout_s))
         failed = await self._until_done_or_cancelled(work, progress)
         if progress.refused is not None:

@@ -180,7 +180,7 @@ def anthropic_to_openai_response(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def openai_usage_block(usage: dict[str, Any]) -> dict[str, Any]:
-    """Anthropic usage in OpenAI terms: prompt tokens include the cached ones."""
+    """Anthropic usage in OpenAI terms: prompt tokens include the cached and written ones."""
     cached = int(usage.get("cache_read_input_tokens") or 0)
     prompt = (
         int(usage.get("input_tokens") or 0)
@@ -193,6 +193,7 @@ def openai_usage_block(usage: dict[str, Any]) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": 0},
     }
 
 
@@ -307,11 +308,17 @@ def openai_to_anthropic_response(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def anthropic_usage_block(usage: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI usage in Anthropic terms: input tokens exclude the cached ones."""
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    """OpenAI usage (chat or Responses names) in Anthropic terms: input excludes cached tokens."""
+    if "input_tokens" in usage:
+        prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+        details = usage.get("input_tokens_details") or {}
+    else:
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        details = usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
     return {
-        "input_tokens": max(0, int(usage.get("prompt_tokens") or 0) - cached),
-        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "input_tokens": max(0, int(prompt or 0) - cached),
+        "output_tokens": int(completion or 0),
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
     }

@@ -166,9 +166,10 @@ async def _serve(call: Call) -> None:
         await _preempt(call, fault)
         return
     include_usage = fault is None or fault.kind is not FaultKind.NO_USAGE
-    reply = call.endpoint.render(
-        call.body, RenderContext(call.request_id, int(time.time()), include_usage)
+    context = RenderContext(
+        call.request_id, int(time.time()), include_usage, call.channel.prompt_cache
     )
+    reply = call.endpoint.render(call.body, context)
     if call.channel.latency_ms:
         await asyncio.sleep(call.channel.latency_ms / 1000)
     cut_after = (
