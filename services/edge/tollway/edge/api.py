@@ -14,8 +14,10 @@ from litestar.response import Stream
 
 from tollway.edge import errors
 from tollway.edge.auth import authenticate
+from tollway.edge.calls import cost_headers
 from tollway.edge.chat import ClientCall, chat_call, embeddings_call, messages_call, parse_json
 from tollway.events.ids import new_id
+from tollway.events.pricing import format_micro
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,8 +58,25 @@ async def _serve(
     if call.stream:
         frames = await calls.stream(key, call, task_id, request_id)
         return Stream(frames, status_code=200, media_type="text/event-stream", headers=SSE_HEADERS)
-    status, answer = await calls.complete(key, call, task_id, request_id)
-    return Response(answer, status_code=status)
+    answer = await calls.complete(key, call, task_id, request_id)
+    body = with_usage_cost(call.body, answer.body, answer.cost_micro)
+    return Response(
+        body, status_code=answer.status, headers=cost_headers(answer.cost_micro, answer.bucket)
+    )
+
+
+def with_usage_cost(asked: dict[str, Any], body: dict[str, Any], cost: int) -> dict[str, Any]:
+    """``usage.cost`` (a number in the bucket's unit) when the client sent ``usage.include``.
+
+    OpenRouter's convention; the exact figure is also in ``x-tollway-cost`` and the receipt.
+    """
+    option = asked.get("usage")
+    usage = body.get("usage")
+    if not (isinstance(option, dict) and option.get("include") is True):
+        return body
+    if not isinstance(usage, dict):
+        return body
+    return {**body, "usage": {**usage, "cost": float(format_micro(cost))}}
 
 
 @post("/v1/chat/completions")

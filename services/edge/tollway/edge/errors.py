@@ -38,28 +38,36 @@ class GatewayError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        limit: str | None = None,
     ) -> None:
-        """Describe the failure for the client; never include secrets or prompt text."""
+        """Describe the failure for the client; never include secrets or prompt text.
+
+        ``limit`` names the limit that refused the request (``bucket:credit``,
+        ``budget:<name>``, ``task:<id>``); it is added to the body for machines to read.
+        """
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
         self.param = param
         self.headers = headers or {}
+        self.limit = limit
 
     def openai_body(self) -> dict[str, Any]:
         """The OpenAI error shape."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return {"error": {**error, **self._limit_fields()}}
 
     def anthropic_body(self) -> dict[str, Any]:
         """The Anthropic error shape."""
-        return {"type": "error", "error": {"type": self.anthropic_type, "message": self.message}}
+        error = {"type": self.anthropic_type, "message": self.message, **self._limit_fields()}
+        return {"type": "error", "error": error}
+
+    def _limit_fields(self) -> dict[str, Any]:
+        # ``limit_source`` as OpenRouter names it (also under ``metadata``, where it puts it).
+        if self.limit is None:
+            return {}
+        source = self.limit.partition(":")[0]
+        return {"limit": self.limit, "limit_source": source, "metadata": {"limit_source": source}}
 
 
 class InvalidRequestError(GatewayError):

@@ -46,9 +46,9 @@ def build_call(req: RequestReceived, upstream_model: str, secret: str) -> Upstre
         else translate.openai_to_anthropic_request(req.body, req.max_output_tokens)
     )
     headers = {"x-api-key": secret, "anthropic-version": API_VERSION}
-    return UpstreamCall(
-        "/messages", {**body, "model": upstream_model, "stream": req.stream}, headers
-    )
+    payload = {**body, "model": upstream_model, "stream": req.stream}
+    payload.pop("usage", None)  # the gateway's own option (usage.include), never the upstream's
+    return UpstreamCall("/messages", payload, headers)
 
 
 def read_usage(body: dict[str, Any]) -> Usage:

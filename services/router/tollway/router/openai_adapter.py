@@ -45,6 +45,7 @@ def build_call(req: RequestReceived, upstream_model: str, secret: str) -> Upstre
         return UpstreamCall("/embeddings", {**req.body, "model": upstream_model}, headers)
     body = req.body if req.protocol == "openai" else translate.anthropic_to_openai_request(req.body)
     payload: dict[str, Any] = {**body, "model": upstream_model, "stream": req.stream}
+    payload.pop("usage", None)  # OpenRouter's ``usage: {include}`` is the gateway's, not OpenAI's
     if req.stream:
         # Always ask for usage: it settles the stream even when the client did not ask for it.
         payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}

@@ -31,6 +31,7 @@ from tollway.events import topics
 from tollway.events.envelope import Envelope, make
 from tollway.events.gateway import ReplyChunk, ReplyStreamEnd, RequestAuthorized, SseFrame
 from tollway.events.ids import derived_id
+from tollway.events.pricing import format_micro
 from tollway.router import anthropic_adapter, openai_adapter
 from tollway.router.adapters import DIALECTS, sent_input_tokens, unsupported
 from tollway.router.deltas import Delta, Done, Failed, Meter, UsageSeen
@@ -108,6 +109,17 @@ class ClientStream:
         relayed = openai_adapter.relay(frame, self._req.catalog_model, self._include_usage)
         return [] if relayed is None else [relayed]
 
+    def with_cost(self, frames: list[SseFrame], cost: dict[str, Any]) -> list[SseFrame]:
+        """The stream's last frames, the last event carrying the charge (``cost``).
+
+        Anthropic: ``message_stop`` gains a ``tollway`` member (SDKs keep unknown members).
+        OpenAI chat: one more ``data:`` event after ``[DONE]`` (the SDKs stop reading at
+        ``[DONE]``, so clients that do not look for it never see it).
+        """
+        if self._req.protocol == "anthropic":
+            return [_tagged(f, cost) if f.event == "message_stop" else f for f in frames]
+        return [*frames, SseFrame(data=orjson.dumps({"object": "tollway.cost", **cost}).decode())]
+
     def error(self, message: str, code: str) -> list[SseFrame]:
         """The event that ends a failed stream in the client's dialect."""
         if self._req.protocol == "anthropic":
@@ -130,10 +142,12 @@ class StreamAttempt:
         self._sink = sink
         self._cancelled = cancelled
         self.seq = 0  # frames published across attempts: only one attempt ever sends any
+        self._candidate: Candidate | None = None
 
     async def run(self, channel: Channel, candidate: Candidate, timeout_s: float) -> UpstreamResult:
         """Stream from ``channel``; the result says whether the client got anything."""
         dialect = DIALECTS[channel.adapter]
+        self._candidate = candidate
         started = time.perf_counter()
         try:
             call = dialect.build_call(self._req, candidate.upstream_model, channel.secret)
@@ -193,7 +207,7 @@ class StreamAttempt:
                 out = progress.client.frames(frame, deltas)
                 if any(isinstance(d, Done) for d in deltas):
                     progress.clean = True
-                    await self._end(out, ok=True)
+                    await self._finish(out, progress)
                     return
                 failed = next((d for d in deltas if isinstance(d, Failed)), None)
                 if failed is not None:
@@ -202,6 +216,19 @@ class StreamAttempt:
                 if out:
                     await self._chunk(out, progress)
 
+    async def _finish(self, frames: list[SseFrame], progress: _Progress) -> None:
+        """A clean end: the last event states the charge, as the ledger will settle it."""
+        candidate = self._candidate
+        if candidate is None:
+            await self._end(frames, ok=True)
+            return
+        auth = self._env.payload
+        charged = auth.charge_for(progress.meter.usage(), candidate.price, candidate.bucket)
+        cost = cost_fields(self._req.request_id, charged, candidate.bucket)
+        await self._end(
+            progress.client.with_cost(frames, cost), ok=True, cost=(charged, candidate.bucket)
+        )
+
     async def _chunk(self, frames: list[SseFrame], progress: _Progress) -> None:
         if progress.ttft_ms is None:
             progress.ttft_ms = ms_since(progress.started)
@@ -209,9 +236,22 @@ class StreamAttempt:
         await self._publish(chunk, f"chunk:{self.seq}")
         progress.sent += 1
 
-    async def _end(self, frames: list[SseFrame], *, ok: bool, code: str | None = None) -> None:
+    async def _end(
+        self,
+        frames: list[SseFrame],
+        *,
+        ok: bool,
+        code: str | None = None,
+        cost: tuple[int, str] | None = None,
+    ) -> None:
         end = ReplyStreamEnd(
-            request_id=self._req.request_id, seq=self.seq, frames=frames, ok=ok, error_code=code
+            request_id=self._req.request_id,
+            seq=self.seq,
+            frames=frames,
+            ok=ok,
+            error_code=code,
+            cost_micro=None if cost is None else cost[0],
+            bucket=None if cost is None else cost[1],
         )
         await self._publish(end, "stream_end")
 
@@ -249,6 +289,21 @@ class StreamAttempt:
             ttft_ms=progress.ttft_ms,
             delivered=True,
         )
+
+
+def _tagged(frame: SseFrame, cost: dict[str, Any]) -> SseFrame:
+    event = orjson.loads(frame.data)
+    return SseFrame(event=frame.event, data=orjson.dumps({**event, "tollway": cost}).decode())
+
+
+def cost_fields(request_id: str, charged: int, bucket: str) -> dict[str, Any]:
+    """The charge as every answer states it: decimal in the bucket's unit, and micro-units."""
+    return {
+        "request_id": request_id,
+        "cost": format_micro(charged),
+        "cost_micro": charged,
+        "bucket": bucket,
+    }
 
 
 def _json(raw: bytes) -> Any:
