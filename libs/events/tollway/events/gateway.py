@@ -16,7 +16,7 @@ from tollway.events.pricing import Price, Usage, cost_micro
 
 RouteType = Literal["direct", "pool"]
 Protocol = Literal["openai", "anthropic"]
-Endpoint = Literal["chat", "embeddings", "messages"]
+Endpoint = Literal["chat", "embeddings", "messages", "responses"]
 
 
 class Candidate(BaseModel):

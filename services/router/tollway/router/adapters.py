@@ -74,7 +74,13 @@ DIALECTS: dict[str, Dialect] = {
 
 def unsupported(exc: Exception, started: float) -> UpstreamResult:
     """The channel cannot serve this endpoint: a client error, not worth a retry."""
-    body = {"error": {"message": str(exc), "type": "invalid_request_error", "code": "unsupported"}}
+    error = {
+        "message": str(exc),
+        "type": "invalid_request_error",
+        "param": getattr(exc, "field", None),
+        "code": "unsupported",
+    }
+    body = {"error": error}
     return failure("protocol_error", "unsupported_endpoint", started, status=400, body=body)
 
 

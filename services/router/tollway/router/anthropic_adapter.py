@@ -15,7 +15,7 @@ import orjson
 
 from tollway.events.gateway import SseFrame
 from tollway.events.pricing import Usage
-from tollway.router import translate
+from tollway.router import responses_translate, translate
 from tollway.router.deltas import (
     Delta,
     Done,
@@ -40,11 +40,12 @@ def build_call(req: RequestReceived, upstream_model: str, secret: str) -> Upstre
     """The upstream request for ``req`` on an Anthropic Messages channel."""
     if req.endpoint == "embeddings":
         raise UnsupportedEndpointError("an Anthropic channel cannot serve embeddings")
-    body = (
-        req.body
-        if req.protocol == "anthropic"
-        else translate.openai_to_anthropic_request(req.body, req.max_output_tokens)
-    )
+    if req.endpoint == "responses":
+        body = responses_translate.to_anthropic_request(req.body, req.max_output_tokens)
+    elif req.protocol == "anthropic":
+        body = req.body
+    else:
+        body = translate.openai_to_anthropic_request(req.body, req.max_output_tokens)
     headers = {"x-api-key": secret, "anthropic-version": API_VERSION}
     payload = {**body, "model": upstream_model, "stream": req.stream}
     payload.pop("usage", None)  # the gateway's own option (usage.include), never the upstream's
@@ -77,6 +78,10 @@ def usage_of(raw: dict[str, Any]) -> Usage:
 
 def client_body(req: RequestReceived, body: dict[str, Any]) -> dict[str, Any]:
     """The upstream's answer as the client expects it, under the catalog model's name."""
+    if req.endpoint == "responses":
+        request = {**req.body, "model": req.catalog_model}
+        response_id = f"resp_{req.request_id}"
+        return responses_translate.from_anthropic_response(body, request, response_id)
     if req.protocol == "openai":
         return {**translate.anthropic_to_openai_response(body), "model": req.catalog_model}
     return {**body, "model": req.catalog_model}

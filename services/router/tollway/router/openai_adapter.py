@@ -43,6 +43,11 @@ def build_call(req: RequestReceived, upstream_model: str, secret: str) -> Upstre
     headers = {"authorization": f"Bearer {secret}"}
     if req.endpoint == "embeddings":
         return UpstreamCall("/embeddings", {**req.body, "model": upstream_model}, headers)
+    if req.endpoint == "responses":
+        # Served natively; a Responses stream always ends with its usage (no option to ask).
+        native: dict[str, Any] = {**req.body, "model": upstream_model, "stream": req.stream}
+        native.pop("usage", None)
+        return UpstreamCall("/responses", native, headers)
     body = req.body if req.protocol == "openai" else translate.anthropic_to_openai_request(req.body)
     payload: dict[str, Any] = {**body, "model": upstream_model, "stream": req.stream}
     payload.pop("usage", None)  # OpenRouter's ``usage: {include}`` is the gateway's, not OpenAI's

@@ -32,9 +32,10 @@ from tollway.events.envelope import Envelope, make
 from tollway.events.gateway import ReplyChunk, ReplyStreamEnd, RequestAuthorized, SseFrame
 from tollway.events.ids import derived_id
 from tollway.events.pricing import format_micro
-from tollway.router import anthropic_adapter, openai_adapter
+from tollway.router import responses_stream
 from tollway.router.adapters import DIALECTS, sent_input_tokens, unsupported
-from tollway.router.deltas import Delta, Done, Failed, Meter, UsageSeen
+from tollway.router.client_stream import ClientStream, channel_format
+from tollway.router.deltas import Done, Failed, Meter
 from tollway.router.openai_adapter import UnsupportedEndpointError
 from tollway.router.upstream import (
     UpstreamResult,
@@ -48,7 +49,7 @@ from tollway.router.upstream import (
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
-    from tollway.events.gateway import Candidate, RequestReceived
+    from tollway.events.gateway import Candidate
     from tollway.router.adapters import StreamDecoder
     from tollway.router.channels import Channel
     from tollway.router.upstream import UpstreamCall
@@ -70,61 +71,6 @@ class _Progress:
     clean: bool = False
     error: str | None = None
     refused: UpstreamResult | None = None
-
-
-class ClientStream:
-    """Frames for the client: relayed when the dialects match, else encoded from deltas."""
-
-    def __init__(self, req: RequestReceived, channel_dialect: str, sent_tokens: int = 0) -> None:
-        """Serve ``req``'s client from a channel speaking ``channel_dialect``.
-
-        ``sent_tokens`` (the prompt sent upstream, counted) opens an Anthropic ``message_start``
-        when the channel reports its input only at the end; the real count replaces it as soon
-        as the channel reports it.
-        """
-        self._req = req
-        self._same = channel_dialect == req.protocol
-        options = req.body.get("stream_options") or {}
-        self._include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-        self._encoder: Any = (
-            openai_adapter.Encoder(
-                f"chatcmpl-{req.request_id}", req.catalog_model, 0, self._include_usage
-            )
-            if req.protocol == "openai"
-            else anthropic_adapter.Encoder(f"msg_{req.request_id}", req.catalog_model)
-        )
-        if isinstance(self._encoder, anthropic_adapter.Encoder):
-            self._encoder.usage["input_tokens"] = sent_tokens
-
-    def frames(self, frame: SseFrame, deltas: list[Delta]) -> list[SseFrame]:
-        """What the client gets for one upstream frame."""
-        if not self._same:
-            # Usage first: a frame that opens the answer and reports usage opens it with them.
-            ordered = sorted(deltas, key=lambda d: not isinstance(d, UsageSeen))
-            return [f for d in ordered for f in self._encoder.encode(d)]
-        if isinstance(next(iter(deltas), None), Failed):
-            return []  # the upstream's own error event is replaced by ours
-        if self._req.protocol == "anthropic":
-            return [anthropic_adapter.relay(frame, self._req.catalog_model)]
-        relayed = openai_adapter.relay(frame, self._req.catalog_model, self._include_usage)
-        return [] if relayed is None else [relayed]
-
-    def with_cost(self, frames: list[SseFrame], cost: dict[str, Any]) -> list[SseFrame]:
-        """The stream's last frames, the last event carrying the charge (``cost``).
-
-        Anthropic: ``message_stop`` gains a ``tollway`` member (SDKs keep unknown members).
-        OpenAI chat: one more ``data:`` event after ``[DONE]`` (the SDKs stop reading at
-        ``[DONE]``, so clients that do not look for it never see it).
-        """
-        if self._req.protocol == "anthropic":
-            return [_tagged(f, cost) if f.event == "message_stop" else f for f in frames]
-        return [*frames, SseFrame(data=orjson.dumps({"object": "tollway.cost", **cost}).decode())]
-
-    def error(self, message: str, code: str) -> list[SseFrame]:
-        """The event that ends a failed stream in the client's dialect."""
-        if self._req.protocol == "anthropic":
-            return anthropic_adapter.error_frames(message, code)
-        return openai_adapter.error_frames(message, code)
 
 
 class StreamAttempt:
@@ -156,7 +102,9 @@ class StreamAttempt:
         sent = sent_input_tokens(call)
         meter = Meter(sent, self._req.max_output_tokens)
         client = ClientStream(self._req, channel.adapter, sent)
-        progress = _Progress(meter, dialect.decoder(), client, started)
+        native_responses = channel_format(self._req, channel.adapter) == "responses"
+        decoder = responses_stream.Decoder() if native_responses else dialect.decoder()
+        progress = _Progress(meter, decoder, client, started)
         work = asyncio.create_task(self._relay(channel, call, progress, timeout_s))
         failed = await self._until_done_or_cancelled(work, progress)
         if progress.refused is not None:
@@ -289,11 +237,6 @@ class StreamAttempt:
             ttft_ms=progress.ttft_ms,
             delivered=True,
         )
-
-
-def _tagged(frame: SseFrame, cost: dict[str, Any]) -> SseFrame:
-    event = orjson.loads(frame.data)
-    return SseFrame(event=frame.event, data=orjson.dumps({**event, "tollway": cost}).decode())
 
 
 def cost_fields(request_id: str, charged: int, bucket: str) -> dict[str, Any]:

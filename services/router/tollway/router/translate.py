@@ -30,7 +30,7 @@ def openai_to_anthropic_request(body: dict[str, Any], max_tokens: int) -> dict[s
     system = [_text(m.get("content")) for m in body["messages"] if m.get("role") in _SYSTEM]
     out: dict[str, Any] = {
         "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or max_tokens,
-        "messages": _merge_turns(
+        "messages": merge_turns(
             [_to_anthropic_message(m) for m in body["messages"] if m.get("role") not in _SYSTEM]
         ),
     }
@@ -93,13 +93,14 @@ def _to_anthropic_blocks(content: Any) -> list[dict[str, Any]]:
         if not isinstance(part, dict):
             continue
         if part.get("type") == "image_url":
-            blocks.append(_to_anthropic_image(part.get("image_url") or {}))
+            blocks.append(to_anthropic_image(part.get("image_url") or {}))
         elif "text" in part:
             blocks.append({"type": "text", "text": str(part["text"])})
     return blocks
 
 
-def _to_anthropic_image(image: dict[str, Any]) -> dict[str, Any]:
+def to_anthropic_image(image: dict[str, Any]) -> dict[str, Any]:
+    """An image URL (a ``data:`` URL or a link) as an Anthropic image block."""
     url = str(image.get("url", ""))
     if url.startswith("data:") and ";base64," in url:
         media, _, data = url[5:].partition(";base64,")
@@ -107,7 +108,7 @@ def _to_anthropic_image(image: dict[str, Any]) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
-def _merge_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def merge_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Anthropic wants alternating roles: consecutive same-role turns become one."""
     merged: list[dict[str, Any]] = []
     for message in messages:
