@@ -54,7 +54,9 @@ def _assert_error(response: httpx.Response, dialect: str, status: int) -> str:
         assert body["type"] == "error"
         assert body["error"]["type"] == ANTHROPIC_TYPES[status]
         return str(body["error"]["message"])
-    assert set(body["error"]) == {"message", "type", "param", "code"}
+    # A refusal by a limit names it for machines too (error.limit, OpenRouter's limit_source).
+    limit_fields = {"limit", "limit_source", "metadata"} if "limit" in body["error"] else set()
+    assert set(body["error"]) == {"message", "type", "param", "code", *limit_fields}
     return str(body["error"]["message"])
 
 

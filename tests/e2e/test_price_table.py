@@ -81,15 +81,17 @@ def test_price_changes_are_journaled_as_versions_that_a_replay_reproduces(stack)
         first.json()["price_event_id"],
         second.json()["price_event_id"],
     ]
+    # Token-class prices never set stay unset (None): those classes cost plain input/output.
+    unset = {"cache_write": None, "cache_write_1h": None, "reasoning": None}
     assert [(e["payload"]["previous"], e["payload"]["prices"]) for e in entries] == [
-        (None, {"input": 150_000, "output": 600_000, "cached_input": None}),
+        (None, {"input": 150_000, "output": 600_000, "cached_input": None, **unset}),
         (
-            {"input": 150_000, "output": 600_000, "cached_input": None},
-            {"input": 1_000_000, "output": 2_000_000, "cached_input": None},
+            {"input": 150_000, "output": 600_000, "cached_input": None, **unset},
+            {"input": 1_000_000, "output": 2_000_000, "cached_input": None, **unset},
         ),
         (
-            {"input": 1_000_000, "output": 2_000_000, "cached_input": None},
-            {"input": 1_000_000, "output": 2_000_000, "cached_input": 500_000},
+            {"input": 1_000_000, "output": 2_000_000, "cached_input": None, **unset},
+            {"input": 1_000_000, "output": 2_000_000, "cached_input": 500_000, **unset},
         ),
     ]
     assert {e["payload"]["actor"] for e in entries} == {"test-suite"}

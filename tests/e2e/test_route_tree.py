@@ -52,6 +52,9 @@ def test_a_model_built_through_the_admin_api_is_served_and_audited(stack, tenant
         "input": "0.150000",
         "output": "0.600000",
         "cached_input": None,
+        "cache_write": None,
+        "cache_write_1h": None,
+        "reasoning": None,
     }
     assert "secret" not in str(entry)
 

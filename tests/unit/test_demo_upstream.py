@@ -721,6 +721,7 @@ async def test_stats_count_requests_per_channel_and_endpoint(client: httpx.Async
 
     assert stats["openai-direct"] == {
         "chat_completions": 2,
+        "responses": 0,
         "embeddings": 0,
         "messages": 0,
         "models": 0,

@@ -100,6 +100,7 @@ def test_an_anthropic_tool_stream_reaches_an_openai_client_as_tool_call_chunks()
         "completion_tokens": 4,
         "total_tokens": 11,
         "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
     }
 
 

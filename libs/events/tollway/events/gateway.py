@@ -12,11 +12,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollway.events.envelope import Payload, register
-from tollway.events.pricing import Price, Usage
+from tollway.events.pricing import Price, Usage, cost_micro
 
 RouteType = Literal["direct", "pool"]
 Protocol = Literal["openai", "anthropic"]
-Endpoint = Literal["chat", "embeddings", "messages"]
+Endpoint = Literal["chat", "embeddings", "messages", "responses"]
 
 
 class Candidate(BaseModel):
@@ -116,6 +116,16 @@ class RequestAuthorized(Payload):
         """Buckets the router may spend from."""
         return {self.bucket, *(h.bucket for h in self.extra_holds)}
 
+    def held_in(self, bucket: str) -> int:
+        """The amount held in ``bucket`` (0 when it holds nothing)."""
+        if bucket == self.bucket:
+            return self.held_micro
+        return next((h.held_micro for h in self.extra_holds if h.bucket == bucket), 0)
+
+    def charge_for(self, usage: Usage, price: Price, bucket: str) -> int:
+        """What settling this request will charge: the cost, capped at the bucket's hold."""
+        return min(cost_micro(usage, price), self.held_in(bucket))
+
 
 @register
 class RequestRejected(Payload):
@@ -139,6 +149,10 @@ class ReplyFinal(Payload):
     request_id: str
     status: int
     body: dict[str, Any]
+    # The charge settling this answer takes (the served attempt's cost capped at its hold) and
+    # the bucket it comes from; None when no attempt served.
+    cost_micro: int | None = None
+    bucket: str | None = None
 
 
 class SseFrame(BaseModel):
@@ -179,6 +193,8 @@ class ReplyStreamEnd(Payload):
     frames: list[SseFrame]
     ok: bool = True
     error_code: str | None = None
+    cost_micro: int | None = None
+    bucket: str | None = None
 
 
 @register

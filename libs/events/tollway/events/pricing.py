@@ -5,6 +5,12 @@ micro-units per 1M tokens. Cost is computed once per attempt over the exact inte
 rounded *up* to the next micro-unit, so a charge is never below the true price and the same
 tokens always cost the same. Every money input is parsed by :func:`parse_amount`, and its
 ranges are the constants below.
+
+Token classes: ``input_tokens`` counts every prompt token, of which ``cached_input_tokens`` were
+read from a prompt cache and ``cache_write_tokens`` / ``cache_write_1h_tokens`` were written to
+one (Anthropic's 5-minute and 1-hour writes); ``output_tokens`` counts every generated token, of
+which ``reasoning_tokens`` were hidden reasoning. Each class has its price; a class's price left
+unset falls back to the plain input (or output) price, so an old channel costs what it did.
 """
 
 from __future__ import annotations
@@ -49,6 +55,31 @@ class Price(BaseModel):
     input: int = Field(ge=0)
     output: int = Field(ge=0)
     cached_input: int | None = Field(default=None, ge=0)
+    cache_write: int | None = Field(default=None, ge=0)
+    cache_write_1h: int | None = Field(default=None, ge=0)
+    reasoning: int | None = Field(default=None, ge=0)
+
+    def per_class(self) -> dict[str, int]:
+        """The price of every token class, defaults resolved (5-minute writes back 1-hour ones)."""
+        write = self.input if self.cache_write is None else self.cache_write
+        return {
+            "input": self.input,
+            "cached_input": self.input if self.cached_input is None else self.cached_input,
+            "cache_write": write,
+            "cache_write_1h": write if self.cache_write_1h is None else self.cache_write_1h,
+            "output": self.output,
+            "reasoning": self.output if self.reasoning is None else self.reasoning,
+        }
+
+    def worst_case(self) -> Price:
+        """The dearest input and output class prices: what a hold must assume before the call."""
+        classes = self.per_class()
+        return Price(
+            input=max(
+                classes[k] for k in ("input", "cached_input", "cache_write", "cache_write_1h")
+            ),
+            output=max(classes["output"], classes["reasoning"]),
+        )
 
 
 class Usage(BaseModel):
@@ -60,23 +91,65 @@ class Usage(BaseModel):
     output_tokens: int = Field(default=0, ge=0)
     cached_input_tokens: int = Field(default=0, ge=0)
     estimated: bool = False
+    cache_write_tokens: int = Field(default=0, ge=0)
+    cache_write_1h_tokens: int = Field(default=0, ge=0)
+    reasoning_tokens: int = Field(default=0, ge=0)
 
     @property
     def total_tokens(self) -> int:
         """Input plus output tokens."""
         return self.input_tokens + self.output_tokens
 
+    def classes(self) -> dict[str, int]:
+        """Tokens per class, each counted once: classes never add up to more than the totals."""
+        left = self.input_tokens
+        out: dict[str, int] = {}
+        for name, tokens in (
+            ("cached_input", self.cached_input_tokens),
+            ("cache_write", self.cache_write_tokens),
+            ("cache_write_1h", self.cache_write_1h_tokens),
+        ):
+            out[name] = min(tokens, left)
+            left -= out[name]
+        reasoning = min(self.reasoning_tokens, self.output_tokens)
+        return {
+            "input": left,
+            **out,
+            "output": self.output_tokens - reasoning,
+            "reasoning": reasoning,
+        }
+
+
+def line_items(usage: Usage, price: Price) -> list[dict[str, int | str]]:
+    """What a receipt shows: each token class with its tokens and its price per 1M.
+
+    ``cost_micro_exact_e6`` is the class's exact cost in millionths of a micro-unit; the sum is
+    rounded once, by :func:`cost_micro`.
+    """
+    prices = price.per_class()
+    return [
+        {
+            "class": name,
+            "tokens": tokens,
+            "price_per_1m_micro": prices[name],
+            "cost_micro_exact_e6": tokens * prices[name],
+        }
+        for name, tokens in usage.classes().items()
+        if tokens
+    ]
+
 
 def cost_micro(usage: Usage, price: Price) -> int:
     """Return the cost of ``usage`` at ``price`` in micro-units, rounded up once."""
-    cached = min(usage.cached_input_tokens, usage.input_tokens)
-    cached_price = price.input if price.cached_input is None else price.cached_input
-    numerator = (
-        (usage.input_tokens - cached) * price.input
-        + cached * cached_price
-        + usage.output_tokens * price.output
-    )
+    prices = price.per_class()
+    numerator = sum(tokens * prices[name] for name, tokens in usage.classes().items())
     return -(-numerator // TOKENS_PER_PRICE_UNIT)
+
+
+def worst_case_micro(input_tokens: int, output_tokens: int, price: Price) -> int:
+    """The most ``input_tokens`` in and ``output_tokens`` out can cost, whatever their classes."""
+    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    return cost_micro(usage, price.worst_case())
 
 
 class AmountError(ValueError):

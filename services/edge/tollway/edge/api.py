@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
-from tollway.edge import errors
+from tollway.edge import errors, surfaces
 from tollway.edge.auth import authenticate
+from tollway.edge.calls import check_access, cost_headers
 from tollway.edge.chat import ClientCall, chat_call, embeddings_call, messages_call, parse_json
 from tollway.events.ids import new_id
+from tollway.events.pricing import format_micro
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,8 +58,25 @@ async def _serve(
     if call.stream:
         frames = await calls.stream(key, call, task_id, request_id)
         return Stream(frames, status_code=200, media_type="text/event-stream", headers=SSE_HEADERS)
-    status, answer = await calls.complete(key, call, task_id, request_id)
-    return Response(answer, status_code=status)
+    answer = await calls.complete(key, call, task_id, request_id)
+    body = with_usage_cost(call.body, answer.body, answer.cost_micro)
+    return Response(
+        body, status_code=answer.status, headers=cost_headers(answer.cost_micro, answer.bucket)
+    )
+
+
+def with_usage_cost(asked: dict[str, Any], body: dict[str, Any], cost: int) -> dict[str, Any]:
+    """``usage.cost`` (a number in the bucket's unit) when the client sent ``usage.include``.
+
+    OpenRouter's convention; the exact figure is also in ``x-tollway-cost`` and the receipt.
+    """
+    option = asked.get("usage")
+    usage = body.get("usage")
+    if not (isinstance(option, dict) and option.get("include") is True):
+        return body
+    if not isinstance(usage, dict):
+        return body
+    return {**body, "usage": {**usage, "cost": float(format_micro(cost))}}
 
 
 @post("/v1/chat/completions")
@@ -76,6 +95,35 @@ async def embeddings(request: Request[Any, Any, State]) -> Response[Any]:
 async def messages(request: Request[Any, Any, State]) -> Response[Any]:
     """Create a message (Anthropic), streamed when ``stream`` is true."""
     return await _serve(request, messages_call)
+
+
+@post("/v1/responses")
+async def responses(request: Request[Any, Any, State]) -> Response[Any]:
+    """Create a response (OpenAI Responses API), streamed when ``stream`` is true."""
+    return await _serve(request, surfaces.responses_call)
+
+
+@get("/v1/responses/{response_id:str}")
+async def stored_response(request: Request[Any, Any, State], response_id: str) -> None:
+    """Stored responses: Tollway keeps none, so this is always a 404 that says so."""
+    await authenticate(request)
+    raise errors.NotFoundError(
+        f"Response '{response_id}' is not stored: "
+        + surfaces.NOT_STORED.format(field="GET /v1/responses/{id}"),
+        code="response_not_stored",
+    )
+
+
+@post("/v1/messages/count_tokens", status_code=200)
+async def count_tokens(request: Request[Any, Any, State]) -> dict[str, int]:
+    """Count a Messages request's input tokens (Anthropic), as the worst-case hold counts them."""
+    key = await authenticate(request)
+    raw = await request.body()
+    if len(raw) > request.app.state.settings.max_body_bytes:
+        raise errors.PayloadTooLargeError("The request body is too large.")
+    name, tokens = surfaces.count_tokens(parse_json(raw))
+    check_access(key, await request.app.state.store.model(name), name)
+    return {"input_tokens": tokens}
 
 
 @get("/v1/receipts/{request_id:str}")

@@ -19,6 +19,7 @@ from tollway.edge import (
     audit,
     budgets,
     errors,
+    generation,
     ledger_admin,
     ledger_corrections,
     limits_admin,
@@ -61,7 +62,12 @@ class RequestIdMiddleware(ASGIMiddleware):
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                raw = request_id.encode()
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", raw),
+                    (b"x-tollway-request-id", raw),
+                ]
             await send(message)
 
         # Every log line written while serving this request carries its id (and its task's).
@@ -208,8 +214,12 @@ def create_app(settings: EdgeSettings) -> Litestar:
             api.chat_completions,
             api.embeddings,
             api.messages,
+            api.responses,
+            api.stored_response,
+            api.count_tokens,
             api.receipt,
             api.balance,
+            generation.generation,
             tasks.open_task,
             tasks.task_receipt,
             tasks.close_task,

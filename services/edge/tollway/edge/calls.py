@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from tollway.edge.relay import relay_stream
 from tollway.events.envelope import Trace, make, utcnow
 from tollway.events.gateway import ReplyChunk, ReplyFinal, RequestReceived, RequestRejected
 from tollway.events.ids import new_id
+from tollway.events.pricing import format_micro
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -86,13 +88,22 @@ class CallService:
 
     async def complete(
         self, key: KeyInfo, call: ClientCall, task_id: str | None, request_id: str
-    ) -> tuple[int, dict[str, Any]]:
-        """Return the answer's status and body, or raise the client's error."""
+    ) -> Answer:
+        """Return the answer and its charge, or raise the client's error."""
         env = await self._request(key, call, task_id, request_id)
         with self._replies.expect(request_id) as inbox:
             await self._publish(key, env, request_id)
             reply = await self._first(inbox, request_id)
-        return _outcome(reply.payload)
+        bucket = env.payload.plan[0].bucket
+        try:
+            status, body = _outcome(reply.payload)
+        except errors.GatewayError as exc:
+            # Nothing was served, nothing is charged: the answer says so too.
+            exc.headers = {**cost_headers(0, bucket), **exc.headers}
+            raise
+        payload = reply.payload
+        assert isinstance(payload, ReplyFinal)  # _outcome raised for anything else
+        return Answer(status, body, payload.cost_micro or 0, payload.bucket or bucket)
 
     async def stream(
         self, key: KeyInfo, call: ClientCall, task_id: str | None, request_id: str
@@ -172,6 +183,21 @@ class CallService:
         await publish_cancel(self._producer, request_id, key.account_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A JSON answer and what settling it charges, in micro-units of ``bucket``'s unit."""
+
+    status: int
+    body: dict[str, Any]
+    cost_micro: int
+    bucket: str
+
+
+def cost_headers(cost: int, bucket: str) -> dict[str, str]:
+    """The charge of an answer as headers: decimal in the bucket's unit, and the bucket."""
+    return {"x-tollway-cost": format_micro(cost), "x-tollway-bucket": bucket}
+
+
 def _must_be_chunk(payload: Any) -> None:
     """A stream starts with a chunk; anything else is the error that came instead."""
     if not isinstance(payload, ReplyChunk):
@@ -182,7 +208,7 @@ def _must_be_chunk(payload: Any) -> None:
 def _outcome(payload: Any) -> tuple[int, dict[str, Any]]:
     if isinstance(payload, RequestRejected):
         cls = errors.STATUS_TO_ERROR.get(payload.status, errors.GatewayError)
-        raise cls(payload.message, code=payload.code, param=None)
+        raise cls(payload.message, code=payload.code, param=None, limit=payload.limit)
     if isinstance(payload, ReplyFinal):
         if payload.status >= 400:
             raise _upstream_error(payload)
@@ -199,4 +225,10 @@ def _upstream_error(reply: ReplyFinal) -> errors.GatewayError:
     if cls is None:
         cls = errors.UpstreamFailedError if reply.status >= 500 else errors.InvalidRequestError
     code = error.get("code")
-    return cls(message, code=code if isinstance(code, str) else None, param=error.get("param"))
+    limit = error.get("limit")
+    return cls(
+        message,
+        code=code if isinstance(code, str) else None,
+        param=error.get("param"),
+        limit=limit if isinstance(limit, str) else None,
+    )

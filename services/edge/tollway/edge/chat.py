@@ -8,7 +8,6 @@ dialect, so the rest of the edge does not care which one the client spoke.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,6 +15,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tollway.edge import errors
+from tollway.events import tokens
+from tollway.events.tokens import input_tokens
 
 if TYPE_CHECKING:
     from tollway.events.gateway import Endpoint, Protocol
@@ -117,7 +118,7 @@ def chat_call(data: dict[str, Any]) -> ClientCall:
         user=chat.user,
         max_tokens=chat.max_completion_tokens or chat.max_tokens,
         choices=chat.n,
-        input_estimate=estimate_tokens(chat.messages),
+        input_estimate=input_tokens("chat", data),
     )
 
 
@@ -156,12 +157,10 @@ def messages_call(data: dict[str, Any]) -> ClientCall:
         user=str(user).replace("\x00", "")[:256] if user is not None else None,
         max_tokens=msg.max_tokens,
         choices=1,
-        input_estimate=estimate_tokens([msg.system, msg.messages, data.get("tools")]),
+        input_estimate=input_tokens("messages", data),
     )
 
 
 def estimate_tokens(content: Any) -> int:
     """A deliberately generous count (3 bytes per token, plus framing) so holds cover input."""
-    size = len(orjson.dumps(content))
-    framing = 8 * len(content) if isinstance(content, list) else 8
-    return math.ceil(size / 3) + framing
+    return tokens.estimate_tokens(content)

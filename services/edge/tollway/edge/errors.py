@@ -31,7 +31,7 @@ class GatewayError(Exception):
     anthropic_type = "api_error"
     default_code = "internal_error"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - every member of the error body, keyword-only
         self,
         message: str,
         *,
@@ -39,10 +39,13 @@ class GatewayError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
         details: dict[str, Any] | None = None,
+        limit: str | None = None,
     ) -> None:
         """Describe the failure for the client; never include secrets or prompt text.
 
         ``details`` are extra members of the error object (a 409's ``original`` request).
+        ``limit`` names the limit that refused the request (``bucket:credit``,
+        ``budget:<name>``, ``task:<id>``); it is added to the body for machines to read.
         """
         super().__init__(message)
         self.message = message
@@ -50,23 +53,24 @@ class GatewayError(Exception):
         self.param = param
         self.headers = headers or {}
         self.details = details or {}
+        self.limit = limit
 
     def openai_body(self) -> dict[str, Any]:
         """The OpenAI error shape."""
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-                **self.details,
-            }
-        }
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return {"error": {**error, **self.details, **self._limit_fields()}}
 
     def anthropic_body(self) -> dict[str, Any]:
         """The Anthropic error shape."""
-        error = {"type": self.anthropic_type, "message": self.message, **self.details}
-        return {"type": "error", "error": error}
+        error = {"type": self.anthropic_type, "message": self.message}
+        return {"type": "error", "error": {**error, **self.details, **self._limit_fields()}}
+
+    def _limit_fields(self) -> dict[str, Any]:
+        # ``limit_source`` as OpenRouter names it (also under ``metadata``, where it puts it).
+        if self.limit is None:
+            return {}
+        source = self.limit.partition(":")[0]
+        return {"limit": self.limit, "limit_source": source, "metadata": {"limit_source": source}}
 
 
 class InvalidRequestError(GatewayError):

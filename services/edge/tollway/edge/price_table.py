@@ -28,11 +28,14 @@ NOT_CHANGED = "The channel was not changed; send the change again."
 def _price(view: dict[str, Any]) -> Price:
     # A view shows prices as decimals with six places: parsing them back is exact.
     prices = view["prices_per_1m"]
-    cached = prices["cached_input"]
+    optional = ("cached_input", "cache_write", "cache_write_1h", "reasoning")
     return Price(
         input=parse_amount(prices["input"], sign="non_negative"),
         output=parse_amount(prices["output"], sign="non_negative"),
-        cached_input=None if cached is None else parse_amount(cached, sign="non_negative"),
+        **{
+            k: None if prices.get(k) is None else parse_amount(prices[k], sign="non_negative")
+            for k in optional
+        },
     )
 
 

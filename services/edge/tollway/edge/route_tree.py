@@ -66,8 +66,13 @@ class Prices(BaseModel):
     input: str
     output: str
     cached_input: str | None = None
+    cache_write: str | None = None
+    cache_write_1h: str | None = None
+    reasoning: str | None = None
 
-    @field_validator("input", "output", "cached_input")
+    @field_validator(
+        "input", "output", "cached_input", "cache_write", "cache_write_1h", "reasoning"
+    )
     @classmethod
     def _decimal(cls, value: str | None, info: ValidationInfo) -> str | None:
         # The one amount parser: ASCII decimal, no sign, at most the largest single amount.
@@ -75,14 +80,13 @@ class Prices(BaseModel):
             parse_amount(value, field=f"prices.{info.field_name}", sign="non_negative")
         return value
 
-    def micro(self) -> tuple[int, int, int | None]:
-        """Input, output and cached-input prices in micro-units per 1M tokens."""
-        cached = self.cached_input
-        return (
-            parse_amount(self.input, sign="non_negative"),
-            parse_amount(self.output, sign="non_negative"),
-            None if cached is None else parse_amount(cached, sign="non_negative"),
-        )
+    def micro(self) -> dict[str, int | None]:
+        """Each price in micro-units per 1M tokens (None: the class falls back to input/output)."""
+        return {
+            name: None if value is None else parse_amount(value, sign="non_negative")
+            for name in ("input", "output", *OPTIONAL_PRICES)
+            for value in [getattr(self, name)]
+        }
 
 
 class ChannelPatch(BaseModel):
@@ -143,7 +147,6 @@ class RoutePlan(BaseModel):
 
 def channel_view(row: Any) -> dict[str, Any]:
     """A channel as the API shows it: prices as decimals, never the secret."""
-    cached = row["price_cached_input"]
     return {
         "id": row["id"],
         "name": row["name"],
@@ -155,12 +158,20 @@ def channel_view(row: Any) -> dict[str, Any]:
         "prices_per_1m": {
             "input": format_micro(row["price_input"]),
             "output": format_micro(row["price_output"]),
-            "cached_input": None if cached is None else format_micro(cached),
+            **{name: _optional_price(row, name) for name in OPTIONAL_PRICES},
         },
         "timeout_ms": row["timeout_ms"],
         "max_concurrency": row["max_concurrency"],
         "enabled": row["enabled"],
     }
+
+
+OPTIONAL_PRICES = ("cached_input", "cache_write", "cache_write_1h", "reasoning")
+
+
+def _optional_price(row: Any, name: str) -> str | None:
+    value = row.get(f"price_{name}")
+    return None if value is None else format_micro(value)
 
 
 def _health(row: Any) -> dict[str, Any]:
@@ -178,10 +189,7 @@ def channel_columns(data: ChannelPatch) -> dict[str, Any]:
     """The patch as column values (prices in micro-units per 1M tokens)."""
     columns = data.model_dump(exclude_none=True, exclude={"prices"})
     if data.prices is not None:
-        price_input, price_output, price_cached = data.prices.micro()
-        columns["price_input"] = price_input
-        columns["price_output"] = price_output
-        columns["price_cached_input"] = price_cached
+        columns.update({f"price_{name}": v for name, v in data.prices.micro().items()})
     return columns
 
 

@@ -36,7 +36,8 @@ WHERE name = $1 AND enabled
 """
 SELECT_PLAN = """
 SELECT c.id, c.name, c.brand, c.route_type, c.bucket, r.upstream_model, r.tier, r.weight,
-       c.price_input, c.price_output, c.price_cached_input
+       c.price_input, c.price_output, c.price_cached_input, c.price_cache_write,
+       c.price_cache_write_1h, c.price_reasoning
 FROM router.routes r JOIN router.channels c ON c.id = r.channel_id
 WHERE r.catalog_model = $1 AND c.enabled
 ORDER BY r.tier, r.weight DESC, c.name
@@ -303,5 +304,8 @@ def _candidate(row: Any) -> Candidate:
             input=row["price_input"],
             output=row["price_output"],
             cached_input=row["price_cached_input"],
+            cache_write=row["price_cache_write"],
+            cache_write_1h=row["price_cache_write_1h"],
+            reasoning=row["price_reasoning"],
         ),
     )

@@ -22,6 +22,7 @@ from tollway.events.pricing import (
     cost_micro,
     format_micro,
     unit_pattern,
+    worst_case_micro,
 )
 
 if TYPE_CHECKING:
@@ -101,11 +102,15 @@ def hold_candidates(request: RequestReceived) -> list[Candidate]:
 
 
 def hold_amount(request: RequestReceived) -> int:
-    """Reserve the worst case over the covered candidates: estimated input, full max output."""
-    worst = Usage(
-        input_tokens=request.estimated_input_tokens, output_tokens=request.max_output_tokens
+    """Reserve the worst case over the covered candidates: estimated input, full max output.
+
+    Every token is assumed to be of its dearest class (a cache write for input, reasoning for
+    output), so whatever the upstream reports, the cost stays within the hold.
+    """
+    return max(
+        worst_case_micro(request.estimated_input_tokens, request.max_output_tokens, c.price)
+        for c in hold_candidates(request)
     )
-    return max(cost_micro(worst, c.price) for c in hold_candidates(request))
 
 
 @dataclass(frozen=True, slots=True)

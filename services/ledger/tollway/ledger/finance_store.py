@@ -51,7 +51,7 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
     "price_versions": (
         (
             "channel_id, version, price_input, price_output, price_cached_input, event_id,"
-            " changed_at"
+            " changed_at, price_cache_write, price_cache_write_1h, price_reasoning"
         ),
         "channel_id, version",
     ),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from tollway.events.limits import TOKENS
-from tollway.events.pricing import Usage, cost_micro
+from tollway.events.pricing import worst_case_micro
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -133,12 +133,11 @@ def bucket_groups(plan: Sequence[Candidate], est_in: int, max_out: int) -> list[
     order: dict[str, list[Candidate]] = {}
     for c in plan:
         order.setdefault(c.bucket, []).append(c)
-    worst = Usage(input_tokens=est_in, output_tokens=max_out)
     return [
         BucketGroup(
             bucket=bucket,
             candidates=tuple(cands),
-            worst_micro=max(cost_micro(worst, c.price) for c in cands),
+            worst_micro=max(worst_case_micro(est_in, max_out, c.price) for c in cands),
             tokens=est_in + max_out,
         )
         for bucket, cands in order.items()

@@ -15,7 +15,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from tollway.events.ledger import HoldReleased, HoldSettled
-from tollway.events.pricing import cost_micro
+from tollway.events.pricing import cost_micro, line_items
 
 if TYPE_CHECKING:
     from tollway.events.envelope import Envelope, Payload
@@ -94,6 +94,7 @@ def add_attempt(receipt: dict[str, Any], attempt: AttemptFinished, cost: int) ->
         "ttft_ms": attempt.ttft_ms,
         "usage": attempt.usage.model_dump(),
         "usage_estimated": attempt.usage_estimated,
+        "token_classes": line_items(attempt.usage, attempt.candidate.price),
         "cost_micro": cost,
         "upstream_request_id": attempt.upstream_request_id,
     }
@@ -142,6 +143,7 @@ def finished(
         receipt["served_by"] = served["channel"] if served else fin.served_channel_id
         receipt["usage"] = fin.usage.model_dump()
         receipt["usage_estimated"] = fin.usage_estimated
+        _priced(receipt, fin)
     elif isinstance(settlement, HoldReleased):
         receipt["status"] = "released"
         receipt["hold"] = {
@@ -185,3 +187,12 @@ def late_captured(
     receipt["served_by"] = served["channel"] if served else fin.served_channel_id
     receipt["usage"] = fin.usage.model_dump()
     receipt["balance_after_micro"] = available
+    _priced(receipt, fin)
+
+
+def _priced(receipt: dict[str, Any], fin: RequestFinished) -> None:
+    """Each token class of the served attempt, its price per 1M and its share of the cost."""
+    if fin.price is None:
+        return
+    receipt["price_per_1m_micro"] = fin.price.per_class()
+    receipt["token_classes"] = line_items(fin.usage, fin.price)

@@ -386,8 +386,9 @@ async def journal_entry(conn: asyncpg.Connection, event_id: str) -> dict[str, An
 LATEST_PRICE_VERSION = "SELECT max(version) FROM ledger.price_versions WHERE channel_id = $1"
 INSERT_PRICE_VERSION = """
 INSERT INTO ledger.price_versions
-    (channel_id, version, price_input, price_output, price_cached_input, event_id, changed_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+    (channel_id, version, price_input, price_output, price_cached_input, event_id, changed_at,
+     price_cache_write, price_cache_write_1h, price_reasoning)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 """
 
 
@@ -410,4 +411,7 @@ async def record_price_version(
         changed.prices.cached_input,
         event_id,
         at,
+        changed.prices.cache_write,
+        changed.prices.cache_write_1h,
+        changed.prices.reasoning,
     )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 import orjson
 
+from tollway.events.tokens import input_tokens, kind_of_path
 from tollway.router import anthropic_adapter, openai_adapter
 from tollway.router.deltas import Meter
 from tollway.router.openai_adapter import UnsupportedEndpointError
@@ -73,7 +74,13 @@ DIALECTS: dict[str, Dialect] = {
 
 def unsupported(exc: Exception, started: float) -> UpstreamResult:
     """The channel cannot serve this endpoint: a client error, not worth a retry."""
-    body = {"error": {"message": str(exc), "type": "invalid_request_error", "code": "unsupported"}}
+    error = {
+        "message": str(exc),
+        "type": "invalid_request_error",
+        "param": getattr(exc, "field", None),
+        "code": "unsupported",
+    }
+    body = {"error": error}
     return failure("protocol_error", "unsupported_endpoint", started, status=400, body=body)
 
 
@@ -109,21 +116,26 @@ async def call_json(
         outcome="ok",
         status=response.status_code,
         body=dialect.client_body(req, body),
-        usage=dialect.read_usage(body) if body.get("usage") else estimate_usage(req, body),
+        usage=dialect.read_usage(body) if body.get("usage") else estimate_usage(req, body, call),
         latency_ms=ms_since(started),
         upstream_request_id=upstream_id(response),
     )
 
 
-def estimate_usage(req: RequestReceived, body: dict[str, Any]) -> Usage:
+def estimate_usage(req: RequestReceived, body: dict[str, Any], call: UpstreamCall) -> Usage:
     """Usage of an answer that reported none, counted like a stream's (``estimated`` is set).
 
     Output is counted from the answer's text and tool calls, capped by the request's max output
-    tokens; input is the edge's generous estimate.
+    tokens; input is counted from the request actually sent (``sent_input_tokens``).
     """
-    meter = Meter(req.estimated_input_tokens, req.max_output_tokens)
-    meter.chars = _answer_chars(body.get("choices")) + _answer_chars(body.get("content"))
+    meter = Meter(sent_input_tokens(call), req.max_output_tokens)
+    meter.chars = sum(_answer_chars(body.get(k)) for k in ("choices", "content", "output"))
     return meter.usage()
+
+
+def sent_input_tokens(call: UpstreamCall) -> int:
+    """The prompt of the request sent upstream, by the counter the worst-case hold uses."""
+    return input_tokens(kind_of_path(call.path), call.payload)
 
 
 def _answer_chars(part: Any) -> int:

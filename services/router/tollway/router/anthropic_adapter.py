@@ -15,7 +15,7 @@ import orjson
 
 from tollway.events.gateway import SseFrame
 from tollway.events.pricing import Usage
-from tollway.router import translate
+from tollway.router import responses_translate, translate
 from tollway.router.deltas import (
     Delta,
     Done,
@@ -40,32 +40,48 @@ def build_call(req: RequestReceived, upstream_model: str, secret: str) -> Upstre
     """The upstream request for ``req`` on an Anthropic Messages channel."""
     if req.endpoint == "embeddings":
         raise UnsupportedEndpointError("an Anthropic channel cannot serve embeddings")
-    body = (
-        req.body
-        if req.protocol == "anthropic"
-        else translate.openai_to_anthropic_request(req.body, req.max_output_tokens)
-    )
+    if req.endpoint == "responses":
+        body = responses_translate.to_anthropic_request(req.body, req.max_output_tokens)
+    elif req.protocol == "anthropic":
+        body = req.body
+    else:
+        body = translate.openai_to_anthropic_request(req.body, req.max_output_tokens)
     headers = {"x-api-key": secret, "anthropic-version": API_VERSION}
-    return UpstreamCall(
-        "/messages", {**body, "model": upstream_model, "stream": req.stream}, headers
-    )
+    payload = {**body, "model": upstream_model, "stream": req.stream}
+    payload.pop("usage", None)  # the gateway's own option (usage.include), never the upstream's
+    return UpstreamCall("/messages", payload, headers)
 
 
 def read_usage(body: dict[str, Any]) -> Usage:
     """Anthropic ``usage``: input counts cache reads and writes too, so prices apply once."""
-    raw = body.get("usage") or {}
+    return usage_of(body.get("usage") or {})
+
+
+def usage_of(raw: dict[str, Any]) -> Usage:
+    """An Anthropic ``usage`` block as token classes.
+
+    ``cache_creation`` splits the writes by time to live (5 minutes, 1 hour); without it every
+    write is a 5-minute one, the default ``cache_control`` ttl.
+    """
     cached = int(raw.get("cache_read_input_tokens") or 0)
+    writes = int(raw.get("cache_creation_input_tokens") or 0)
+    split = raw.get("cache_creation") or {}
+    hour = min(writes, int(split.get("ephemeral_1h_input_tokens") or 0))
     return Usage(
-        input_tokens=int(raw.get("input_tokens") or 0)
-        + cached
-        + int(raw.get("cache_creation_input_tokens") or 0),
+        input_tokens=int(raw.get("input_tokens") or 0) + cached + writes,
         output_tokens=int(raw.get("output_tokens") or 0),
         cached_input_tokens=cached,
+        cache_write_tokens=writes - hour,
+        cache_write_1h_tokens=hour,
     )
 
 
 def client_body(req: RequestReceived, body: dict[str, Any]) -> dict[str, Any]:
     """The upstream's answer as the client expects it, under the catalog model's name."""
+    if req.endpoint == "responses":
+        request = {**req.body, "model": req.catalog_model}
+        response_id = f"resp_{req.request_id}"
+        return responses_translate.from_anthropic_response(body, request, response_id)
     if req.protocol == "openai":
         return {**translate.anthropic_to_openai_response(body), "model": req.catalog_model}
     return {**body, "model": req.catalog_model}
@@ -85,8 +101,7 @@ class Decoder:
         kind = event.get("type") or frame.event
         if kind == "message_start":
             usage = read_usage(event.get("message") or {})
-            seen = UsageSeen(usage.input_tokens, None, usage.cached_input_tokens)
-            return [Started(), seen]
+            return [Started(), UsageSeen.of(usage, output=False)]
         if kind == "content_block_start":
             return self._block_start(event)
         if kind == "content_block_delta":
@@ -191,9 +206,7 @@ class Encoder:
 
     def _remember(self, seen: UsageSeen) -> None:
         if seen.input_tokens is not None:
-            cached = seen.cached_input_tokens or 0
-            self.usage["input_tokens"] = seen.input_tokens - cached
-            self.usage["cache_read_input_tokens"] = cached
+            self.usage.update(anthropic_input_usage(seen))
         if seen.output_tokens is not None:
             self.usage["output_tokens"] = seen.output_tokens
 
@@ -203,6 +216,18 @@ class Encoder:
             "usage": dict(self.usage),
         }
         return [*self._close(), _event("message_delta", tail), _event("message_stop", {})]
+
+
+def anthropic_input_usage(seen: UsageSeen) -> dict[str, int]:
+    """Input token classes in Anthropic's terms: ``input_tokens`` excludes cache reads/writes."""
+    cached = seen.cached_input_tokens or 0
+    write_5m = seen.cache_write_tokens or 0
+    write_1h = seen.cache_write_1h_tokens or 0
+    return {
+        "input_tokens": max(0, (seen.input_tokens or 0) - cached - write_5m - write_1h),
+        "cache_creation_input_tokens": write_5m + write_1h,
+        "cache_read_input_tokens": cached,
+    }
 
 
 def _event(kind: str, body: dict[str, Any]) -> SseFrame:

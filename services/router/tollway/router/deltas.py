@@ -62,6 +62,21 @@ class UsageSeen:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    @classmethod
+    def of(cls, usage: Usage, *, output: bool = True) -> UsageSeen:
+        """Everything ``usage`` says (its output side only when ``output``)."""
+        return cls(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens if output else None,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            reasoning_tokens=usage.reasoning_tokens if output else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +99,8 @@ class Meter:
     """Counts a stream: the usage the upstream reported, else an estimate from what was sent.
 
     The estimate counts output from the streamed text (four characters a token, rounded up),
-    capped by the request's max output tokens, and takes the edge's generous input estimate.
+    capped by the request's max output tokens; its input side is counted from the request
+    actually sent upstream, with the counter the worst-case hold uses.
     """
 
     estimated_input_tokens: int
@@ -94,6 +110,9 @@ class Meter:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def see(self, delta: Delta) -> None:
         """Count one delta."""
@@ -107,6 +126,9 @@ class Meter:
             self.input_tokens = _newer(self.input_tokens, delta.input_tokens)
             self.output_tokens = _newer(self.output_tokens, delta.output_tokens)
             self.cached_input_tokens = delta.cached_input_tokens or self.cached_input_tokens
+            self.cache_write_tokens = delta.cache_write_tokens or self.cache_write_tokens
+            self.cache_write_1h_tokens = delta.cache_write_1h_tokens or self.cache_write_1h_tokens
+            self.reasoning_tokens = delta.reasoning_tokens or self.reasoning_tokens
 
     @property
     def estimated(self) -> bool:
@@ -123,6 +145,9 @@ class Meter:
             input_tokens=input_tokens,
             output_tokens=counted if self.output_tokens is None else self.output_tokens,
             cached_input_tokens=min(self.cached_input_tokens, input_tokens),
+            cache_write_tokens=self.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens,
+            reasoning_tokens=self.reasoning_tokens,
             estimated=self.estimated,
         )
 

@@ -264,7 +264,17 @@ class Router:
         usage.append(Outgoing.of(topics.USAGE, req.account_id, _derive(env, finished, "finished")))
         if req.stream and run.served is not None:
             return usage  # the stream itself was the reply, and it has ended
-        reply = ReplyFinal(request_id=req.request_id, status=status, body=body)
+        charged = None
+        if run.served is not None:
+            served = attempts[-1]
+            charged = auth.charge_for(served.usage, served.candidate.price, served.candidate.bucket)
+        reply = ReplyFinal(
+            request_id=req.request_id,
+            status=status,
+            body=body,
+            cost_micro=charged,
+            bucket=attempts[-1].candidate.bucket if run.served is not None else auth.bucket,
+        )
         return [
             Outgoing.of(
                 topics.replies_topic(req.edge_id), req.request_id, _derive(env, reply, "reply")
@@ -387,7 +397,9 @@ def _refused_reply(auth: RequestAuthorized) -> tuple[int, dict[str, Any]]:
         f"The held routes failed and the fallback to the {refusal.bucket} bucket was refused"
         f" by {refusal.limit}: {refusal.message}"
     )
-    return 402, _error(message, "fallback_refused", "insufficient_quota")
+    body = _error(message, "fallback_refused", "insufficient_quota")
+    body["error"]["limit"] = refusal.limit
+    return 402, body
 
 
 def _error(message: str, code: str, kind: str = "upstream_error") -> dict[str, Any]:

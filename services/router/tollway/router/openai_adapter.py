@@ -43,8 +43,14 @@ def build_call(req: RequestReceived, upstream_model: str, secret: str) -> Upstre
     headers = {"authorization": f"Bearer {secret}"}
     if req.endpoint == "embeddings":
         return UpstreamCall("/embeddings", {**req.body, "model": upstream_model}, headers)
+    if req.endpoint == "responses":
+        # Served natively; a Responses stream always ends with its usage (no option to ask).
+        native: dict[str, Any] = {**req.body, "model": upstream_model, "stream": req.stream}
+        native.pop("usage", None)
+        return UpstreamCall("/responses", native, headers)
     body = req.body if req.protocol == "openai" else translate.anthropic_to_openai_request(req.body)
     payload: dict[str, Any] = {**body, "model": upstream_model, "stream": req.stream}
+    payload.pop("usage", None)  # OpenRouter's ``usage: {include}`` is the gateway's, not OpenAI's
     if req.stream:
         # Always ask for usage: it settles the stream even when the client did not ask for it.
         payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
@@ -54,13 +60,25 @@ def build_call(req: RequestReceived, upstream_model: str, secret: str) -> Upstre
 
 
 def read_usage(body: dict[str, Any]) -> Usage:
-    """OpenAI ``usage`` (cached input tokens included); zero when absent."""
-    raw = body.get("usage") or {}
-    details = raw.get("prompt_tokens_details") or {}
+    """OpenAI ``usage`` (cached input and reasoning tokens included); zero when absent."""
+    return usage_of(body.get("usage") or {})
+
+
+def usage_of(raw: dict[str, Any]) -> Usage:
+    """A Chat Completions or a Responses ``usage`` block as token classes."""
+    if "input_tokens" in raw or "output_tokens" in raw:  # the Responses API's names
+        prompt, completion = raw.get("input_tokens"), raw.get("output_tokens")
+        prompt_details = raw.get("input_tokens_details") or {}
+        completion_details = raw.get("output_tokens_details") or {}
+    else:
+        prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
+        prompt_details = raw.get("prompt_tokens_details") or {}
+        completion_details = raw.get("completion_tokens_details") or {}
     return Usage(
-        input_tokens=int(raw.get("prompt_tokens") or 0),
-        output_tokens=int(raw.get("completion_tokens") or 0),
-        cached_input_tokens=int(details.get("cached_tokens") or 0),
+        input_tokens=int(prompt or 0),
+        output_tokens=int(completion or 0),
+        cached_input_tokens=int(prompt_details.get("cached_tokens") or 0),
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
     )
 
 
@@ -117,13 +135,7 @@ def _choice_deltas(choice: dict[str, Any]) -> list[Delta]:
 
 
 def _usage_seen(usage: dict[str, Any]) -> UsageSeen:
-    return UsageSeen(
-        input_tokens=int(usage.get("prompt_tokens") or 0),
-        output_tokens=int(usage.get("completion_tokens") or 0),
-        cached_input_tokens=int(
-            (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-        ),
-    )
+    return UsageSeen.of(usage_of(usage))
 
 
 def relay(frame: SseFrame, catalog_model: str, include_usage: bool) -> SseFrame | None:
@@ -180,6 +192,8 @@ class Encoder:
             self.usage["prompt_tokens_details"] = {"cached_tokens": seen.cached_input_tokens or 0}
         if seen.output_tokens is not None:
             self.usage["completion_tokens"] = seen.output_tokens
+            reasoning = seen.reasoning_tokens or 0
+            self.usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
 
     def _closing(self) -> list[SseFrame]:
         frames = []

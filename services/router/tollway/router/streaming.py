@@ -31,9 +31,11 @@ from tollway.events import topics
 from tollway.events.envelope import Envelope, make
 from tollway.events.gateway import ReplyChunk, ReplyStreamEnd, RequestAuthorized, SseFrame
 from tollway.events.ids import derived_id
-from tollway.router import anthropic_adapter, openai_adapter
-from tollway.router.adapters import DIALECTS, unsupported
-from tollway.router.deltas import Delta, Done, Failed, Meter
+from tollway.events.pricing import format_micro
+from tollway.router import responses_stream
+from tollway.router.adapters import DIALECTS, sent_input_tokens, unsupported
+from tollway.router.client_stream import ClientStream, channel_format
+from tollway.router.deltas import Done, Failed, Meter
 from tollway.router.openai_adapter import UnsupportedEndpointError
 from tollway.router.upstream import (
     UpstreamResult,
@@ -47,7 +49,7 @@ from tollway.router.upstream import (
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
-    from tollway.events.gateway import Candidate, RequestReceived
+    from tollway.events.gateway import Candidate
     from tollway.router.adapters import StreamDecoder
     from tollway.router.channels import Channel
     from tollway.router.upstream import UpstreamCall
@@ -71,41 +73,6 @@ class _Progress:
     refused: UpstreamResult | None = None
 
 
-class ClientStream:
-    """Frames for the client: relayed when the dialects match, else encoded from deltas."""
-
-    def __init__(self, req: RequestReceived, channel_dialect: str) -> None:
-        """Serve ``req``'s client from a channel speaking ``channel_dialect``."""
-        self._req = req
-        self._same = channel_dialect == req.protocol
-        options = req.body.get("stream_options") or {}
-        self._include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-        self._encoder: Any = (
-            openai_adapter.Encoder(
-                f"chatcmpl-{req.request_id}", req.catalog_model, 0, self._include_usage
-            )
-            if req.protocol == "openai"
-            else anthropic_adapter.Encoder(f"msg_{req.request_id}", req.catalog_model)
-        )
-
-    def frames(self, frame: SseFrame, deltas: list[Delta]) -> list[SseFrame]:
-        """What the client gets for one upstream frame."""
-        if not self._same:
-            return [f for d in deltas for f in self._encoder.encode(d)]
-        if isinstance(next(iter(deltas), None), Failed):
-            return []  # the upstream's own error event is replaced by ours
-        if self._req.protocol == "anthropic":
-            return [anthropic_adapter.relay(frame, self._req.catalog_model)]
-        relayed = openai_adapter.relay(frame, self._req.catalog_model, self._include_usage)
-        return [] if relayed is None else [relayed]
-
-    def error(self, message: str, code: str) -> list[SseFrame]:
-        """The event that ends a failed stream in the client's dialect."""
-        if self._req.protocol == "anthropic":
-            return anthropic_adapter.error_frames(message, code)
-        return openai_adapter.error_frames(message, code)
-
-
 class StreamAttempt:
     """Runs one streamed attempt of a request and publishes its frames through ``sink``."""
 
@@ -121,17 +88,23 @@ class StreamAttempt:
         self._sink = sink
         self._cancelled = cancelled
         self.seq = 0  # frames published across attempts: only one attempt ever sends any
+        self._candidate: Candidate | None = None
 
     async def run(self, channel: Channel, candidate: Candidate, timeout_s: float) -> UpstreamResult:
         """Stream from ``channel``; the result says whether the client got anything."""
         dialect = DIALECTS[channel.adapter]
-        meter = Meter(self._req.estimated_input_tokens, self._req.max_output_tokens)
-        client = ClientStream(self._req, channel.adapter)
-        progress = _Progress(meter, dialect.decoder(), client)
+        self._candidate = candidate
+        started = time.perf_counter()
         try:
             call = dialect.build_call(self._req, candidate.upstream_model, channel.secret)
         except UnsupportedEndpointError as exc:
-            return unsupported(exc, progress.started)
+            return unsupported(exc, started)
+        sent = sent_input_tokens(call)
+        meter = Meter(sent, self._req.max_output_tokens)
+        client = ClientStream(self._req, channel.adapter, sent)
+        native_responses = channel_format(self._req, channel.adapter) == "responses"
+        decoder = responses_stream.Decoder() if native_responses else dialect.decoder()
+        progress = _Progress(meter, decoder, client, started)
         work = asyncio.create_task(self._relay(channel, call, progress, timeout_s))
         failed = await self._until_done_or_cancelled(work, progress)
         if progress.refused is not None:
@@ -182,7 +155,7 @@ class StreamAttempt:
                 out = progress.client.frames(frame, deltas)
                 if any(isinstance(d, Done) for d in deltas):
                     progress.clean = True
-                    await self._end(out, ok=True)
+                    await self._finish(out, progress)
                     return
                 failed = next((d for d in deltas if isinstance(d, Failed)), None)
                 if failed is not None:
@@ -191,6 +164,19 @@ class StreamAttempt:
                 if out:
                     await self._chunk(out, progress)
 
+    async def _finish(self, frames: list[SseFrame], progress: _Progress) -> None:
+        """A clean end: the last event states the charge, as the ledger will settle it."""
+        candidate = self._candidate
+        if candidate is None:
+            await self._end(frames, ok=True)
+            return
+        auth = self._env.payload
+        charged = auth.charge_for(progress.meter.usage(), candidate.price, candidate.bucket)
+        cost = cost_fields(self._req.request_id, charged, candidate.bucket)
+        await self._end(
+            progress.client.with_cost(frames, cost), ok=True, cost=(charged, candidate.bucket)
+        )
+
     async def _chunk(self, frames: list[SseFrame], progress: _Progress) -> None:
         if progress.ttft_ms is None:
             progress.ttft_ms = ms_since(progress.started)
@@ -198,9 +184,22 @@ class StreamAttempt:
         await self._publish(chunk, f"chunk:{self.seq}")
         progress.sent += 1
 
-    async def _end(self, frames: list[SseFrame], *, ok: bool, code: str | None = None) -> None:
+    async def _end(
+        self,
+        frames: list[SseFrame],
+        *,
+        ok: bool,
+        code: str | None = None,
+        cost: tuple[int, str] | None = None,
+    ) -> None:
         end = ReplyStreamEnd(
-            request_id=self._req.request_id, seq=self.seq, frames=frames, ok=ok, error_code=code
+            request_id=self._req.request_id,
+            seq=self.seq,
+            frames=frames,
+            ok=ok,
+            error_code=code,
+            cost_micro=None if cost is None else cost[0],
+            bucket=None if cost is None else cost[1],
         )
         await self._publish(end, "stream_end")
 
@@ -238,6 +237,16 @@ class StreamAttempt:
             ttft_ms=progress.ttft_ms,
             delivered=True,
         )
+
+
+def cost_fields(request_id: str, charged: int, bucket: str) -> dict[str, Any]:
+    """The charge as every answer states it: decimal in the bucket's unit, and micro-units."""
+    return {
+        "request_id": request_id,
+        "cost": format_micro(charged),
+        "cost_micro": charged,
+        "bucket": bucket,
+    }
 
 
 def _json(raw: bytes) -> Any:

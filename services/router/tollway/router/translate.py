@@ -30,7 +30,7 @@ def openai_to_anthropic_request(body: dict[str, Any], max_tokens: int) -> dict[s
     system = [_text(m.get("content")) for m in body["messages"] if m.get("role") in _SYSTEM]
     out: dict[str, Any] = {
         "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or max_tokens,
-        "messages": _merge_turns(
+        "messages": merge_turns(
             [_to_anthropic_message(m) for m in body["messages"] if m.get("role") not in _SYSTEM]
         ),
     }
@@ -93,13 +93,14 @@ def _to_anthropic_blocks(content: Any) -> list[dict[str, Any]]:
         if not isinstance(part, dict):
             continue
         if part.get("type") == "image_url":
-            blocks.append(_to_anthropic_image(part.get("image_url") or {}))
+            blocks.append(to_anthropic_image(part.get("image_url") or {}))
         elif "text" in part:
             blocks.append({"type": "text", "text": str(part["text"])})
     return blocks
 
 
-def _to_anthropic_image(image: dict[str, Any]) -> dict[str, Any]:
+def to_anthropic_image(image: dict[str, Any]) -> dict[str, Any]:
+    """An image URL (a ``data:`` URL or a link) as an Anthropic image block."""
     url = str(image.get("url", ""))
     if url.startswith("data:") and ";base64," in url:
         media, _, data = url[5:].partition(";base64,")
@@ -107,7 +108,7 @@ def _to_anthropic_image(image: dict[str, Any]) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
-def _merge_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def merge_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Anthropic wants alternating roles: consecutive same-role turns become one."""
     merged: list[dict[str, Any]] = []
     for message in messages:
@@ -180,7 +181,7 @@ def anthropic_to_openai_response(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def openai_usage_block(usage: dict[str, Any]) -> dict[str, Any]:
-    """Anthropic usage in OpenAI terms: prompt tokens include the cached ones."""
+    """Anthropic usage in OpenAI terms: prompt tokens include the cached and written ones."""
     cached = int(usage.get("cache_read_input_tokens") or 0)
     prompt = (
         int(usage.get("input_tokens") or 0)
@@ -193,6 +194,7 @@ def openai_usage_block(usage: dict[str, Any]) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": 0},
     }
 
 
@@ -307,11 +309,17 @@ def openai_to_anthropic_response(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def anthropic_usage_block(usage: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI usage in Anthropic terms: input tokens exclude the cached ones."""
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    """OpenAI usage (chat or Responses names) in Anthropic terms: input excludes cached tokens."""
+    if "input_tokens" in usage:
+        prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+        details = usage.get("input_tokens_details") or {}
+    else:
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        details = usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
     return {
-        "input_tokens": max(0, int(usage.get("prompt_tokens") or 0) - cached),
-        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "input_tokens": max(0, int(prompt or 0) - cached),
+        "output_tokens": int(completion or 0),
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
     }

@@ -8,17 +8,21 @@ event sequence of the public API: ``message_start`` (with input usage), ``conten
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollway.devstack.upstream.content import (
+    MESSAGE_OVERHEAD_TOKENS,
     Finish,
     ToolChoice,
     ToolSpec,
     Turn,
+    cache_key,
     choose_tool,
+    content_tokens,
     last_user_text,
     prompt_tokens,
     prose,
@@ -74,12 +78,11 @@ def messages(body: bytes, ctx: RenderContext) -> Reply:
     request = parse_body(MessagesRequest, body)
     turn = _turn(request)
     tools = [tool.model_dump() for tool in request.tools]
-    usage = {
-        "input_tokens": prompt_tokens(request.messages, [request.system, tools]),
-        "output_tokens": turn.output.tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-    }
+    usage = _usage(
+        prompt_tokens(request.messages, [request.system, tools]),
+        turn.output.tokens,
+        _cache(request, tools, ctx),
+    )
     message: dict[str, Any] = {
         "id": f"msg_{ctx.request_id}",
         "type": "message",
@@ -94,6 +97,55 @@ def messages(body: bytes, ctx: RenderContext) -> Reply:
     if ctx.include_usage:
         message["usage"] = usage
     return JsonReply(orjson.dumps(message))
+
+
+@dataclass(frozen=True, slots=True)
+class _Cache:
+    """What the prompt cache did for one request: tokens written (by ttl) and read."""
+
+    write_5m: int = 0
+    write_1h: int = 0
+    read: int = 0
+
+
+def _usage(prompt: int, output: int, cache: _Cache) -> dict[str, Any]:
+    """Anthropic usage: ``input_tokens`` are the tokens after the last cache breakpoint."""
+    cached = min(prompt, cache.read + cache.write_5m + cache.write_1h)
+    return {
+        "input_tokens": prompt - cached,
+        "output_tokens": output,
+        "cache_creation_input_tokens": cache.write_5m + cache.write_1h,
+        "cache_read_input_tokens": cache.read,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": cache.write_5m,
+            "ephemeral_1h_input_tokens": cache.write_1h,
+        },
+    }
+
+
+def _cache(request: MessagesRequest, tools: list[dict[str, Any]], ctx: RenderContext) -> _Cache:
+    """Prompt caching: the prefix up to the last ``cache_control`` block is cached.
+
+    The prefix runs over tools, then system, then messages; its first request writes it (at the
+    block's ttl), the ones after read it.
+    """
+    parts: list[Any] = []
+    marked, ttl = 0, "5m"
+    system = request.system if isinstance(request.system, list) else [request.system]
+    contents = [m.get("content") for m in request.messages]
+    blocks = [b for c in contents for b in (c if isinstance(c, list) else [c])]
+    for part in [*tools, *system, *blocks]:
+        parts.append(part)
+        control = part.get("cache_control") if isinstance(part, dict) else None
+        if isinstance(control, dict):
+            marked, ttl = len(parts), str(control.get("ttl") or "5m")
+    if not marked:
+        return _Cache()
+    prefix = parts[:marked]
+    tokens = sum(content_tokens([p]) for p in prefix) + MESSAGE_OVERHEAD_TOKENS
+    if ctx.cached(cache_key("anthropic", request.model, prefix)):
+        return _Cache(read=tokens)
+    return _Cache(write_1h=tokens) if ttl == "1h" else _Cache(write_5m=tokens)
 
 
 def _turn(request: MessagesRequest) -> Turn:

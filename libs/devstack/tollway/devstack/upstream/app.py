@@ -1,10 +1,11 @@
 """The demo upstream's ASGI app: per-channel provider endpoints and the control API.
 
 Each channel is a base URL ``/<channel>/v1`` serving both dialects (OpenAI chat completions,
-embeddings, models; Anthropic messages). A provider request goes: known channel, known endpoint
-and method -> counted -> authenticated -> armed fault taken -> rendered -> latency -> sent. So a
-request is counted even when it is refused, and only authenticated inference requests consume
-faults (``GET /models`` never does, so health probes cannot eat a test's fault).
+responses, embeddings and models; Anthropic messages). A provider request goes: known channel,
+known endpoint and method -> counted -> authenticated -> armed fault taken -> rendered ->
+latency -> sent. So a request is counted even when it is refused, and only authenticated
+inference requests consume faults (``GET /models`` never does, so health probes cannot eat a
+test's fault).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from tollway.devstack.upstream import anthropic_api, openai_api
+from tollway.devstack.upstream import anthropic_api, openai_api, responses_api
 from tollway.devstack.upstream.control import CONTROL_PREFIX, handle_control
 from tollway.devstack.upstream.protocol import Api, RenderContext, Reply, UpstreamError, error_body
 from tollway.devstack.upstream.state import ChannelState, FaultKind, FaultSpec, UpstreamState
@@ -72,6 +73,9 @@ class Endpoint:
 ENDPOINTS = {
     "chat/completions": Endpoint(
         "chat_completions", "POST", Api.OPENAI, openai_api.chat_completions, frozenset({BEARER})
+    ),
+    "responses": Endpoint(
+        "responses", "POST", Api.OPENAI, responses_api.responses, frozenset({BEARER})
     ),
     "embeddings": Endpoint(
         "embeddings", "POST", Api.OPENAI, openai_api.embeddings, frozenset({BEARER})
@@ -166,9 +170,10 @@ async def _serve(call: Call) -> None:
         await _preempt(call, fault)
         return
     include_usage = fault is None or fault.kind is not FaultKind.NO_USAGE
-    reply = call.endpoint.render(
-        call.body, RenderContext(call.request_id, int(time.time()), include_usage)
+    context = RenderContext(
+        call.request_id, int(time.time()), include_usage, call.channel.prompt_cache
     )
+    reply = call.endpoint.render(call.body, context)
     if call.channel.latency_ms:
         await asyncio.sleep(call.channel.latency_ms / 1000)
     cut_after = (

@@ -281,3 +281,25 @@ def embedding(model: str, text: str, dimensions: int) -> list[float]:
 def pack_base64(vector: Sequence[float]) -> str:
     """Encode as OpenAI's ``encoding_format=base64`` does: little-endian float32, base64."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+REASONING_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+REASONING_PER_OUTPUT_TOKEN = 2
+
+
+def is_reasoning_model(model: str) -> bool:
+    """A model that thinks before it answers (the o-series, gpt-5, or '...reasoning...')."""
+    return model.startswith(REASONING_MODEL_PREFIXES) or "reasoning" in model
+
+
+def reasoning_tokens(model: str, visible: int, limit: int | None) -> int:
+    """Hidden reasoning tokens billed with the output: twice the visible ones, within ``limit``."""
+    if not is_reasoning_model(model):
+        return 0
+    wanted = REASONING_PER_OUTPUT_TOKEN * visible
+    return wanted if limit is None else max(0, min(wanted, limit - visible))
+
+
+def cache_key(*parts: Any) -> str:
+    """A stable key of a prompt prefix (sorted-key JSON, hashed)."""
+    return f"{seed_of(*parts):016x}"

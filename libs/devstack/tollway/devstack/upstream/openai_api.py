@@ -20,6 +20,7 @@ from tollway.devstack.upstream.content import (
     ToolSpec,
     Turn,
     approx_tokens,
+    cache_key,
     choose_tool,
     embedding,
     json_text,
@@ -27,6 +28,7 @@ from tollway.devstack.upstream.content import (
     pack_base64,
     prompt_tokens,
     prose,
+    reasoning_tokens,
     seed_of,
     shape,
     tool_turn,
@@ -110,7 +112,14 @@ def chat_completions(body: bytes, ctx: RenderContext) -> Reply:
     turns = [_turn(request, index) for index in range(request.n)]
     tools = [tool.model_dump() for tool in request.tools or ()]
     prompt = prompt_tokens(request.messages, [tools])
-    usage = _usage(prompt, sum(turn.output.tokens for turn in turns))
+    visible = sum(turn.output.tokens for turn in turns)
+    limit = request.max_completion_tokens or request.max_tokens
+    usage = _usage(
+        prompt,
+        visible,
+        cached=_cached_prefix(request, tools, ctx),
+        reasoning=reasoning_tokens(request.model, visible, limit),
+    )
     frames = _Frames(f"chatcmpl-{ctx.request_id}", ctx.created, request.model)
     if request.stream:
         wants_usage = bool((request.stream_options or {}).get("include_usage"))
@@ -158,14 +167,30 @@ def _text(response_format: dict[str, Any] | None, seed: int) -> str:
     return prose(seed)
 
 
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
+def _usage(prompt: int, visible: int, *, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
+    completion = visible + reasoning
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": min(cached, prompt)},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
+
+
+def _cached_prefix(request: ChatRequest, tools: list[Any], ctx: RenderContext) -> int:
+    """Cached prompt tokens: the demo caches only for requests with ``prompt_cache_key``.
+
+    (OpenAI caches on its own; opting in keeps every other test's numbers fixed.) Every message
+    but the last, and the tools, are read from the cache when the same key sent them before.
+    """
+    key = (request.model_extra or {}).get("prompt_cache_key")
+    if not isinstance(key, str) or len(request.messages) < 2:
+        return 0
+    prefix = request.messages[:-1]
+    if not ctx.cached(cache_key("openai", request.model, key, prefix, tools)):
+        return 0
+    return prompt_tokens(prefix, [tools])
 
 
 def _choice(index: int, turn: Turn) -> dict[str, Any]:

@@ -73,6 +73,17 @@ class RenderContext:
     request_id: str
     created: int
     include_usage: bool = True
+    # Prompt prefixes this channel has cached (a prefix's first request writes it, later ones
+    # read it); None when a renderer is called without a channel, as in unit tests.
+    prompt_cache: set[str] | None = None
+
+    def cached(self, prefix_key: str) -> bool:
+        """Whether ``prefix_key`` was cached before; caches it for the next request."""
+        if self.prompt_cache is None:
+            return False
+        seen = prefix_key in self.prompt_cache
+        self.prompt_cache.add(prefix_key)
+        return seen
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,7 @@ class ChannelState:
     faults: deque[ArmedFault] = field(default_factory=deque)
     requests: Counter[str] = field(default_factory=Counter)
     faults_fired: int = 0
+    prompt_cache: set[str] = field(default_factory=set)
 
     def count(self, endpoint: str) -> None:
         """Record one request received on ``endpoint``."""
