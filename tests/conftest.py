@@ -47,7 +47,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # Consumers the tests run in this process need the same broker settings as the services.
         os.environ.update(running.broker_env())
         running.start_upstream()
-        asyncio.run(seed_routes(running.dsn, running.upstream_url))
+        asyncio.run(seed_routes(running.dsn, running.upstream_url, running.secret_ring))
         running.start_services()
         yield running
     finally:

@@ -28,6 +28,8 @@ from tollway.devstack.postgres import EmbeddedPostgres
 from tollway.events import topics
 from tollway.runtime.kafka import FETCH_WAIT_ENV, ensure_topics
 from tollway.runtime.migrations import ALL_SERVICES, migrate
+from tollway.runtime.sealing import ENV as SECRET_KEYS_ENV
+from tollway.runtime.sealing import KeyRing, new_key_entry
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SERVICES = ("ledger", "router", "limits", "researcher", "edge")
-SCHEMAS = ("edge", "router", "ledger", "limits", "researcher")
+SCHEMAS = ("edge", "router", "ledger", "limits", "researcher", "bodykeys")
 
 
 @dataclass
@@ -63,6 +65,13 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Prometheus port per service process (TOLLWAY_METRICS_PORT); absent: no metrics endpoint.
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    # The keys channel secrets are sealed with (TOLLWAY_SECRET_KEYS): the caller's, or a fresh
+    # random key per stack (its database starts empty, so nothing sealed before needs it).
+    secret_keys: str = field(
+        default_factory=lambda: (
+            os.environ.get(SECRET_KEYS_ENV) or new_key_entry(f"k{int(time.time())}")
+        )
+    )
 
 
 @dataclass
@@ -86,6 +95,11 @@ class Stack:
     def upstream_url(self) -> str:
         """Base URL of the demo upstream."""
         return f"http://127.0.0.1:{self.config.upstream_port}"
+
+    @property
+    def secret_ring(self) -> KeyRing:
+        """The keys the stack's services seal and open channel secrets with."""
+        return KeyRing.parse(self.config.secret_keys)
 
     @property
     def log_dir(self) -> Path:
@@ -148,6 +162,7 @@ class Stack:
                 "TOLLWAY_TOPIC_PARTITIONS": str(cfg.partitions),
                 "TOLLWAY_ADMIN_TOKEN": cfg.admin_token,
                 "TOLLWAY_WEBHOOK_SIGNING_KEY": cfg.webhook_signing_key,
+                SECRET_KEYS_ENV: cfg.secret_keys,
                 "TOLLWAY_EDGE_EDGE_ID": cfg.edge_id,
                 "TOLLWAY_EDGE_PORT": str(cfg.edge_port),
                 "TOLLWAY_RESEARCHER_PORT": str(cfg.researcher_port),
