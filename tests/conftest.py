@@ -38,7 +38,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         admin_token=ADMIN_TOKEN,
         edge_id=f"edge-test-{uuid.uuid4().hex[:8]}",
         fast_unsafe=True,
-        extra_env={"TOLLWAY_EDGE_REQUEST_TIMEOUT_SECONDS": "20", "TOLLWAY_LOG_LEVEL": "info"},
+        extra_env={
+            "TOLLWAY_EDGE_REQUEST_TIMEOUT_SECONDS": "20",
+            "TOLLWAY_LOG_LEVEL": "info",
+            # Body keys turn over fast and die soon after delivery (deadline 20 s + 5 s), so
+            # tests can watch a prompt become unrecoverable (tests/e2e/test_secrets_at_rest.py).
+            "TOLLWAY_BODY_KEY_EPOCH_SECONDS": "2",
+            "TOLLWAY_BODY_RETENTION_SECONDS": "25",
+        },
         metrics_ports={name: free_port() for name in SERVICES},
     )
     running = Stack(config)

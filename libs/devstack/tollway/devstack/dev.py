@@ -90,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             stack.edge_url, config.admin_token, "demo", {"credit": "100", "wallet": "500"}
         )
         env_file = root / "dev.env"
+        pg = {"TOLLWAY_DEV_PG_PASSWORD": stack.pg_password} if stack.pg_password else {}
         write_env(
             env_file,
             {
+                **pg,
                 "TOLLWAY_BASE_URL": f"{stack.edge_url}/v1",
                 "TOLLWAY_API_KEY": tenant.api_key,
                 "TOLLWAY_ADMIN_TOKEN": config.admin_token,

@@ -24,6 +24,7 @@ import structlog
 
 from tollway.devstack.broker import EmbeddedBroker, port_is_free, wait_for_port
 from tollway.devstack.kafka import ApacheKafkaBroker
+from tollway.devstack.logfiles import open_private_log
 from tollway.devstack.postgres import EmbeddedPostgres
 from tollway.events import topics
 from tollway.runtime.kafka import FETCH_WAIT_ENV, ensure_topics
@@ -97,6 +98,16 @@ class Stack:
         return f"http://127.0.0.1:{self.config.upstream_port}"
 
     @property
+    def pg_password(self) -> str | None:
+        """The generated password of the embedded Postgres (None when DATABASE_URL was given)."""
+        return self._postgres.password if self._postgres is not None else None
+
+    @property
+    def postgres_log(self) -> Path | None:
+        """The embedded Postgres server's own log file (None when DATABASE_URL was given)."""
+        return self._postgres.data_dir / "server.log" if self._postgres is not None else None
+
+    @property
     def secret_ring(self) -> KeyRing:
         """The keys the stack's services seal and open channel secrets with."""
         return KeyRing.parse(self.config.secret_keys)
@@ -119,7 +130,7 @@ class Stack:
                 f"ports already in use: {busy} (another Tollway stack still"
                 " running?): stop it or choose other TOLLWAY_DEV_*_PORT values."
             )
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fresh_broker = cfg.kafka_bootstrap is None
         if cfg.database_url:
             self.dsn = cfg.database_url
@@ -192,7 +203,7 @@ class Stack:
 
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         """Start one process with its own log file."""
-        out = (self.log_dir / f"{name}.log").open("ab")
+        out = open_private_log(self.log_dir / f"{name}.log")
         self._logs.append(out)
         env = self.service_env()
         if name in self.config.metrics_ports:

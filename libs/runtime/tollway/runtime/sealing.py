@@ -52,7 +52,9 @@ class KeyRing:
             if not sep or not KEY_ID.match(key_id):
                 raise SecretKeyError(f"{ENV}: each entry is key_id:base64 (bad id {key_id!r})")
             try:
-                key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_")
+                # Either alphabet (standard or URL-safe), padding optional.
+                std = encoded.strip().rstrip("=").replace("-", "+").replace("_", "/")
+                key = base64.b64decode(std + "=" * (-len(std) % 4), validate=True)
             except (binascii.Error, ValueError):
                 raise SecretKeyError(f"{ENV}: key {key_id!r} is not base64") from None
             if len(key) not in KEY_SIZES:
