@@ -55,7 +55,7 @@ def embedded_stack(
         try:
             stack.start_infra()
             stack.start_upstream()
-            asyncio.run(seed_routes(stack.dsn, stack.upstream_url))
+            asyncio.run(seed_routes(stack.dsn, stack.upstream_url, stack.secret_ring))
             stack.start_services()
             yield stack
         finally:

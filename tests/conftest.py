@@ -43,6 +43,10 @@ def new_stack(root: Path, extra_env: dict[str, str] | None = None) -> Stack:
         extra_env={
             "TOLLWAY_EDGE_REQUEST_TIMEOUT_SECONDS": "20",
             "TOLLWAY_LOG_LEVEL": "info",
+            # Body keys turn over fast and die soon after delivery (deadline 20 s + 5 s), so
+            # tests can watch a prompt become unrecoverable (tests/e2e/test_secrets_at_rest.py).
+            "TOLLWAY_BODY_KEY_EPOCH_SECONDS": "2",
+            "TOLLWAY_BODY_RETENTION_SECONDS": "25",
             **(extra_env or {}),
         },
         metrics_ports={name: free_port() for name in SERVICES},
@@ -56,7 +60,7 @@ def run_stack(running: Stack) -> None:
     # Consumers the tests run in this process need the same broker settings as the services.
     os.environ.update(running.broker_env())
     running.start_upstream()
-    asyncio.run(seed_routes(running.dsn, running.upstream_url))
+    asyncio.run(seed_routes(running.dsn, running.upstream_url, running.secret_ring))
     running.start_services()
 
 

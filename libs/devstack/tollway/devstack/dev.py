@@ -87,20 +87,24 @@ def main(argv: list[str] | None = None) -> int:
         print("Starting Tollway (embedded stack):", file=sys.stderr)  # noqa: T201
         stack.start_infra()
         stack.start_upstream()
-        asyncio.run(seed_routes(stack.dsn, stack.upstream_url))
+        asyncio.run(seed_routes(stack.dsn, stack.upstream_url, stack.secret_ring))
         stack.start_services()
         tenant = create_tenant(
             stack.edge_url, config.admin_token, "demo", {"credit": "100", "wallet": "500"}
         )
         env_file = root / "dev.env"
+        pg = {"TOLLWAY_DEV_PG_PASSWORD": stack.pg_password} if stack.pg_password else {}
         write_env(
             env_file,
             {
+                **pg,
                 "TOLLWAY_BASE_URL": f"{stack.edge_url}/v1",
                 "TOLLWAY_API_KEY": tenant.api_key,
                 "TOLLWAY_ADMIN_TOKEN": config.admin_token,
                 "TOLLWAY_DEMO_UPSTREAM_URL": stack.upstream_url,
                 "TOLLWAY_RESEARCHER_URL": f"http://127.0.0.1:{stack.config.researcher_port}",
+                # The key the channel secrets are sealed with (`tollway secrets …` needs it).
+                "TOLLWAY_SECRET_KEYS": config.secret_keys,
             },
         )
         print(banner(stack, tenant.api_key, env_file, time.monotonic() - started))  # noqa: T201

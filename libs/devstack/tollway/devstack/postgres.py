@@ -4,13 +4,19 @@ Postgres refuses to run as root, so when invoked as root the cluster is initiali
 an unprivileged user (``postgres`` where the package created it, else ``nobody``). If that user
 cannot reach the project's data directory (a checkout under a private home), the cluster lives
 in a per-checkout directory under the system temp folder instead.
+
+Every login needs a password (SCRAM, no ``trust``): one is generated when the cluster is made
+and kept beside it in ``postgres.password`` (mode 0600); the DSN carries it. A cluster made
+before passwords existed (a throwaway dev database) is made again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -70,11 +76,42 @@ class EmbeddedPostgres:
         self._bindir = find_bindir()
         self._os_user = _run_as()
         self.data_dir = self._reachable(self.data_root / "pgdata")
+        self.password_file = self.data_root / "postgres.password"
+        self.password = ""
 
     @property
     def dsn(self) -> str:
-        """The libpq URL of the database."""
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+        """The libpq URL of the database (with the generated password)."""
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+
+    def _init_cluster(self) -> None:
+        """Initdb with a fresh password and password authentication for every login."""
+        self.password = secrets.token_hex(24)
+        with tempfile.TemporaryDirectory() as tmp:
+            pwfile = Path(tmp) / "pw"
+            pwfile.write_text(self.password + "\n", encoding="utf-8")
+            pwfile.chmod(0o600)
+            if self._os_user is not None:
+                shutil.chown(tmp, user=self._os_user)
+                shutil.chown(pwfile, user=self._os_user)
+            self._cmd("initdb", "-D", str(self.data_dir), "-U", self.user,
+                      "-A", "scram-sha-256", f"--pwfile={pwfile}",
+                      "-E", "UTF8", "--no-sync")  # fmt: skip
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(self.password)
+
+    def _forget_cluster_without_password(self) -> None:
+        """A cluster from before passwords (it trusted every login) is throwaway: remake it."""
+        if not (self.data_dir / "PG_VERSION").exists() or self.password_file.exists():
+            return
+        self.stop()
+        for child in self.data_dir.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        log.info("postgres_cluster_remade", reason="it trusted every login")
 
     def _cmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(  # noqa: S603 - fixed binaries, arguments from our own settings
@@ -120,19 +157,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Initialise if needed, start (or reuse a running server), and return the DSN."""
+        self._forget_cluster_without_password()
         if not (self.data_dir / "PG_VERSION").exists():
-            self._cmd(
-                "initdb",
-                "-D",
-                str(self.data_dir),
-                "-U",
-                self.user,
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            )
+            self._init_cluster()
+        else:
+            self.password = self.password_file.read_text(encoding="utf-8").strip()
         if not self.running():
             options = [
                 f"-p {self.port}",
@@ -180,6 +209,7 @@ class EmbeddedPostgres:
             capture_output=True,
             text=True,
             check=False,
+            env={**os.environ, "PGPASSWORD": self.password},
         )
         if result.returncode != 0 and "already exists" not in result.stderr:
             raise RuntimeError(f"could not create database {self.database}: {result.stderr}")
@@ -188,6 +218,8 @@ class EmbeddedPostgres:
         """Stop and delete the data directory (throwaway test clusters)."""
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.password_file.unlink()
 
     def stop(self) -> None:
         """Stop the server quickly (open transactions roll back)."""

@@ -17,6 +17,9 @@ from typing import Any
 import asyncpg
 import httpx
 
+from tollway.runtime.sealing import ENV as SECRET_KEYS_ENV
+from tollway.runtime.sealing import KeyRing
+
 # name, brand, route type, bucket, price in / out (micro-units per 1M tokens)
 CHANNELS: tuple[tuple[str, str, str, str, int, int], ...] = (
     ("openai-direct", "openai", "direct", "credit", 150_000, 600_000),
@@ -58,8 +61,14 @@ class Tenant:
     api_key: str
 
 
-async def seed_routes(dsn: str, upstream_url: str) -> None:
-    """Write channels, catalog models and routes (idempotent)."""
+async def seed_routes(dsn: str, upstream_url: str, ring: KeyRing | None = None) -> None:
+    """Write channels, catalog models and routes (idempotent).
+
+    Channel secrets are sealed with ``ring`` (default: ``TOLLWAY_SECRET_KEYS``).
+    """
+    ring = ring or KeyRing.from_env()
+    if ring is None:
+        raise RuntimeError(f"set {SECRET_KEYS_ENV}: channel secrets are stored sealed")
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction():
@@ -75,7 +84,7 @@ async def seed_routes(dsn: str, upstream_url: str) -> None:
                     brand,
                     bucket,
                     f"{upstream_url}/{name}/v1",
-                    f"sk-demo-{name}",
+                    ring.seal(f"sk-demo-{name}", f"channel:{name}"),
                     p_in,
                     p_out,
                 )

@@ -24,10 +24,13 @@ import structlog
 
 from tollway.devstack.broker import EmbeddedBroker, port_is_free, wait_for_port
 from tollway.devstack.kafka import ApacheKafkaBroker
+from tollway.devstack.logfiles import open_private_log
 from tollway.devstack.postgres import EmbeddedPostgres
 from tollway.events import topics
 from tollway.runtime.kafka import FETCH_WAIT_ENV, ensure_topics
 from tollway.runtime.migrations import ALL_SERVICES, migrate
+from tollway.runtime.sealing import ENV as SECRET_KEYS_ENV
+from tollway.runtime.sealing import KeyRing, new_key_entry
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SERVICES = ("ledger", "router", "limits", "researcher", "edge")
-SCHEMAS = ("edge", "router", "ledger", "limits", "researcher")
+SCHEMAS = ("edge", "router", "ledger", "limits", "researcher", "bodykeys")
 
 
 @dataclass
@@ -63,6 +66,13 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Prometheus port per service process (TOLLWAY_METRICS_PORT); absent: no metrics endpoint.
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    # The keys channel secrets are sealed with (TOLLWAY_SECRET_KEYS): the caller's, or a fresh
+    # random key per stack (its database starts empty, so nothing sealed before needs it).
+    secret_keys: str = field(
+        default_factory=lambda: (
+            os.environ.get(SECRET_KEYS_ENV) or new_key_entry(f"k{int(time.time())}")
+        )
+    )
 
 
 @dataclass
@@ -88,6 +98,21 @@ class Stack:
         return f"http://127.0.0.1:{self.config.upstream_port}"
 
     @property
+    def pg_password(self) -> str | None:
+        """The generated password of the embedded Postgres (None when DATABASE_URL was given)."""
+        return self._postgres.password if self._postgres is not None else None
+
+    @property
+    def postgres_log(self) -> Path | None:
+        """The embedded Postgres server's own log file (None when DATABASE_URL was given)."""
+        return self._postgres.data_dir / "server.log" if self._postgres is not None else None
+
+    @property
+    def secret_ring(self) -> KeyRing:
+        """The keys the stack's services seal and open channel secrets with."""
+        return KeyRing.parse(self.config.secret_keys)
+
+    @property
     def log_dir(self) -> Path:
         """Where each process writes its log."""
         return self.config.root / "logs"
@@ -105,7 +130,7 @@ class Stack:
                 f"ports already in use: {busy} (another Tollway stack still"
                 " running?): stop it or choose other TOLLWAY_DEV_*_PORT values."
             )
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fresh_broker = cfg.kafka_bootstrap is None
         if cfg.database_url:
             self.dsn = cfg.database_url
@@ -148,6 +173,7 @@ class Stack:
                 "TOLLWAY_TOPIC_PARTITIONS": str(cfg.partitions),
                 "TOLLWAY_ADMIN_TOKEN": cfg.admin_token,
                 "TOLLWAY_WEBHOOK_SIGNING_KEY": cfg.webhook_signing_key,
+                SECRET_KEYS_ENV: cfg.secret_keys,
                 "TOLLWAY_EDGE_EDGE_ID": cfg.edge_id,
                 "TOLLWAY_EDGE_PORT": str(cfg.edge_port),
                 "TOLLWAY_RESEARCHER_PORT": str(cfg.researcher_port),
@@ -177,7 +203,7 @@ class Stack:
 
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         """Start one process with its own log file."""
-        out = (self.log_dir / f"{name}.log").open("ab")
+        out = open_private_log(self.log_dir / f"{name}.log")
         self._logs.append(out)
         env = self.service_env()
         if name in self.config.metrics_ports:

@@ -35,6 +35,20 @@ class Candidate(BaseModel):
     weight: int = Field(default=1, ge=1)
 
 
+class SealedBody(BaseModel):
+    """A request body encrypted under an epoch data key that is deleted after delivery.
+
+    ``data`` is base64 of the nonce and the AES-GCM ciphertext (associated data: the request
+    id); ``key_id`` names the key in ``tollway.runtime.bodies``. Once the key is deleted the
+    body cannot be recovered from the forever-retained topics.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    key_id: str
+    data: str
+
+
 @register
 class RequestReceived(Payload):
     """The edge accepted a well-formed, authenticated request (gw.requests, key: account)."""
@@ -52,11 +66,14 @@ class RequestReceived(Payload):
     endpoint: Endpoint = "chat"
     catalog_model: str
     stream: bool = False
-    body: dict[str, Any]
+    # The client's body: sealed on the log (``sealed_body``, ``body`` empty); in clear only in
+    # memory, once the router has opened it.
+    body: dict[str, Any] = Field(default_factory=dict)
     plan: list[Candidate] = Field(min_length=1)
     estimated_input_tokens: int = Field(ge=0)
     max_output_tokens: int = Field(ge=0)
     deadline_at: datetime
+    sealed_body: SealedBody | None = None
 
 
 @register

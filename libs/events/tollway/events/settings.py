@@ -6,7 +6,7 @@ these and read them in ``app.py`` only.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,4 +30,8 @@ class CommonSettings(BaseSettings):
     # for every service (subclasses change the prefix of the other fields).
     metrics_port: int | None = Field(
         default=None, validation_alias=AliasChoices("TOLLWAY_METRICS_PORT")
+    )
+    # Channel secrets at rest (tollway.runtime.sealing): ``key_id:base64-key,...``, first seals.
+    secret_keys: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("TOLLWAY_SECRET_KEYS")
     )

@@ -91,4 +91,6 @@ ALL_SERVICES = {
     "ledger": "tollway.ledger",
     "limits": "tollway.limits",
     "researcher": "tollway.researcher",
+    # Data keys of sealed request bodies (tollway.runtime.bodies): shared by edge and router.
+    "bodykeys": "tollway.runtime",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
@@ -31,17 +32,19 @@ from tollway.edge import (
 from tollway.edge.calls import CallService
 from tollway.edge.replies import ReplyHub
 from tollway.edge.route_admin import RouteTreeController
-from tollway.edge.route_tree import RouteTreeStore
+from tollway.edge.route_tree import RouteTreeStore, check_secret_keys
 from tollway.edge.settings import EdgeSettings
 from tollway.edge.store import EdgeStore
 from tollway.events import topics
 from tollway.events.logging import configure_logging
+from tollway.runtime.bodies import BodyKeys
 from tollway.runtime.breakers import BreakerView
 from tollway.runtime.db import create_pool
 from tollway.runtime.http import serve
 from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
+from tollway.runtime.sealing import KeyRing
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -159,6 +162,7 @@ OPENAPI = OpenAPIConfig(
 
 def create_app(settings: EdgeSettings) -> Litestar:
     """Build the edge application; resources open in the lifespan."""
+    ring = KeyRing.optional(settings.secret_keys.get_secret_value())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -167,6 +171,8 @@ def create_app(settings: EdgeSettings) -> Litestar:
         )
         async with pool.acquire() as conn:
             await apply_migrations(conn, "edge", "tollway.edge")
+            await apply_migrations(conn, "bodykeys", "tollway.runtime")
+            await check_secret_keys(conn, ring)
         reply_topic = topics.replies_topic(settings.edge_id)
         await ensure_topics(
             settings.kafka_bootstrap_servers,
@@ -182,6 +188,9 @@ def create_app(settings: EdgeSettings) -> Litestar:
         breakers = BreakerView(settings.kafka_bootstrap_servers)
         await breakers.start()
         store = EdgeStore(pool, settings.cache_ttl_seconds)
+        epoch = settings.body_key_epoch_seconds
+        bodies = BodyKeys(pool, epoch, settings.body_retention)
+        sweeper = asyncio.create_task(bodies.run_sweeper(min(30.0, epoch)))
         app.state.update(
             settings=settings,
             pool=pool,
@@ -190,7 +199,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             breakers=breakers,
             store=store,
             admin_token=settings.admin_token,
-            route_tree=RouteTreeStore(pool, producer),
+            route_tree=RouteTreeStore(pool, producer, ring),
             calls=CallService(
                 store,
                 producer,
@@ -198,12 +207,14 @@ def create_app(settings: EdgeSettings) -> Litestar:
                 settings.edge_id,
                 settings.request_timeout_seconds,
                 breakers.board,
+                bodies,
             ),
         )
         log.info("edge_started", edge_id=settings.edge_id, port=settings.port)
         try:
             yield
         finally:
+            sweeper.cancel()
             await breakers.stop()
             await replies.stop()
             await producer.stop()

@@ -21,6 +21,7 @@ from tollway.events.envelope import Trace, make, utcnow
 from tollway.events.gateway import ReplyChunk, ReplyFinal, RequestReceived, RequestRejected
 from tollway.events.ids import new_id
 from tollway.events.pricing import format_micro
+from tollway.runtime.bodies import seal_body
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from tollway.edge.replies import ReplyHub
     from tollway.edge.store import EdgeStore, KeyInfo, ModelInfo
     from tollway.events.envelope import Envelope, Payload
+    from tollway.runtime.bodies import BodyKeys
     from tollway.runtime.breakers import BreakerBoard
 
 
@@ -76,9 +78,11 @@ class CallService:
         edge_id: str,
         timeout_seconds: float,
         breakers: BreakerBoard,
+        bodies: BodyKeys,
     ) -> None:
-        """Wire the service."""
+        """Wire the service; request bodies are sealed under ``bodies``' current key."""
         self._breakers = breakers
+        self._bodies = bodies
         self._store = store
         self._producer = producer
         self._replies = replies
@@ -146,7 +150,8 @@ class CallService:
             endpoint=call.endpoint,
             catalog_model=call.model,
             stream=call.stream,
-            body=call.body,
+            # Never in clear on the log: gw.requests and gw.authorized are kept forever.
+            sealed_body=seal_body(call.body, await self._bodies.current(), request_id),
             plan=[c for c in model.plan if c.route_type in key.route_types],
             estimated_input_tokens=call.input_estimate,
             max_output_tokens=output_budget(call, model),

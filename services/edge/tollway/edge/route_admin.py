@@ -175,8 +175,8 @@ class RouteTreeController(Controller):
     async def new_channel(
         self, request: Request[Any, Any, Any], data: NewChannel, _admin: None
     ) -> dict[str, Any]:
-        """Add a channel (its secret is stored for upstream calls and never shown again)."""
-        change = create_channel(data)
+        """Add a channel (its secret is stored sealed for upstream calls, never shown again)."""
+        change = create_channel(_store(request).sealed(data, data.id))
         return await _store(request).mutate(actor_of(request), "channel.create", data.id, change)
 
     @patch("/channels/{channel_id:str}")
@@ -184,7 +184,7 @@ class RouteTreeController(Controller):
         self, request: Request[Any, Any, Any], channel_id: str, data: ChannelPatch, _admin: None
     ) -> dict[str, Any]:
         """Change prices, URL, secret, bucket, limits or enable/disable a channel."""
-        change = patch_channel(channel_id, data)
+        change = patch_channel(channel_id, _store(request).sealed(data, channel_id))
         return await _store(request).mutate(actor_of(request), "channel.update", channel_id, change)
 
     @get("/channels/{channel_id:str}/health")

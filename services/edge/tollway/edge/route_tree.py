@@ -7,27 +7,32 @@ Every mutation writes the router's tables and its row of the edge's audit trail
 the ledger's journal), then announces ``RouteTreeChanged`` on ``router.config`` so routers
 reload at once (they also reload on a timer, so a lost announcement delays a change by a second,
 never loses it). Channel
-secrets are write-only: no answer and no audit row ever contains one.
+secrets are write-only: no answer and no audit row ever contains one, and the row holds them
+sealed (AES-GCM under ``TOLLWAY_SECRET_KEYS``, ``tollway.runtime.sealing``); only the router
+opens them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from tollway.edge import audit
+from tollway.edge import audit, errors
 from tollway.edge.price_table import price_change, publish_price_change
 from tollway.events import topics
 from tollway.events.envelope import encode, make
 from tollway.events.pricing import format_micro, parse_amount
 from tollway.events.routing import RouteTreeChanged
+from tollway.runtime.sealing import ENV as SECRET_KEYS_ENV
 
 if TYPE_CHECKING:
     import asyncpg
     from aiokafka import AIOKafkaProducer
+
+    from tollway.runtime.sealing import KeyRing
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +63,12 @@ SELECT from_state, to_state, reason, error_rate, router_id, occurred_at
 FROM router.channel_health_events WHERE channel_id = $1 ORDER BY occurred_at DESC LIMIT 100
 """
 ANNOUNCE_SECONDS = 2
+M = TypeVar("M", bound="ChannelPatch")
+# The router's table may not exist yet when the edge starts first (its migrations run there).
+COUNT_SECRETS = """
+SELECT CASE WHEN to_regclass('router.channels') IS NULL THEN 0
+       ELSE (SELECT count(*) FROM router.channels) END
+"""
 
 
 class Prices(BaseModel):
@@ -193,13 +204,42 @@ def channel_columns(data: ChannelPatch) -> dict[str, Any]:
     return columns
 
 
+class SecretsNotConfiguredError(RuntimeError):
+    """Channel secrets are stored and no key to seal new ones is configured: do not start."""
+
+
+async def check_secret_keys(conn: asyncpg.Connection, ring: KeyRing | None) -> None:
+    """Refuse to start without a key when channels (each with a sealed secret) exist."""
+    stored = await conn.fetchval(COUNT_SECRETS)
+    if ring is None and stored:
+        raise SecretsNotConfiguredError(
+            f"{stored} channel secret(s) are stored but {SECRET_KEYS_ENV} is not set: set it to"
+            " the key list they were sealed with (key_id:base64-key, first one seals)."
+        )
+
+
 class RouteTreeStore:
     """Reads and audited writes of the router's tables."""
 
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
-        """Write through ``pool``; announce changes through ``producer``."""
+    def __init__(
+        self, pool: asyncpg.Pool, producer: AIOKafkaProducer, ring: KeyRing | None = None
+    ) -> None:
+        """Write through ``pool``; announce through ``producer``; seal secrets with ``ring``."""
         self._pool = pool
         self._producer = producer
+        self._ring = ring
+
+    def sealed(self, data: M, channel_id: str) -> M:
+        """``data`` with its secret (if any) sealed for the row of ``channel_id``."""
+        if data.secret is None:
+            return data
+        if self._ring is None:
+            raise errors.DependencyDownError(
+                f"Channel secrets cannot be stored: {SECRET_KEYS_ENV} is not configured.",
+                code="secret_keys_missing",
+            )
+        sealed = self._ring.seal(data.secret, f"channel:{channel_id}")
+        return data.model_copy(update={"secret": sealed})
 
     async def tree(self) -> dict[str, Any]:
         """The whole tree, with each channel's live circuit state and each model's plan."""

@@ -10,6 +10,8 @@ from pydantic_settings import SettingsConfigDict
 
 from tollway.events.settings import CommonSettings
 
+BODY_RETENTION_MARGIN_SECONDS = 60.0
+
 
 def _default_edge_id() -> str:
     return f"edge-{socket.gethostname()}-{os.getpid()}"
@@ -51,3 +53,25 @@ class EdgeSettings(CommonSettings):
         validation_alias="TOLLWAY_WEBHOOK_SIGNING_KEY",
         description="Derives each alert webhook's secret; empty disables webhooks.",
     )
+    # Request bodies on the forever-retained topics are sealed under an epoch key that is deleted
+    # once the epoch's requests are past delivery (tollway.runtime.bodies).
+    body_key_epoch_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        validation_alias="TOLLWAY_BODY_KEY_EPOCH_SECONDS",
+        description="How long one data key seals new request bodies before the next one.",
+    )
+    body_retention_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        validation_alias="TOLLWAY_BODY_RETENTION_SECONDS",
+        description="How long after its epoch ends a data key (and so every body it sealed) is"
+        " kept; unset: the request deadline plus a 60 s margin, i.e. not past delivery.",
+    )
+
+    @property
+    def body_retention(self) -> float:
+        """The retention in effect: the setting, or the request deadline plus a margin."""
+        if self.body_retention_seconds is not None:
+            return self.body_retention_seconds
+        return self.request_timeout_seconds + BODY_RETENTION_MARGIN_SECONDS

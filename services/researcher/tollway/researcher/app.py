@@ -13,6 +13,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.exceptions import HTTPException
@@ -69,6 +70,19 @@ def unexpected_error(_request: Request[Any, Any, Any], exc: Exception) -> Respon
     return Response(body, status_code=500)
 
 
+async def _drop_texts(store: RunStore, retention_seconds: float) -> None:
+    """Drop ended runs' call texts once past the retention, forever (until cancelled)."""
+    while True:
+        try:
+            dropped = await store.drop_old_texts()
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("research_texts_not_dropped", error=type(exc).__name__)
+        else:
+            if dropped:
+                log.info("research_texts_dropped", calls=dropped)
+        await asyncio.sleep(min(60.0, max(1.0, retention_seconds / 4)))
+
+
 def create_app(settings: ResearcherSettings) -> Litestar:
     """Build the researcher application."""
 
@@ -77,9 +91,10 @@ def create_app(settings: ResearcherSettings) -> Litestar:
         pool = await create_pool(settings.database_url, name="researcher", min_size=1, max_size=8)
         async with pool.acquire() as conn:
             await apply_migrations(conn, "researcher", "tollway.researcher")
-        store = RunStore(pool)
+        store = RunStore(pool, settings.prompt_retention_seconds)
         for run_id in await store.fail_interrupted(INTERRUPTED):
             log.warning("research_interrupted", run_id=run_id)
+        texts = asyncio.create_task(_drop_texts(store, settings.prompt_retention_seconds))
         edge = Edge(settings.edge_url, settings.edge_timeout_seconds)
         source = CsvDataSource(Path(settings.data_dir) if settings.data_dir else None)
         runner = Runner(store, edge, source)
@@ -96,6 +111,7 @@ def create_app(settings: ResearcherSettings) -> Litestar:
             yield
         finally:
             warm.cancel()
+            texts.cancel()
             await runner.shutdown()
             await edge.aclose()
             await pool.close()

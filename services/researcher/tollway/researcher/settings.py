@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from tollway.events.settings import CommonSettings
@@ -18,3 +19,6 @@ class ResearcherSettings(CommonSettings):
     edge_timeout_seconds: float = 60.0
     seconds_per_call: float = 0.5
     data_dir: str | None = None
+    # The texts a run's calls exchanged (each answer is fed back into later prompts) are needed
+    # until its report is written; then they are dropped, after this many seconds (0: at once).
+    prompt_retention_seconds: float = Field(default=0.0, ge=0)

@@ -58,6 +58,13 @@ RETURNING seq
 SELECT_EVENTS = """
 SELECT seq, type, data FROM researcher.events WHERE run_id = $1 AND seq > $2 ORDER BY seq
 """
+# A call's text is a prompt of the calls after it: kept only until the report is written.
+DROP_RUN_TEXTS = "UPDATE researcher.calls SET content = '' WHERE run_id = $1 AND content <> ''"
+DROP_OLD_TEXTS = """
+UPDATE researcher.calls c SET content = '' FROM researcher.runs r
+WHERE c.run_id = r.id AND r.status <> 'running' AND c.content <> ''
+  AND r.finished_at <= now() - make_interval(secs => $1)
+"""
 SELECT_ARTIFACT = "SELECT {column} FROM researcher.runs WHERE id = $1 AND account_id = $2"
 ARTIFACTS = frozenset({"report_md", "report_pdf", "chart_png"})
 
@@ -77,8 +84,10 @@ def _row(row: Any) -> dict[str, Any]:
 class RunStore:
     """Runs, calls and events in the researcher schema."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, text_retention_seconds: float = 0.0) -> None:
+        """Runs in ``pool``; call texts are dropped ``text_retention_seconds`` after a run ends."""
         self.pool = pool
+        self.text_retention_seconds = text_retention_seconds
 
     async def create(self, run: dict[str, Any]) -> None:
         """Record a new run and its first event, in one transaction."""
@@ -163,6 +172,13 @@ class RunStore:
             )
             data = {"status": status, "error": outcome.get("error")}
             await conn.execute(INSERT_EVENT, run_id, "finished", _json(data))
+            if self.text_retention_seconds <= 0:
+                await conn.execute(DROP_RUN_TEXTS, run_id)
+
+    async def drop_old_texts(self) -> int:
+        """Drop the call texts of every run that ended more than the retention ago."""
+        result = await self.pool.execute(DROP_OLD_TEXTS, self.text_retention_seconds)
+        return int(result.split()[-1])
 
     async def fail_interrupted(self, reason: str) -> list[str]:
         """Fail every run left running by a previous process; their ids."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sys
 
 import structlog
 from aiokafka import AIOKafkaConsumer
@@ -15,13 +16,16 @@ from tollway.router import cancels
 from tollway.router.channels import ChannelCache, follow_changes
 from tollway.router.handlers import Circuits, RetryPolicy, Router
 from tollway.router.health import HealthBoard, HealthPolicy
+from tollway.router.secrets import SecretsNotConfiguredError, check_readable, reseal
 from tollway.router.settings import RouterSettings
 from tollway.router.worker import RouterWorker
+from tollway.runtime.bodies import BodyKeys
 from tollway.runtime.breakers import BreakerView
 from tollway.runtime.db import create_pool
 from tollway.runtime.kafka import ensure_topics, fetch_wait_ms, new_producer
 from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
+from tollway.runtime.sealing import KeyRing, SecretKeyError
 from tollway.runtime.service import run_until_signalled
 
 log = structlog.get_logger(__name__)
@@ -29,11 +33,16 @@ log = structlog.get_logger(__name__)
 
 async def serve(settings: RouterSettings) -> None:
     """Run the router until SIGTERM."""
+    ring = KeyRing.optional(settings.secret_keys.get_secret_value())
     pool = await create_pool(settings.database_url, name="router", min_size=1, max_size=4)
-    channels = ChannelCache(pool)
+    channels = ChannelCache(pool, ring)
     try:
         async with pool.acquire() as conn:
             await apply_migrations(conn, "router", "tollway.router")
+            await apply_migrations(conn, "bodykeys", "tollway.runtime")
+            await check_readable(conn, ring)
+            if ring is not None:
+                await reseal(conn, ring, clear_only=True)
         await channels.refresh()
         await ensure_topics(
             settings.kafka_bootstrap_servers, topics.core_topics(settings.topic_partitions)
@@ -64,6 +73,7 @@ async def serve(settings: RouterSettings) -> None:
                 rng=random.Random(settings.seed),  # noqa: S311 - load spreading, not crypto
                 cancels=flags,
                 breakers=breakers.board,
+                bodies=BodyKeys(pool),
             )
             worker = RouterWorker(consumer, producer, router, settings.max_in_flight)
             log.info("router_started", group=settings.group_id)
@@ -97,4 +107,8 @@ def main() -> None:
     settings = RouterSettings()
     configure_logging("router", settings.log_level, settings.log_json)
     start_observability("router", settings.metrics_port)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except (SecretsNotConfiguredError, SecretKeyError) as exc:
+        log.critical("router_not_started", reason=str(exc))
+        sys.exit(f"router: not started: {exc}")

@@ -18,11 +18,14 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from tollway.events import topics
+from tollway.router.secrets import open_secret
 from tollway.runtime.kafka import fetch_wait_ms, partitions_of
+from tollway.runtime.sealing import SecretKeyError, key_id_of
 
 if TYPE_CHECKING:
     from tollway.events.envelope import Envelope
     from tollway.events.routing import ChannelHealthChanged
+    from tollway.runtime.sealing import KeyRing
 
 log = structlog.get_logger(__name__)
 
@@ -67,9 +70,10 @@ class Channel:
 class ChannelCache:
     """Channels by id; ``refresh`` reloads rows and keeps clients of unchanged channels."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        """Read channels through ``pool``."""
+    def __init__(self, pool: asyncpg.Pool, ring: KeyRing | None = None) -> None:
+        """Read channels through ``pool``; their secrets are opened with ``ring``."""
         self._pool = pool
+        self._ring = ring
         self._channels: dict[str, Channel] = {}
         self._next_miss_refresh = 0.0
 
@@ -97,6 +101,9 @@ class ChannelCache:
         rows = await self._pool.fetch(SELECT_CHANNELS)
         fresh: dict[str, Channel] = {}
         for row in rows:
+            secret = self._secret(row["id"], row["secret"])
+            if secret is None:
+                continue
             old = self._channels.get(row["id"])
             same = old is not None and (old.base_url, old.timeout_ms, old.max_concurrency) == (
                 row["base_url"],
@@ -105,7 +112,9 @@ class ChannelCache:
             )
             client = old.client if same and old else _client(row["base_url"], row["timeout_ms"])
             slots = old.slots if same and old else asyncio.Semaphore(row["max_concurrency"])
-            fresh[row["id"]] = Channel(**dict(row), client=client, slots=slots)
+            fresh[row["id"]] = Channel(
+                **{**dict(row), "secret": secret}, client=client, slots=slots
+            )
         stale = [
             c.client
             for k, c in self._channels.items()
@@ -114,6 +123,16 @@ class ChannelCache:
         self._channels = fresh
         for client in stale:
             await client.aclose()
+
+    def _secret(self, channel_id: str, stored: str) -> str | None:
+        """The secret in clear, or None (the channel is left out) when it cannot be opened."""
+        try:
+            if self._ring is None:
+                return open_secret_without_ring(stored)
+            return open_secret(self._ring, channel_id, stored)
+        except SecretKeyError as exc:
+            log.warning("channel_secret_unreadable", channel_id=channel_id, error=str(exc))
+            return None
 
     async def save_health(self, env: Envelope[ChannelHealthChanged]) -> None:
         """Keep a circuit transition for the admin API (the event itself goes to Kafka)."""
@@ -159,6 +178,13 @@ class ChannelCache:
         """Close every HTTP client."""
         for channel in self._channels.values():
             await channel.client.aclose()
+
+
+def open_secret_without_ring(stored: str) -> str:
+    """A value in clear when no key is configured; a sealed one cannot be opened."""
+    if key_id_of(stored) is not None:
+        raise SecretKeyError("sealed, and no key is configured")
+    return stored
 
 
 def _client(base_url: str, timeout_ms: int) -> httpx.AsyncClient:

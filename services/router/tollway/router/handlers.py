@@ -38,6 +38,7 @@ from tollway.router.cancels import Cancels
 from tollway.router.health import HealthBoard, HealthPolicy, Transition
 from tollway.router.streaming import Sink, StreamAttempt
 from tollway.router.upstream import UpstreamResult
+from tollway.runtime.bodies import BodyUnavailableError
 from tollway.runtime.breakers import request_scopes
 from tollway.runtime.metrics import observe_attempt, observe_breaker
 from tollway.runtime.outbox import Outgoing
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
     from tollway.events.limits import BreakerTripped
     from tollway.router.channels import Channel, ChannelCache
+    from tollway.runtime.bodies import BodyKeys
     from tollway.runtime.breakers import BreakerBoard
 
     Attempt = Callable[[Channel, Candidate, float], Awaitable[UpstreamResult]]
@@ -106,6 +108,7 @@ class Router:
         rng: random.Random | None = None,
         cancels: Cancels | None = None,
         breakers: BreakerBoard | None = None,
+        bodies: BodyKeys | None = None,
     ) -> None:
         """Call upstreams through ``channels`` under ``policy``, skipping open circuits.
 
@@ -119,6 +122,7 @@ class Router:
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not crypto
         self._cancels = cancels or Cancels()
         self._breakers = breakers
+        self._bodies = bodies
 
     def _breaker_stops(self, env: Envelope[RequestAuthorized], run: _Run) -> bool:
         # Checked before every attempt: a breaker that trips while requests wait in
@@ -137,12 +141,36 @@ class Router:
 
         A stream's frames go to ``sink`` as they arrive; its reply is the stream itself.
         """
+        opened = await self._opened(env)
+        if opened is None:
+            return self._emits(env, _Run())  # its body is gone: past delivery, 504
+        env = opened
         req = env.payload.request
         if not req.stream or sink is None:
             return await self._run_plan(env, _Run(), self._json_attempt(env))
         with self._cancels.watch(req.request_id) as cancelled:
             run = _Run(cancelled=cancelled)
             return await self._run_plan(env, run, StreamAttempt(env, sink, cancelled).run)
+
+    async def _opened(self, env: Envelope[RequestAuthorized]) -> Envelope[RequestAuthorized] | None:
+        """The authorization with its request body in clear, in memory only.
+
+        None once the key that sealed it is deleted (the request is past delivery).
+        """
+        req = env.payload.request
+        if req.sealed_body is None:
+            return env
+        if self._bodies is None:
+            log.error("request_body_sealed_without_keys")
+            return None
+        try:
+            body = await self._bodies.open(req.sealed_body, req.request_id)
+        except BodyUnavailableError as exc:
+            log.warning("request_body_unavailable", reason=str(exc))
+            return None
+        request = req.model_copy(update={"body": body, "sealed_body": None})
+        payload = env.payload.model_copy(update={"request": request})
+        return env.model_copy(update={"payload": payload})
 
     def _json_attempt(self, env: Envelope[RequestAuthorized]) -> Attempt:
         async def attempt(channel: Channel, candidate: Candidate, limit_s: float) -> UpstreamResult:
