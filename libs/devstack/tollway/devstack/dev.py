@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tollway.devstack.seed import create_tenant, seed_routes
-from tollway.devstack.stack import Stack, StackConfig
+from tollway.devstack.stack import SERVICES, Stack, StackConfig
 
 
 def _port(name: str, default: int) -> int:
@@ -56,8 +56,60 @@ Logs: {stack.log_dir}/   Press Ctrl-C to stop.
 """
 
 
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
+class _StopOnSignal:
+    """SIGINT/SIGTERM handler: the first one interrupts start-up or the wait, later ones do nothing.
+
+    A terminal, ``timeout`` or a supervisor signals the whole process group, often more than once
+    (``uv run`` forwards a second copy). Raising again while the stack is being stopped would
+    abandon it half-stopped, with its processes and ports left behind; so only the first raises.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, *_: object) -> None:
+        if self.requested:
+            return
+        self.requested = True
+        raise KeyboardInterrupt
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self)
+
+
+def _config(root: Path) -> StackConfig:
+    metrics_base = _port("TOLLWAY_DEV_METRICS_PORT", 9470)
+    return StackConfig(
+        root=root,
+        pg_port=_port("TOLLWAY_DEV_PG_PORT", 54329),
+        broker_port=_port("TOLLWAY_DEV_BROKER_PORT", 19092),
+        edge_port=_port("TOLLWAY_DEV_EDGE_PORT", 8787),
+        upstream_port=_port("TOLLWAY_DEV_UPSTREAM_PORT", 8900),
+        researcher_port=_port("TOLLWAY_DEV_RESEARCHER_PORT", 8790),
+        admin_token=os.environ.get("TOLLWAY_ADMIN_TOKEN", "tw-admin-dev"),
+        # Every service serves Prometheus metrics on its own port: base, base+1, ...
+        metrics_ports={name: metrics_base + i for i, name in enumerate(SERVICES)},
+    )
+
+
+def dev_env(stack: Stack, api_key: str) -> dict[str, str]:
+    """Everything the CLIs and clients need to reach this stack (nothing else has a default)."""
+    cfg = stack.config
+    values = {
+        "TOLLWAY_BASE_URL": f"{stack.edge_url}/v1",
+        "TOLLWAY_EDGE_URL": stack.edge_url,
+        "TOLLWAY_API_KEY": api_key,
+        "TOLLWAY_ADMIN_TOKEN": cfg.admin_token,
+        "TOLLWAY_DEMO_UPSTREAM_URL": stack.upstream_url,
+        "TOLLWAY_RESEARCHER_URL": f"http://127.0.0.1:{cfg.researcher_port}",
+        "DATABASE_URL": stack.dsn,
+        "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+    }
+    values.update(stack.broker_env())
+    for name, port in cfg.metrics_ports.items():
+        values[f"TOLLWAY_{name.upper()}_METRICS_PORT"] = str(port)
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,18 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     root = Path(args.root).resolve()
-    config = StackConfig(
-        root=root,
-        pg_port=_port("TOLLWAY_DEV_PG_PORT", 54329),
-        broker_port=_port("TOLLWAY_DEV_BROKER_PORT", 19092),
-        edge_port=_port("TOLLWAY_DEV_EDGE_PORT", 8787),
-        upstream_port=_port("TOLLWAY_DEV_UPSTREAM_PORT", 8900),
-        researcher_port=_port("TOLLWAY_DEV_RESEARCHER_PORT", 8790),
-        admin_token=os.environ.get("TOLLWAY_ADMIN_TOKEN", "tw-admin-dev"),
-    )
+    config = _config(root)
     stack = Stack(config)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _interrupt)
+    stopper = _StopOnSignal()
+    stopper.install()
     try:
         print("Starting Tollway (embedded stack):", file=sys.stderr)  # noqa: T201
         stack.start_infra()
@@ -90,25 +134,16 @@ def main(argv: list[str] | None = None) -> int:
             stack.edge_url, config.admin_token, "demo", {"credit": "100", "wallet": "500"}
         )
         env_file = root / "dev.env"
-        write_env(
-            env_file,
-            {
-                "TOLLWAY_BASE_URL": f"{stack.edge_url}/v1",
-                "TOLLWAY_API_KEY": tenant.api_key,
-                "TOLLWAY_ADMIN_TOKEN": config.admin_token,
-                "TOLLWAY_DEMO_UPSTREAM_URL": stack.upstream_url,
-                "TOLLWAY_RESEARCHER_URL": f"http://127.0.0.1:{stack.config.researcher_port}",
-            },
-        )
-        print(banner(stack, tenant.api_key, env_file, time.monotonic() - started))  # noqa: T201
-        if not args.no_wait:
+        write_env(env_file, dev_env(stack, tenant.api_key))
+        print(banner(stack, tenant.api_key, env_file, time.monotonic() - started), flush=True)  # noqa: T201
+        while not args.no_wait:
             signal.pause()
     except KeyboardInterrupt:
-        print("\nStopping…", file=sys.stderr)  # noqa: T201
+        pass
     finally:
-        # Ctrl-C reaches us twice (from the terminal and forwarded by `uv run`): once stopping,
-        # further interrupts must not abandon the servers half-stopped.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+        # From here on a signal is a no-op (the handler raises only once): stop everything.
+        stopper.requested = True
+        print("\nStopping…", file=sys.stderr, flush=True)  # noqa: T201
         stack.stop()
+        print("Stopped.", file=sys.stderr, flush=True)  # noqa: T201
     return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 import structlog
 
 from tollway.devstack.broker import free_port, port_is_free
+from tollway.devstack.signals import signals_deferred
 
 log = structlog.get_logger(__name__)
 
@@ -173,7 +174,7 @@ class ApacheKafkaBroker:
                    _cluster_id(), "-c", str(config))  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as out:
+        with self.log_path.open("ab") as out, signals_deferred():
             self._proc = subprocess.Popen(  # noqa: S603 - the cached broker, fixed arguments
                 [*self._jvm(java, classpath), "kafka.Kafka", str(config)],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
