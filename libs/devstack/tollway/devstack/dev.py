@@ -31,6 +31,9 @@ def write_env(path: Path, values: dict[str, str]) -> None:
 def banner(stack: Stack, api_key: str, env_file: Path, seconds: float) -> str:
     """What to paste to make the first call, and where the dashboard is."""
     base = f"{stack.edge_url}/v1"
+    metrics = "".join(
+        f"\n  {name:<11} {stack.metrics_url(name)}" for name in stack.config.metrics_ports
+    )
     return f"""
 Tollway is running ({seconds:.1f}s). Settings are in {env_file}.
 
@@ -51,6 +54,13 @@ Tollway is running ({seconds:.1f}s). Settings are in {env_file}.
   reply = client.chat.completions.with_raw_response.create(
       model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello!"}}])
   print(reply.headers["x-request-id"], reply.parse().choices[0].message.content)
+
+The `tollway` command (ledger, alerts, budgets, research) reads {env_file}:
+  set -a; . {env_file}; set +a       # load the settings into your shell
+  uv run tollway --help               # or put it on PATH: export PATH="$PWD/.venv/bin:$PATH"
+
+Prometheus metrics (ports also in dev.env):{metrics}
+Demo upstream (fault injection, see README): {stack.upstream_url}/_control/faults
 
 Logs: {stack.log_dir}/   Press Ctrl-C to stop.
 """
@@ -78,10 +88,31 @@ class _StopOnSignal:
             signal.signal(sig, self)
 
 
+def _previous_env(root: Path) -> dict[str, str]:
+    path = root / "dev.env"
+    if not path.exists():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def _external(name: str, previous: dict[str, str]) -> str | None:
+    """``$name`` when it names a server of the user's; not when it is our last run's dev.env.
+
+    A shell that loaded dev.env still holds the embedded stack's DATABASE_URL: that stack is
+    gone, and this run starts its own again.
+    """
+    value = os.environ.get(name) or None
+    return None if value == previous.get(name) else value
+
+
 def _config(root: Path) -> StackConfig:
     metrics_base = _port("TOLLWAY_DEV_METRICS_PORT", 9470)
+    previous = _previous_env(root)
     return StackConfig(
         root=root,
+        database_url=_external("DATABASE_URL", previous),
+        kafka_bootstrap=_external("KAFKA_BOOTSTRAP_SERVERS", previous),
         pg_port=_port("TOLLWAY_DEV_PG_PORT", 54329),
         broker_port=_port("TOLLWAY_DEV_BROKER_PORT", 19092),
         edge_port=_port("TOLLWAY_DEV_EDGE_PORT", 8787),
