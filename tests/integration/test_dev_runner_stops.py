@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from tests.conftest import wait_for
@@ -170,6 +171,8 @@ def test_signal_stops_every_process_and_frees_every_port(
     # upstream, five services, the broker and Postgres
     assert len(pids) >= 1 + len(SERVICES) + 2, pids
     assert not [p for p in ports if port_is_free(p)]
+    for port in ports[-len(SERVICES) :]:  # every service serves Prometheus metrics
+        assert "# HELP" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     started = time.monotonic()
 
     def send() -> None:

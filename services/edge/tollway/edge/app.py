@@ -210,6 +210,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             api.receipt,
             api.balance,
             tasks.open_task,
+            tasks.list_tasks,
             tasks.task_receipt,
             tasks.close_task,
             selfservice.list_models,
