@@ -90,6 +90,17 @@ def test_task_route_types_and_fallback_rules_cut_the_plan() -> None:
     assert ld.allowed_plan(PLAN, rule(("direct", "pool"), "same_route_type")) == [DIRECT, BACKUP]
     assert ld.allowed_plan([POOL, DIRECT], rule(("direct", "pool"), "none")) == [POOL]
     assert ld.allowed_plan(PLAN, rule(("direct", "pool"), "any")) == PLAN
+    assert ld.allowed_plan([POOL, DIRECT, BACKUP], rule(("direct",), "same_route_type")) == [
+        DIRECT,
+        BACKUP,
+    ]
+
+
+def test_no_fallback_means_the_primary_alone_not_a_backup_of_its_route_type_and_bucket() -> None:
+    none = ld.TaskRule("t", "open", ("direct", "pool"), "none")
+
+    assert ld.allowed_plan(PLAN, none) == [DIRECT]  # not BACKUP, though direct and credit too
+    assert ld.allowed_plan(PLAN, ld.TaskRule("t", "open", ("pool",), "none")) == [POOL]
 
 
 def test_one_group_per_bucket_reserving_its_worst_case() -> None:
@@ -113,8 +124,25 @@ def test_a_hold_beyond_a_task_envelope_is_refused_naming_the_task() -> None:
     assert charges == []
     assert refusal is not None
     assert refusal.limit == "task:t1"
-    assert refusal.code == "task_budget_exhausted"
+    assert refusal.code == "task_budget_insufficient"
     assert "t1" in refusal.message
+    # Not "exhausted": 5 remain, and the message says what this request needs.
+    assert "exhausted" not in refusal.message
+    assert "worst case does not fit" in refusal.message
+    assert "needs up to 10 micro-credit" in refusal.message
+    assert "5 of 25 remain" in refusal.message
+
+
+def test_a_task_envelope_with_nothing_left_is_exhausted() -> None:
+    task = _budget(25, "task", "t1", budget_id="task:t1:credit")
+    state = ld.LimitState(budgets=[task], used={"task:t1:credit": 25})
+    [group, _] = ld.bucket_groups(PLAN, 5, 10)
+
+    _, refusal = ld.decide_group(state, _req("t1"), group, "credit", available=10**9)
+
+    assert refusal is not None
+    assert refusal.code == "task_budget_exhausted"
+    assert "exhausted" in refusal.message
 
 
 def test_the_bucket_balance_is_checked_before_budgets() -> None:

@@ -46,7 +46,8 @@ def test_json_lines_are_whole_envelopes() -> None:
 
 
 def test_the_tollway_command_has_alerts_tail() -> None:
-    args = build_parser().parse_args(["alerts", "tail", "--follow", "--scope", "route"])
+    argv = ["alerts", "tail", "--follow", "--scope", "route"]
+    args = build_parser(argv).parse_args(argv)
     assert args.follow
     assert args.scope == ["route"]
     assert callable(args.run)

@@ -1,8 +1,10 @@
 """The ``tollway`` command: one entry point, a sub-command per service.
 
 Each service contributes a module with ``register(parser)``: it adds its own sub-commands and
-sets ``run`` (``args -> exit code``) as the parser default. Modules load lazily, so a service
-that is not installed simply has no sub-command.
+sets ``run`` (``args -> exit code``) as the parser default. Only the chosen sub-command's module
+is imported, and it imports its service's heavy modules (database and Kafka clients, the
+service's own code) inside ``run``: ``tollway --help`` and every ``--help`` start at once. A
+service that is not installed simply has no sub-command.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ import importlib
 import sys
 from typing import TYPE_CHECKING, Protocol
 
+from tollway.events.cli_env import MissingSettingError
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+# name -> (module, one-line help); the help is here so that listing commands imports none.
 COMMANDS = {
-    "ledger": "tollway.ledger.cli",
-    "alerts": "tollway.limits.cli",
-    "research": "tollway.researcher.cli",
-    "budgets": "tollway.edge.cli",
-    "secrets": "tollway.router.cli",
+    "ledger": ("tollway.ledger.cli", "Ledger finance: replay, verify, statements, past balances."),
+    "alerts": ("tollway.limits.cli", "Alerts raised by the limits service (tail, follow)."),
+    "research": ("tollway.researcher.cli", "Research runs: estimate, run, list, show, cancel."),
+    "budgets": ("tollway.edge.cli", "Budgets: define, list and delete spend limits."),
+    "secrets": ("tollway.router.cli", "Channel secrets: re-seal every stored secret (rotate)."),
 }
 
 
@@ -31,27 +36,43 @@ class CommandModule(Protocol):
         """Add sub-commands to ``parser`` and set ``run`` as its default."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, with every installed service's sub-commands."""
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the top level has no option taking a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; only the sub-command chosen in ``argv`` has its module loaded."""
     parser = argparse.ArgumentParser(
         prog="tollway", description="Tollway: operate the gateway and its ledger."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module_name in COMMANDS.items():
+    chosen = _chosen(argv)
+    for name, (module_name, doc) in COMMANDS.items():
+        if name != chosen:
+            sub.add_parser(name, help=doc, description=doc)
+            continue
         try:
             module: CommandModule = importlib.import_module(module_name)
         except ModuleNotFoundError:
             continue
-        doc = (module.__doc__ or name).strip().splitlines()[0]
         module.register(sub.add_parser(name, help=doc, description=doc))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen sub-command; its return value is the exit code."""
-    args = build_parser().parse_args(argv)
-    run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    run: Callable[[argparse.Namespace], int] | None = getattr(args, "run", None)
+    if run is None:
+        sys.stderr.write(f"tollway {args.command}: its service is not installed here\n")
+        return 2
+    try:
+        return run(args)
+    except MissingSettingError as exc:
+        sys.stderr.write(f"tollway {args.command}: {exc}\n")
+        return 2
 
 
 if __name__ == "__main__":

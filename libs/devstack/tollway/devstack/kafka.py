@@ -27,6 +27,7 @@ import structlog
 
 from tollway.devstack.broker import free_port, port_is_free
 from tollway.devstack.logfiles import open_private_log
+from tollway.devstack.signals import signals_deferred
 
 log = structlog.get_logger(__name__)
 
@@ -198,7 +199,7 @@ class ApacheKafkaBroker:
     def _launch(self, java: str, classpath: str, timeout: float) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open_private_log(self.log_path) as out:
+        with open_private_log(self.log_path) as out, signals_deferred():
             self._proc = subprocess.Popen(  # noqa: S603 - the cached broker, fixed arguments
                 [*self._jvm(java, classpath), "kafka.Kafka", str(self.root / "server.properties")],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,

@@ -26,6 +26,7 @@ from tollway.devstack.broker import EmbeddedBroker, port_is_free, wait_for_port
 from tollway.devstack.kafka import ApacheKafkaBroker
 from tollway.devstack.logfiles import open_private_log
 from tollway.devstack.postgres import EmbeddedPostgres
+from tollway.devstack.signals import signals_deferred
 from tollway.events import topics
 from tollway.runtime.kafka import FETCH_WAIT_ENV, ensure_topics
 from tollway.runtime.migrations import ALL_SERVICES, migrate
@@ -33,6 +34,7 @@ from tollway.runtime.sealing import ENV as SECRET_KEYS_ENV
 from tollway.runtime.sealing import KeyRing, new_key_entry
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 log = structlog.get_logger(__name__)
@@ -122,7 +124,12 @@ class Stack:
         cfg = self.config
         busy = [
             p
-            for p in (cfg.edge_port, cfg.upstream_port, cfg.researcher_port)
+            for p in (
+                cfg.edge_port,
+                cfg.upstream_port,
+                cfg.researcher_port,
+                *cfg.metrics_ports.values(),
+            )
             if not port_is_free(p)
         ]
         if busy:
@@ -208,14 +215,15 @@ class Stack:
         env = self.service_env()
         if name in self.config.metrics_ports:
             env["TOLLWAY_METRICS_PORT"] = str(self.config.metrics_ports[name])
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-            [sys.executable, *args],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.processes[name] = proc
+        with signals_deferred():
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
+                [sys.executable, *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.processes[name] = proc
         return proc
 
     def start_upstream(self) -> None:
@@ -296,7 +304,11 @@ class Stack:
                 _step("broker", f"could not restart: {exc}")
 
     def stop(self) -> None:
-        """Stop services (SIGTERM, then SIGKILL after 10 s), then the broker, then Postgres."""
+        """Stop services (SIGTERM, then SIGKILL after 10 s), then the broker, then Postgres.
+
+        Each step runs even when an earlier one failed: a stop that gives up half-way leaves
+        processes and ports behind.
+        """
         procs = list(reversed(self.processes.values()))
         self.processes.clear()
         for proc in procs:
@@ -308,14 +320,24 @@ class Stack:
             except subprocess.TimeoutExpired:
                 _signal(proc, signal.SIGKILL)
                 proc.wait(timeout=10)
-        if self._broker is not None:
-            self._broker.stop()
-        if self._postgres is not None and self.config.fast_unsafe:
-            self._postgres.destroy()
-        elif self._postgres is not None:
-            self._postgres.stop()
+        with _logged("broker"):
+            if self._broker is not None:
+                self._broker.stop()
+        with _logged("postgres"):
+            if self._postgres is not None and self.config.fast_unsafe:
+                self._postgres.destroy()
+            elif self._postgres is not None:
+                self._postgres.stop()
         for out in self._logs:
             out.close()
+
+
+@contextlib.contextmanager
+def _logged(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - report and go on stopping the rest
+        log.warning("stack_stop_failed", part=what, error=str(exc))
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -15,12 +15,12 @@ class CommonSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TOLLWAY_", extra="ignore")
 
+    # No defaults: a service (or CLI) that guessed an address could act on another stack on the
+    # same machine. Deployments and `make dev` set both.
     database_url: str = Field(
-        default="postgresql://tollway@127.0.0.1:54329/tollway",
         validation_alias=AliasChoices("DATABASE_URL", "TOLLWAY_DATABASE_URL"),
     )
     kafka_bootstrap_servers: str = Field(
-        default="127.0.0.1:19092",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "TOLLWAY_KAFKA_BOOTSTRAP_SERVERS"),
     )
     topic_partitions: int = 4

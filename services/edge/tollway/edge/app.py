@@ -232,6 +232,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             api.balance,
             generation.generation,
             tasks.open_task,
+            tasks.list_tasks,
             tasks.task_receipt,
             tasks.close_task,
             selfservice.list_models,

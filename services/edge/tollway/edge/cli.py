@@ -2,20 +2,23 @@
 
 ``tollway budgets set|list|rm`` talks to the edge's ``/admin/v1/budgets`` with the admin token
 (``TOLLWAY_BASE_URL`` and ``TOLLWAY_ADMIN_TOKEN``, as ``make dev`` writes them to
-``.tollway/dev.env``), so a budget set here takes the same path as one set over HTTP.
+``.tollway/dev.env``), so a budget set here takes the same path as one set over HTTP. The base
+URL follows the rule of every ``tollway`` command (``tollway.events.cli_env``): the gateway's
+``.../v1`` base, or the edge's origin.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-import httpx
-import orjson
+from tollway.events.cli_env import edge_origin, error_message, from_env, required
 
 if TYPE_CHECKING:
     import argparse
+
+    import httpx
 
 SCOPES = ("account", "key", "project", "route_type", "channel", "model", "task")
 WINDOWS = ("minute", "hour", "day", "month", "lifetime")
@@ -23,8 +26,16 @@ WINDOWS = ("minute", "hour", "day", "month", "lifetime")
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add ``set``, ``list`` and ``rm``."""
-    parser.add_argument("--base-url", default=os.environ.get("TOLLWAY_BASE_URL", ""))
-    parser.add_argument("--admin-token", default=os.environ.get("TOLLWAY_ADMIN_TOKEN", ""))
+    parser.add_argument(
+        "--base-url",
+        default=from_env("TOLLWAY_BASE_URL"),
+        help="the gateway's base URL, http://host:port/v1 (default: $TOLLWAY_BASE_URL)",
+    )
+    parser.add_argument(
+        "--admin-token",
+        default=from_env("TOLLWAY_ADMIN_TOKEN"),
+        help="the operators' token (default: $TOLLWAY_ADMIN_TOKEN)",
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     put = sub.add_parser("set", help="create a budget (hard unless --soft)")
     put.add_argument("--account", required=True)
@@ -69,24 +80,22 @@ def _call(client: httpx.Client, args: argparse.Namespace) -> httpx.Response:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Call the admin API; print its JSON answer, or its error and what to do next."""
-    if not args.base_url or not args.admin_token:
-        sys.stderr.write(
-            "Set TOLLWAY_BASE_URL and TOLLWAY_ADMIN_TOKEN (or --base-url/--admin-token);"
-            " `make dev` writes them to .tollway/dev.env.\n"
-        )
-        return 2
-    headers = {"authorization": f"Bearer {args.admin_token}"}
+    """Call the admin API; print its JSON answer, or the server's error message."""
+    import httpx  # noqa: PLC0415 - heavy: not on --help
+
+    origin = edge_origin(required(args.base_url, "TOLLWAY_BASE_URL", "--base-url"))
+    token = required(args.admin_token, "TOLLWAY_ADMIN_TOKEN", "--admin-token")
+    headers = {"authorization": f"Bearer {token}"}
     try:
-        with httpx.Client(base_url=args.base_url, headers=headers, timeout=15) as client:
+        with httpx.Client(base_url=origin, headers=headers, timeout=15) as client:
             response = _call(client, args)
     except httpx.HTTPError as exc:
-        sys.stderr.write(f"Cannot reach {args.base_url} ({exc}): is the edge running?\n")
+        sys.stderr.write(f"Cannot reach {origin} ({exc}): is the edge running?\n")
         return 1
     if response.status_code >= 400:
-        error = response.json().get("error", {}) if response.content else {}
-        param = f" (parameter: {error['param']})" if error.get("param") else ""
-        sys.stderr.write(f"{response.status_code}: {error.get('message', response.text)}{param}\n")
+        content_type = response.headers.get("content-type", "")
+        sys.stderr.write(error_message(response.status_code, response.content, content_type))
+        sys.stderr.write("\n")
         return 1
-    sys.stdout.write(orjson.dumps(response.json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.write(json.dumps(response.json(), indent=2) + "\n")
     return 0

@@ -24,6 +24,20 @@ SELECT e.id, e.project_id, e.key_id, e.created_at, t.name, t.status, t.stopped_b
 FROM edge.tasks e LEFT JOIN ledger.tasks t ON t.task_id = e.id AND t.account_id = e.account_id
 WHERE e.account_id = $1 ORDER BY e.created_at DESC, e.id DESC LIMIT $2
 """
+# A key's tasks, newest first, as GET /v1/tasks lists them.
+KEY_TASKS = """
+SELECT e.id, e.created_at, t.name, t.status, t.route_types, t.fallback, t.stopped_by
+FROM edge.tasks e LEFT JOIN ledger.tasks t ON t.task_id = e.id AND t.account_id = e.account_id
+WHERE e.account_id = $1 AND e.key_id = $2 ORDER BY e.created_at DESC, e.id DESC LIMIT $3
+"""
+# Which buckets each route type can pay from, over the models a key may call.
+ROUTE_BUCKETS = """
+SELECT DISTINCT c.route_type, c.bucket
+FROM router.routes r
+JOIN router.channels c ON c.id = r.channel_id
+JOIN router.catalog_models m ON m.name = r.catalog_model
+WHERE c.enabled AND m.enabled AND ($1::text[] IS NULL OR m.name = ANY($1::text[]))
+"""
 SELECT_LEDGER_TASK = """
 SELECT name, status, route_types, fallback, opened_at, closed_at, close_reason, stopped_by
 FROM ledger.tasks WHERE task_id = $1 AND account_id = $2
@@ -74,6 +88,19 @@ async def owns_task(pool: asyncpg.Pool, task_id: str, account_id: str) -> bool:
 async def account_tasks(pool: asyncpg.Pool, account_id: str, limit: int) -> list[dict[str, Any]]:
     """The account's newest tasks (status ``None`` until the ledger applied the opening)."""
     return [dict(r) for r in await pool.fetch(ACCOUNT_TASKS, account_id, limit)]
+
+
+async def key_tasks(
+    pool: asyncpg.Pool, account_id: str, key_id: str, limit: int
+) -> list[dict[str, Any]]:
+    """A key's newest tasks (status ``None`` until the ledger applied the opening)."""
+    return [dict(r) for r in await pool.fetch(KEY_TASKS, account_id, key_id, limit)]
+
+
+async def route_buckets(pool: asyncpg.Pool, models: tuple[str, ...] | None) -> set[tuple[str, str]]:
+    """``(route type, bucket)`` of every enabled route of ``models`` (None: every model)."""
+    rows = await pool.fetch(ROUTE_BUCKETS, list(models) if models else None)
+    return {(r["route_type"], r["bucket"]) for r in rows}
 
 
 async def ledger_task(pool: asyncpg.Pool, task_id: str, account_id: str) -> dict[str, Any] | None:

@@ -74,6 +74,24 @@ def _envelope(data: NewTask, units: dict[str, str], key: KeyInfo) -> list[TaskBu
     return list(out.values())
 
 
+def _usable(
+    budgets: list[TaskBudget], route_types: list[str], routes: set[tuple[str, str]]
+) -> None:
+    """Refuse an envelope that can never be used: a budget no allowed route pays from."""
+    reachable = {bucket for route_type, bucket in routes if route_type in route_types}
+    for i, b in enumerate(budgets):
+        if b.bucket in reachable:
+            continue
+        pays = f"pay only from {', '.join(sorted(reachable))}" if reachable else "serve no model"
+        raise errors.InvalidRequestError(
+            f"The '{b.bucket}' budget can never be spent: this task's route types"
+            f" ({', '.join(route_types)}) {pays} for the models this key may call."
+            " Budget a bucket those routes pay from, or allow other route types.",
+            param=f"budgets.{i}.bucket",
+            code="budget_unreachable",
+        )
+
+
 def _route_types(data: NewTask, key: KeyInfo) -> list[Literal["direct", "pool"]]:
     wanted = data.route_types or [t for t in ("direct", "pool") if t in key.route_types]
     refused = [t for t in wanted if t not in key.route_types]
@@ -99,6 +117,8 @@ async def open_task_for(
     """Record the owner, publish ``TaskOpened`` (undone when the log does not confirm it)."""
     pool = request.app.state.pool
     budgets = _envelope(data, await ls.bucket_units(pool, key.account_id), key)
+    route_types = _route_types(data, key)
+    _usable(budgets, list(route_types), await ls.route_buckets(pool, key.allowed_models))
     task_id = "task_" + new_id()
     event = TaskOpened(
         task_id=task_id,
@@ -107,7 +127,7 @@ async def open_task_for(
         key_id=key.id,
         name=data.name,
         budgets=budgets,
-        route_types=_route_types(data, key),
+        route_types=route_types,
         fallback=data.fallback,
     )
     await ls.add_task(pool, task_id, key.account_id, key.project_id, key.id)
@@ -143,6 +163,31 @@ async def require_task(pool: asyncpg.Pool, task_id: str, account_id: str) -> Non
     """404 unless ``account_id`` opened the task (another account's task is not found either)."""
     if not TASK_ID.match(task_id) or not await ls.owns_task(pool, task_id, account_id):
         raise errors.NotFoundError(f"No task '{task_id}' for this account.", code="task_not_found")
+
+
+LIST_LIMIT = 100
+
+
+@get("/v1/tasks")
+async def list_tasks(request: Request[Any, Any, State]) -> dict[str, Any]:
+    """The calling key's tasks, newest first (at most 100): each one's receipt is its URL."""
+    key = await authenticate(request)
+    rows = await ls.key_tasks(request.app.state.pool, key.account_id, key.id, LIST_LIMIT)
+    return {"object": "list", "data": [_listed(r) for r in rows]}
+
+
+def _listed(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "object": "task",
+        "created_at": row["created_at"].isoformat(),
+        "name": row["name"],
+        "status": row["status"] or "opening",
+        "route_types": None if row["route_types"] is None else list(row["route_types"]),
+        "fallback": row["fallback"],
+        "stopped_by": row["stopped_by"],
+        "url": f"/v1/tasks/{row['id']}",
+    }
 
 
 @get("/v1/tasks/{task_id:str}")

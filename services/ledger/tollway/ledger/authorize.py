@@ -72,7 +72,7 @@ async def authorize(
         unit, available = await store.bucket_funds(conn, req.account_id, group.bucket)
         charges, refusal = ld.decide_group(state, req, group, unit, available)
         if refusal is not None and not placed:
-            return await _reject(conn, env, Stop(402, refusal, group.bucket))
+            return await _reject(conn, env, Stop(402, refusal, group.bucket), plan)
         if refusal is not None:
             refused.append((group, refusal))
             continue
@@ -133,7 +133,7 @@ async def _place(  # noqa: PLR0913 - the decision's parts
     ]
     out += [await _refuse_one(conn, env, g, r) for g, r in refused]
     primary = placed[0]
-    receipt = receipts.opened(env, primary.group.bucket, primary.unit)
+    receipt = receipts.opened(env, primary.group.bucket, primary.unit, plan)
     receipts.hold_placed(receipt, primary.hold_id, primary.group.worst_micro)
     receipt["extra_holds"] = [_hold_entry(p) for p in placed[1:]]
     receipt["refused"] = [_refused_entry(g, r) for g, r in refused]
@@ -229,7 +229,10 @@ async def _refuse_one(
 
 
 async def _reject(
-    conn: asyncpg.Connection, env: Envelope[RequestReceived], stop: Stop
+    conn: asyncpg.Connection,
+    env: Envelope[RequestReceived],
+    stop: Stop,
+    plan: list[Any] | None = None,
 ) -> list[Outgoing]:
     req, r = env.payload, stop.refusal
     await _note_task_stop(conn, req, r)
@@ -246,7 +249,7 @@ async def _reject(
         request_id=req.request_id, status=stop.status, code=r.code, message=r.message, limit=r.limit
     )
     unit = await store.bucket_unit(conn, req.account_id, stop.bucket)
-    receipt = receipts.opened(env, stop.bucket, unit)
+    receipt = receipts.opened(env, stop.bucket, unit, plan)
     receipts.rejected(receipt, r.limit, r.message)
     receipt["final_status"] = stop.status
     await create_receipt(conn, env, "rejected", receipt)

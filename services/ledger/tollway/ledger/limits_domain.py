@@ -105,17 +105,26 @@ class TaskRule:
 
 
 def allowed_plan(plan: Sequence[Candidate], task: TaskRule | None) -> list[Candidate]:
-    """The candidates a request may use: its task's route types, then its fallback rule."""
+    """The candidates a request may use: its task's route types, then its fallback rule.
+
+    The primary is the first candidate (lowest tier) of a route type the task allows; a
+    fallback is any other candidate: another channel, tier or upstream model. A retry of the
+    primary is not a fallback.
+
+    * ``any``: every candidate of the task's route types, whatever its bucket;
+    * ``same_route_type``: only candidates of the primary's route type (other channels and
+      tiers of it; never from direct to pool or back);
+    * ``none``: the primary alone.
+    """
     if task is None:
         return list(plan)
     allowed = [c for c in plan if c.route_type in task.route_types]
     if not allowed or task.fallback == "any":
         return allowed
     primary = allowed[0]
-    same_type = [c for c in allowed if c.route_type == primary.route_type]
     if task.fallback == "same_route_type":
-        return same_type
-    return [c for c in same_type if c.bucket == primary.bucket]
+        return [c for c in allowed if c.route_type == primary.route_type]
+    return [primary]
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,13 +258,20 @@ def _over(state: LimitState, charge: Charge, unit: str) -> Refusal | None:
         return None
     what = "tokens" if budget.tokens else f"micro-{unit}"
     left = max(budget.amount - used, 0)
-    if budget.scope == "task":
+    if budget.scope == "task" and left == 0:
         message = (
             f"Task '{budget.scope_id}' has exhausted its {budget.bucket or unit} envelope:"
-            f" {left} of {budget.amount} {what} remain and this request needs up to"
-            f" {charge.amount}."
+            f" 0 of {budget.amount} {what} remain."
         )
         code = "task_budget_exhausted"
+    elif budget.scope == "task":
+        message = (
+            f"This request's worst case does not fit in task '{budget.scope_id}''s"
+            f" {budget.bucket or unit} envelope: it needs up to {charge.amount} {what}"
+            f" (its input estimate and max_tokens at its route's highest price) and"
+            f" {left} of {budget.amount} remain. Lower max_tokens or shorten the input."
+        )
+        code = "task_budget_insufficient"
     else:
         message = (
             f"Budget '{budget.name}' ({budget.scope} {budget.scope_id}, {budget.window}) allows"

@@ -18,13 +18,25 @@ from tollway.events.ledger import HoldReleased, HoldSettled
 from tollway.events.pricing import cost_micro, line_items
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from tollway.events.envelope import Envelope, Payload
-    from tollway.events.gateway import AttemptFinished, RequestFinished, RequestReceived
+    from tollway.events.gateway import (
+        AttemptFinished,
+        Candidate,
+        RequestFinished,
+        RequestReceived,
+    )
     from tollway.events.ledger import HoldExpired, HoldExtended, LateCaptured
 
 
-def opened(env: Envelope[RequestReceived], bucket: str, unit: str | None) -> dict[str, Any]:
-    """The receipt as the request enters the ledger."""
+def opened(
+    env: Envelope[RequestReceived],
+    bucket: str,
+    unit: str | None,
+    plan: Sequence[Candidate] | None = None,
+) -> dict[str, Any]:
+    """The receipt as the request enters the ledger; ``plan``: what its task allows of it."""
     req = env.payload
     return {
         "request_id": req.request_id,
@@ -47,7 +59,7 @@ def opened(env: Envelope[RequestReceived], bucket: str, unit: str | None) -> dic
                 "upstream_model": c.upstream_model,
                 "tier": c.tier,
             }
-            for c in req.plan
+            for c in (req.plan if plan is None else plan)
         ],
         "status": "received",
         "bucket": bucket,

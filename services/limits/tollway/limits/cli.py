@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
-
 from tollway.events import topics
-from tollway.events.envelope import Envelope, Payload, decode
-from tollway.events.limits import Alert
-from tollway.runtime.kafka import partitions_of
+from tollway.events.cli_env import from_env, required
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from tollway.events.envelope import Envelope, Payload
+    from tollway.events.limits import Alert
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +38,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     tail.add_argument("--json", action="store_true", help="one JSON envelope per line")
     tail.add_argument(
         "--bootstrap",
-        default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_BOOTSTRAP),
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS or %(default)s)",
+        default=from_env("KAFKA_BOOTSTRAP_SERVERS"),
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
     )
     tail.set_defaults(run=run_tail)
 
@@ -56,11 +51,16 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def run_tail(args: argparse.Namespace) -> int:
     """Print matching alerts; exit 0, or 2 with what to do when the broker cannot be reached."""
+    import asyncio  # noqa: PLC0415 - not on --help
+
+    from aiokafka.errors import KafkaError  # noqa: PLC0415 - heavy: not on --help
+
+    bootstrap = required(args.bootstrap, "KAFKA_BOOTSTRAP_SERVERS", "--bootstrap")
     try:
-        asyncio.run(tail(args.bootstrap, args.scope, follow=args.follow, as_json=args.json))
+        asyncio.run(tail(bootstrap, args.scope, follow=args.follow, as_json=args.json))
     except KafkaError as exc:
         print(  # noqa: T201 - a CLI speaks on stderr
-            f"cannot read {topics.ALERTS} from {args.bootstrap} ({type(exc).__name__}):"
+            f"cannot read {topics.ALERTS} from {bootstrap} ({type(exc).__name__}):"
             " is the stack running? Set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap.",
             file=sys.stderr,
         )
@@ -78,6 +78,8 @@ def matches(alert: Alert, scopes: Sequence[str]) -> bool:
 def render(env: Envelope[Payload], as_json: bool) -> str:
     """One line per alert."""
     if as_json:
+        import orjson  # noqa: PLC0415 - heavy: not on --help
+
         return orjson.dumps(env.model_dump(mode="json")).decode()
     a: Any = env.payload
     examples = f" e.g. {', '.join(a.example_request_ids)}" if a.example_request_ids else ""
@@ -90,6 +92,11 @@ def render(env: Envelope[Payload], as_json: bool) -> str:
 
 async def tail(bootstrap: str, scopes: Sequence[str], *, follow: bool, as_json: bool) -> None:
     """Read limits.alerts from the beginning; stop at the current end unless ``follow``."""
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415 - heavy: not on --help
+    from aiokafka.errors import UnknownTopicOrPartitionError  # noqa: PLC0415
+
+    from tollway.runtime.kafka import partitions_of  # noqa: PLC0415
+
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
     )
@@ -127,6 +134,9 @@ async def _read_until(
 
 
 async def _poll(consumer: AIOKafkaConsumer) -> list[Envelope[Payload]]:
+    from tollway.events.envelope import decode  # noqa: PLC0415 - heavy: not on --help
+    from tollway.events.limits import Alert  # noqa: PLC0415
+
     batch = await consumer.getmany(timeout_ms=200, max_records=1000)
     out: list[Envelope[Payload]] = []
     for messages in batch.values():
@@ -141,6 +151,8 @@ async def _poll(consumer: AIOKafkaConsumer) -> list[Envelope[Payload]]:
 
 
 def _print(env: Envelope[Payload], scopes: Sequence[str], as_json: bool) -> None:
+    from tollway.events.limits import Alert  # noqa: PLC0415 - heavy: not on --help
+
     if isinstance(env.payload, Alert) and matches(env.payload, scopes):
         print(render(env, as_json), flush=True)  # noqa: T201 - the command's output
 

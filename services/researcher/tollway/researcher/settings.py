@@ -15,7 +15,7 @@ class ResearcherSettings(CommonSettings):
 
     host: str = "127.0.0.1"
     port: int = 8790
-    edge_url: str = "http://127.0.0.1:8787"
+    edge_url: str  # no default: the stack or the deployment names the edge
     edge_timeout_seconds: float = 60.0
     seconds_per_call: float = 0.5
     data_dir: str | None = None

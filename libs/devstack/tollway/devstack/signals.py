@@ -1,0 +1,31 @@
+"""Start a child process without a signal in between the fork and noting its id.
+
+A Ctrl-C handled as ``KeyboardInterrupt`` just after ``Popen`` forked, but before the caller kept
+the ``Popen``, would leave a process nobody stops. Blocking SIGINT/SIGTERM for those few lines
+delivers them right after, once the process is accounted for.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+_STOPPING = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back (main thread only: handlers run there) until the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
