@@ -89,6 +89,8 @@ class DevRunner:
             if k not in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"} and not k.startswith("TOLLWAY_")
         }
         env.update({k: str(v) for k, v in self.ports.items()})
+        # The suite's broker (`make dev` defaults to Apache Kafka; `make test` runs on Tansu).
+        env["TOLLWAY_BROKER"] = os.environ.get("TOLLWAY_BROKER", "tansu")
         self.log = (root / "runner.log").open("wb")
         # `make dev` runs the runner under `uv run`, which receives the group's signals too.
         launcher = [_uv(), "run", "--frozen", "python"] if via_uv else [sys.executable]
