@@ -14,7 +14,9 @@ import subprocess
 import sys
 import uuid
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -203,3 +205,21 @@ def test_a_known_secret_and_prompt_are_nowhere_at_rest_and_replay_needs_neither(
     done = _verify_replay(stack)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok   live_digest_equals_replay" in done.stdout
+
+
+def test_the_embedded_postgres_refuses_a_login_without_its_password(stack: Stack) -> None:
+    parts = urlsplit(stack.dsn)
+    assert parts.password  # the stack's DSN carries the generated password
+    anonymous = urlunsplit(parts._replace(netloc=f"{parts.username}@{parts.hostname}:{parts.port}"))
+    wrong = urlunsplit(
+        parts._replace(netloc=f"{parts.username}:nope@{parts.hostname}:{parts.port}")
+    )
+
+    for dsn in (anonymous, wrong):
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            asyncio.run(_connect(dsn))
+
+
+async def _connect(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    await conn.close()

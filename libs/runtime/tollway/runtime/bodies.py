@@ -20,7 +20,7 @@ import asyncio
 import base64
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -58,12 +58,18 @@ class DataKey:
     id: str
     key: bytes
     delete_after: datetime
+    # Built once per key: the hot path seals and opens with it, never re-deriving the schedule.
+    aead: AESGCM = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Prepare the cipher."""
+        object.__setattr__(self, "aead", AESGCM(self.key))
 
 
 def seal_body(body: dict[str, Any], key: DataKey, request_id: str) -> SealedBody:
     """``body`` encrypted under ``key``, bound to ``request_id``."""
     nonce = secrets.token_bytes(NONCE_BYTES)
-    sealed = AESGCM(key.key).encrypt(nonce, orjson.dumps(body), request_id.encode())
+    sealed = key.aead.encrypt(nonce, orjson.dumps(body), request_id.encode())
     return SealedBody(key_id=key.id, data=base64.b64encode(nonce + sealed).decode())
 
 
@@ -71,7 +77,7 @@ def open_body(sealed: SealedBody, key: DataKey, request_id: str) -> dict[str, An
     """The body in clear; :class:`BodyUnavailableError` when ``key`` does not open it."""
     raw = base64.b64decode(sealed.data)
     try:
-        plain = AESGCM(key.key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], request_id.encode())
+        plain = key.aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], request_id.encode())
     except InvalidTag:
         raise BodyUnavailableError(f"key {key.id} does not open request {request_id}") from None
     body: dict[str, Any] = orjson.loads(plain)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
+
 from tollway.edge import errors
 from tollway.edge.breakers import check_breakers
 from tollway.edge.publish import publish_cancel, publish_request
@@ -21,7 +23,7 @@ from tollway.events.envelope import Trace, make, utcnow
 from tollway.events.gateway import ReplyChunk, ReplyFinal, RequestReceived, RequestRejected
 from tollway.events.ids import new_id
 from tollway.events.pricing import format_micro
-from tollway.runtime.bodies import seal_body
+from tollway.runtime.bodies import BodyUnavailableError, seal_body
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from tollway.edge.replies import ReplyHub
     from tollway.edge.store import EdgeStore, KeyInfo, ModelInfo
     from tollway.events.envelope import Envelope, Payload
-    from tollway.runtime.bodies import BodyKeys
+    from tollway.runtime.bodies import BodyKeys, DataKey
     from tollway.runtime.breakers import BreakerBoard
 
 
@@ -151,7 +153,7 @@ class CallService:
             catalog_model=call.model,
             stream=call.stream,
             # Never in clear on the log: gw.requests and gw.authorized are kept forever.
-            sealed_body=seal_body(call.body, await self._bodies.current(), request_id),
+            sealed_body=seal_body(call.body, await self._body_key(), request_id),
             plan=[c for c in model.plan if c.route_type in key.route_types],
             estimated_input_tokens=call.input_estimate,
             max_output_tokens=output_budget(call, model),
@@ -159,6 +161,16 @@ class CallService:
         )
         trace = Trace(request_id=request_id, task_id=task_id)
         return make(event, trace=trace, occurred_at=now, event_id=new_id())
+
+    async def _body_key(self) -> DataKey:
+        """The epoch key (cached: the database is asked once per epoch); 503 when unreachable."""
+        try:
+            return await self._bodies.current()
+        except (OSError, asyncpg.PostgresError, BodyUnavailableError):
+            raise errors.DependencyDownError(
+                "The gateway cannot protect the request body right now; retry shortly.",
+                code="body_key_unavailable",
+            ) from None
 
     async def _publish(self, key: KeyInfo, env: Envelope[RequestReceived], request_id: str) -> None:
         await publish_request(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import structlog
 
 from tollway.events import topics
@@ -167,6 +168,10 @@ class Router:
             body = await self._bodies.open(req.sealed_body, req.request_id)
         except BodyUnavailableError as exc:
             log.warning("request_body_unavailable", reason=str(exc))
+            return None
+        except (OSError, asyncpg.PostgresError) as exc:
+            # Fail closed: no upstream call without the body; the hold is released.
+            log.warning("request_body_key_unreadable", error=type(exc).__name__)
             return None
         request = req.model_copy(update={"body": body, "sealed_body": None})
         payload = env.payload.model_copy(update={"request": request})
