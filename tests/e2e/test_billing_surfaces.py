@@ -181,14 +181,17 @@ def test_the_last_event_of_a_stream_states_the_charge(
         request_id = response.headers["x-tollway-request-id"]
         events = _sse(response)
     receipt = settled_receipt(stack, tenant.api_key, request_id)
-    last = json.loads(events[-1][1])
-    cost = last["tollway"] if path == "/v1/messages" else last
     if path == "/v1/messages":
         assert events[-1][0] == "message_stop"
+        cost = json.loads(events[-1][1])["tollway"]
     else:
-        assert events[-2][1] == "[DONE]"
+        # [DONE] stays last; the chunk before it (the finish chunk) carries the charge.
+        assert events[-1][1] == "[DONE]"
+        last = json.loads(events[-2][1])
+        assert last["choices"][0]["finish_reason"] == "stop"
+        cost = last["tollway"]
         # The client did not ask for usage: the upstream's usage chunk was not relayed.
-        assert all('"usage":{' not in data for _, data in events[:-1])
+        assert all('"usage":{' not in data for _, data in events)
     assert cost["cost_micro"] == receipt["charged_micro"] > 0
     assert cost["bucket"] == "credit"
     assert receipt["usage_estimated"] is False

@@ -48,9 +48,13 @@ BODIES = st.fixed_dictionaries(
         "n": st.integers(min_value=-3, max_value=40),
         "system": JSON,
         "tools": JSON,
+        "instructions": JSON,
+        "max_output_tokens": st.integers(min_value=-3, max_value=2**40) | JSON,
+        "previous_response_id": JSON,
+        "tool_choice": JSON,
     },
 )
-ROUTES = ["/v1/chat/completions", "/v1/messages", "/v1/embeddings"]
+ROUTES = ["/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/responses"]
 FUZZ = settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -61,7 +65,7 @@ def _check_shape(response: httpx.Response, path: str) -> None:
     if response.status_code < 400:
         return
     body = response.json()
-    if path == "/v1/messages":
+    if path.startswith("/v1/messages"):
         assert body["type"] == "error"
         assert body["error"]["message"]
     else:
@@ -87,11 +91,43 @@ def test_no_body_makes_the_edge_fail(stack, tenant_factory_module, upstream, pat
 
 
 @FUZZ
+@given(body=BODIES)
+def test_no_body_makes_count_tokens_fail_or_call_upstream(
+    stack, tenant_factory_module, upstream, body
+) -> None:
+    tenant = _broke(tenant_factory_module)
+    before = upstream_calls(upstream)
+    path = "/v1/messages/count_tokens"
+
+    response = httpx.post(
+        f"{stack.edge_url}{path}", json=body, headers={"x-api-key": tenant}, timeout=30
+    )
+
+    _check_shape(response, path)
+    if response.status_code == 200:
+        assert response.json()["input_tokens"] > 0
+    assert upstream_calls(upstream) == before
+
+
+@FUZZ
 @given(
-    path=st.sampled_from(["/v1/receipts", "/v1/usage", "/v1/models", "/v1/balance"]),
+    path=st.sampled_from(
+        ["/v1/receipts", "/v1/usage", "/v1/models", "/v1/balance", "/api/v1/generation"]
+    ),
     params=st.dictionaries(
         st.sampled_from(
-            ["project", "key", "task", "model", "since", "until", "cursor", "limit", "group_by"]
+            [
+                "project",
+                "key",
+                "task",
+                "model",
+                "since",
+                "until",
+                "cursor",
+                "limit",
+                "group_by",
+                "id",
+            ]
         ),
         st.text(max_size=30),
         max_size=4,

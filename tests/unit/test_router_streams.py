@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 
-from tollway.events.gateway import SseFrame
+from tollway.events.gateway import RequestReceived, SseFrame
 from tollway.router import anthropic_adapter, openai_adapter
+from tollway.router.client_stream import ClientStream
 from tollway.router.deltas import Done, Meter, Text, ToolArgs, ToolStart, UsageSeen
 
 
@@ -137,3 +138,43 @@ def test_meter_counts_streamed_text_when_usage_never_came_capped_by_max_tokens()
     assert short.usage().input_tokens == 100
     assert short.usage().estimated
     assert long.usage().output_tokens == 5
+
+
+def _request(protocol: str, endpoint: str, body: dict) -> RequestReceived:
+    return RequestReceived.model_construct(
+        request_id="req_1",
+        protocol=protocol,
+        endpoint=endpoint,
+        catalog_model="catalog",
+        body=body,
+    )
+
+
+def test_an_anthropic_client_of_an_openai_channel_gets_input_counts_at_start_and_at_end() -> None:
+    client = ClientStream(_request("anthropic", "messages", {}), "openai", sent_tokens=41)
+    decoder = openai_adapter.Decoder()
+    frames = [f for c in _openai_chunks() for f in client.frames(c, decoder.decode(c))]
+    start = json.loads(frames[0].data)
+    assert start["message"]["usage"]["input_tokens"] == 41  # counted from the request sent
+    closing = json.loads(next(f.data for f in frames if f.event == "message_delta"))
+    # The channel's own report, once it comes: 9 prompt tokens, none cached or written.
+    assert closing["usage"]["input_tokens"] == 9
+    assert closing["usage"]["cache_read_input_tokens"] == 0
+
+
+def test_a_chat_client_gets_its_charge_in_the_last_chunk_before_done() -> None:
+    client = ClientStream(_request("openai", "chat", {}), "openai")
+    decoder = openai_adapter.Decoder()
+    relayed = [f for c in _openai_chunks() for f in client.frames(c, decoder.decode(c))]
+    # The finish chunk is held back until [DONE]; the usage chunk the client did not ask for is
+    # dropped; [DONE] stays last.
+    assert [json.loads(f.data)["choices"][0]["delta"] for f in relayed[:3]] == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hel"},
+        {"content": "lo"},
+    ]
+    end = client.with_cost(relayed[3:], {"cost_micro": 7})
+    assert end[-1].data == "[DONE]"
+    last = json.loads(end[-2].data)
+    assert last["choices"][0]["finish_reason"] == "stop"
+    assert last["tollway"] == {"cost_micro": 7}

@@ -16,7 +16,7 @@ import orjson
 
 from tollway.events.gateway import SseFrame
 from tollway.router import anthropic_adapter, openai_adapter, responses_stream
-from tollway.router.deltas import Delta, Failed, UsageSeen
+from tollway.router.deltas import Delta, Done, Failed, Finished, UsageSeen
 
 if TYPE_CHECKING:
     from tollway.events.gateway import RequestReceived
@@ -68,7 +68,10 @@ class ClientStream:
         if not self._same:
             # Usage first: a frame that opens the answer and reports usage opens it with them.
             ordered = sorted(deltas, key=lambda d: not isinstance(d, UsageSeen))
-            return self._hold([f for d in ordered for f in self._encoder.encode(d)])
+            out: list[SseFrame] = []
+            for delta in ordered:
+                out += self._hold(self._encoder.encode(delta), delta)
+            return out
         if isinstance(next(iter(deltas), None), Failed):
             return []  # the upstream's own error event is replaced by ours
         if self._format == "anthropic":
@@ -76,21 +79,22 @@ class ClientStream:
         if self._format == "responses":
             return [responses_stream.relay(frame, self._req.catalog_model)]
         relayed = openai_adapter.relay(frame, self._req.catalog_model, self._include_usage)
-        return [] if relayed is None else self._hold([relayed])
+        ends = next((d for d in deltas if isinstance(d, (Finished, UsageSeen, Done))), None)
+        return [] if relayed is None else self._hold([relayed], ends)
 
-    def _hold(self, frames: list[SseFrame]) -> list[SseFrame]:
-        """Chat only: hold back the chunks that end the answer (see the module docstring)."""
-        if self._format != "openai":
+    def _hold(self, frames: list[SseFrame], delta: Delta | None) -> list[SseFrame]:
+        """Chat only: hold back the chunks that end the answer (a finish, the usage) till [DONE].
+
+        Judged by the frame's deltas, so a relayed chunk is not parsed a second time.
+        """
+        if self._format != "openai" or delta is None:
             return frames
-        out: list[SseFrame] = []
-        for frame in frames:
-            if frame.data.strip() == DONE:
-                out += [*self.pending(), frame]
-            elif _ends_answer(frame):
-                self._held.append(frame)
-            else:
-                out.append(frame)
-        return out
+        if isinstance(delta, Done):
+            return [*self.pending(), *frames]
+        if isinstance(delta, (Finished, UsageSeen)):
+            self._held += frames
+            return []
+        return frames
 
     def with_cost(self, frames: list[SseFrame], cost: dict[str, Any]) -> list[SseFrame]:
         """The stream's last frames (``frames`` and any held back), the last event tagged."""
@@ -115,15 +119,6 @@ class ClientStream:
         if self._format == "anthropic":
             return anthropic_adapter.error_frames(message, code)
         return [*self.pending(), *openai_adapter.error_frames(message, code)]
-
-
-def _ends_answer(frame: SseFrame) -> bool:
-    chunk = orjson.loads(frame.data)
-    if not isinstance(chunk, dict):
-        return False
-    if chunk.get("usage"):
-        return True
-    return any(c.get("finish_reason") for c in chunk.get("choices") or [])
 
 
 def _event_type(frame: SseFrame) -> str | None:

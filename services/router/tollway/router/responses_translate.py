@@ -32,10 +32,13 @@ class UntranslatableError(UnsupportedEndpointError):
 
 def to_anthropic_request(body: dict[str, Any], max_tokens: int) -> dict[str, Any]:
     """A Responses body as an Anthropic Messages body (model set by the caller)."""
-    system: list[str] = [body["instructions"]] if body.get("instructions") else []
+    instructions = body.get("instructions")
+    system: list[str] = [instructions] if isinstance(instructions, str) and instructions else []
     turns: list[dict[str, Any]] = []
     raw = body.get("input")
-    items = [{"role": "user", "content": raw}] if isinstance(raw, str) else list(raw or [])
+    if not isinstance(raw, (str, list)):
+        raise UntranslatableError("input", "input must be a string or a list of items")
+    items = [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
     for n, item in enumerate(items):
         turn = _turn(item, f"input[{n}]", system)
         if turn is not None:
@@ -46,12 +49,16 @@ def to_anthropic_request(body: dict[str, Any], max_tokens: int) -> dict[str, Any
     }
     if system:
         out["system"] = "\n\n".join(system)
-    if body.get("tools"):
-        out["tools"] = [_tool(t, f"tools[{n}]") for n, t in enumerate(body["tools"])]
+    tools = body.get("tools") or []
+    if not isinstance(tools, list):
+        raise UntranslatableError("tools", "tools must be a list")
+    if tools:
+        out["tools"] = [_tool(t, f"tools[{n}]") for n, t in enumerate(tools)]
     if body.get("tool_choice") is not None:
         out["tool_choice"] = _tool_choice(body["tool_choice"])
-    text_format = (body.get("text") or {}).get("format") or {}
-    if text_format.get("type", "text") != "text":
+    text = body.get("text")
+    text_format = text.get("format") if isinstance(text, dict) else None
+    if isinstance(text_format, dict) and text_format.get("type", "text") != "text":
         raise UntranslatableError("text.format", "Messages has no structured output format")
     if body.get("user"):
         out["metadata"] = {"user_id": body["user"]}
@@ -109,9 +116,10 @@ def _plain_text(content: Any, where: str) -> str:
     return "".join(b["text"] for b in _blocks(content, where) if b["type"] == "text")
 
 
-def _tool(tool: dict[str, Any], where: str) -> dict[str, Any]:
-    if tool.get("type") != "function":
-        raise UntranslatableError(f"{where}.type", f"built-in tool '{tool.get('type')}'")
+def _tool(tool: Any, where: str) -> dict[str, Any]:
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        raise UntranslatableError(f"{where}.type", f"built-in tool '{kind}'")
     out = {
         "name": tool.get("name", ""),
         "input_schema": tool.get("parameters") or {"type": "object", "properties": {}},
@@ -127,7 +135,7 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
             raise UntranslatableError("tool_choice.type", f"'{choice.get('type')}'")
         return {"type": "tool", "name": choice.get("name", "")}
     modes = {"auto": "auto", "required": "any", "none": "none"}
-    if choice not in modes:
+    if not isinstance(choice, str) or choice not in modes:
         raise UntranslatableError("tool_choice", f"'{choice}'")
     return {"type": modes[choice]}
 
