@@ -27,6 +27,25 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.e2e
 
+# Values generators rarely hit, sent to every path parameter, query parameter and JSON body of
+# every operation: what answered 5xx before (NUL ids and filters, numbers past bigint, instants
+# that overflow in UTC, bodies nested past the event encoder's limit).
+NASTY_VALUES = [
+    "\x00",
+    "a\x00b",
+    "9" * 30,
+    "-" + "9" * 30,
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59-14:00",
+    "\u0665",
+    "x" * 3000,
+]
+NASTY_BODIES: list[Any] = [
+    {"x\x00": "\x00"},
+    {"amount": "9" * 30, "account_id": "\x00", "unit": "\x00", "scope_id": "\x00"},
+    {"amount": 2**64 - 1, "tokens_per_minute": 2**63},
+    [1] * 3,
+]
 EXAMPLES = 10  # per operation and mode: 49 operations x 2 modes, about a thousand cases
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
 
@@ -47,6 +66,33 @@ def _fuzz(
         call(case)
 
     run()
+
+
+def _deep(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def _nasty(operation: Any) -> list[schemathesis.Case]:
+    """Each nasty value in each path and query parameter, each nasty body: one case each."""
+    params = [(p.name, p.location.value) for p in operation.iter_parameters()]
+    path = {name: "x" for name, where in params if where == "path"}
+    cases = []
+    for name, where in params:
+        for value in NASTY_VALUES:
+            if where == "path":
+                cases.append(operation.Case(path_parameters={**path, name: value}))
+            elif where == "query":
+                cases.append(operation.Case(path_parameters=path, query={name: value}))
+    if operation.body:
+        bodies = [*NASTY_BODIES, _deep(250), {"deep": _deep(255)}]
+        cases += [
+            operation.Case(path_parameters=path, body=body, media_type="application/json")
+            for body in bodies
+        ]
+    return cases
 
 
 def test_no_input_gets_a_5xx(stack: Any, tenant_factory: Callable[..., Tenant]) -> None:
@@ -75,6 +121,9 @@ def test_no_input_gets_a_5xx(stack: Any, tenant_factory: Callable[..., Tenant]) 
                 _fuzz(operation, mode, call)
             except Unsatisfiable:
                 tally[f"{mode.value}_unsatisfiable"] += 1
+        for case in _nasty(operation):
+            tally["nasty"] += 1
+            call(case)
 
     print(f"\nopenapi fuzz: {dict(tally)}")  # noqa: T201 - the figures, shown with -s
     assert tally["operations"] >= 40

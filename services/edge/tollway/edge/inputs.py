@@ -38,33 +38,43 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def check_json(value: Any, *, nul_ok: bool = False) -> None:
-    """Raise a 400 for a value too deep, an integer out of range, or (unless ``nul_ok``) NUL."""
-    pending = [(value, 1)]
+    """Raise a 400 for a value too deep, an integer out of range, or (unless ``nul_ok``) NUL.
+
+    The error's ``param`` is where the value sits (``budgets.0.name``).
+    """
+    pending: list[tuple[Any, int, str]] = [(value, 1, "")]
     while pending:
-        item, depth = pending.pop()
+        item, depth, where = pending.pop()
         if depth > MAX_DEPTH:
             raise errors.InvalidRequestError(
                 f"The JSON body is nested deeper than {MAX_DEPTH} levels.", code="invalid_json"
             )
         if isinstance(item, dict):
             for key, inner in item.items():
-                _text(key, nul_ok)
-                pending.append((inner, depth + 1))
+                _text(str(key), nul_ok, where)
+                pending.append((inner, depth + 1, _join(where, key)))
         elif isinstance(item, list):
-            pending.extend((inner, depth + 1) for inner in item)
+            pending.extend((inner, depth + 1, _join(where, i)) for i, inner in enumerate(item))
         elif isinstance(item, str):
-            _text(item, nul_ok)
+            _text(item, nul_ok, where)
         elif isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
             raise errors.InvalidRequestError(
                 "A number in the request body is out of the 64-bit integer range.",
+                param=where or None,
                 code="invalid_json",
             )
 
 
-def _text(value: str, nul_ok: bool) -> None:
+def _join(where: str, key: object) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _text(value: str, nul_ok: bool, where: str) -> None:
     if not nul_ok and "\x00" in value:
         raise errors.InvalidRequestError(
-            "NUL characters are not allowed in the request body.", code="invalid_request"
+            "NUL characters are not allowed in the request body.",
+            param=where or None,
+            code="invalid_request",
         )
 
 
