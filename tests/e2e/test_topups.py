@@ -145,3 +145,37 @@ def test_a_balance_out_of_range_is_refused_by_the_edge_or_reported_refused(
 def test_the_status_of_an_unknown_or_malformed_top_up_is_a_client_error(stack) -> None:
     assert _error(_status(stack, "01J0000000000000000000000"), 404)["code"] == "topup_not_found"
     assert _status(stack, "abc%00def").status_code == 400
+
+
+def test_a_top_up_can_be_reversed_back_to_the_accounts_own_source(stack, tenant_factory) -> None:
+    tenant = tenant_factory({})
+    sent = _topup(stack, tenant.account_id, amount="4")
+    assert sent.status_code == 202, sent.text
+    assert _settled(stack, sent.json()["event_id"])["status"] == "applied"
+    topped = io.fetchval(
+        stack.dsn,
+        "SELECT event_id FROM ledger.journal WHERE cause_id = $1",
+        sent.json()["event_id"],
+    )
+
+    reversal = httpx.post(
+        f"{stack.edge_url}/admin/v1/ledger/reversals",
+        headers=ADMIN,
+        json={
+            "account_id": tenant.account_id,
+            "original_event_id": topped,
+            "amount": "1.5",
+            "reason": "refund",
+            "idempotency_key": uuid.uuid4().hex,
+        },
+        timeout=10,
+    )
+
+    assert reversal.status_code == 202, reversal.text
+    wait_for(lambda: io.balance(stack.dsn, tenant.account_id) == 2_500_000, what="the reversal")
+    source = io.fetchval(
+        stack.dsn,
+        "SELECT amount FROM ledger.balances WHERE account = $1",
+        f"system/topup/{tenant.account_id}",
+    )
+    assert source == -2_500_000

@@ -10,17 +10,19 @@ service's output.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollway.events.envelope import Payload, register
 from tollway.events.gateway import RouteType
+from tollway.events.pricing import MAX_AMOUNT_MICRO
 
 BudgetScope = Literal["account", "key", "project", "route_type", "channel", "model", "task"]
 BudgetWindow = Literal["minute", "hour", "day", "month", "lifetime"]
 BudgetMode = Literal["hard", "soft"]
 TOKENS = "tokens"
+MAX_TOKENS_PER_MINUTE = 10**12
 
 
 @register
@@ -155,10 +157,13 @@ class VelocityLimitSet(Payload):
     account_id: str
     scope: BreakerScope
     scope_id: str
-    tokens_per_minute: int | None = Field(default=None, gt=0)
-    spend_micro_per_minute: dict[str, int] = Field(default_factory=dict)
-    relative_factor: int | None = Field(default=None, gt=1)
-    cooldown_seconds: int | None = Field(default=None, gt=0)
+    # Bounded so every value fits the limits service's bigint columns and the event encoder.
+    tokens_per_minute: int | None = Field(default=None, gt=0, le=MAX_TOKENS_PER_MINUTE)
+    spend_micro_per_minute: dict[str, Annotated[int, Field(ge=0, le=MAX_AMOUNT_MICRO)]] = Field(
+        default_factory=dict
+    )
+    relative_factor: int | None = Field(default=None, gt=1, le=1_000)
+    cooldown_seconds: int | None = Field(default=None, gt=0, le=30 * 86_400)
 
 
 @register

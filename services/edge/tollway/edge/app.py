@@ -21,6 +21,7 @@ from tollway.edge import (
     budgets,
     errors,
     generation,
+    inputs,
     ledger_admin,
     ledger_corrections,
     limits_admin,
@@ -108,6 +109,20 @@ def _invalid_field(extra: Any) -> str | None:
         return None
     parts = key.split(".")
     return parts[0] + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts[1:])
+
+
+def value_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A value Postgres or a date cannot hold (a number or instant out of range): the client's.
+
+    Every endpoint validates what it stores before it publishes anything, so this only ever
+    answers a read or a check; it is logged, as the validation it stands in for is missing.
+    """
+    # Not the message: it may quote the value.
+    log.warning("value_out_of_range", path=request.url.path, error=type(exc).__name__)
+    error = errors.InvalidRequestError(
+        "A value in the request is out of range or not acceptable.", code="invalid_value"
+    )
+    return Response(errors.body_for(error, request.url.path), status_code=error.status)
 
 
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -253,10 +268,12 @@ def create_app(settings: EdgeSettings) -> Litestar:
         openapi_config=OPENAPI,
         template_config=ui.TEMPLATES,
         lifespan=[lifespan, ui.lifespan],
-        middleware=[RequestIdMiddleware()],
+        middleware=[RequestIdMiddleware(), inputs.InputGuardMiddleware(settings.max_body_bytes)],
         exception_handlers={
             errors.GatewayError: gateway_error,
             HTTPException: http_error,
+            asyncpg.DataError: value_error,
+            OverflowError: value_error,
             Exception: unexpected_error,
         },
         request_max_body_size=settings.max_body_bytes,

@@ -14,7 +14,7 @@ from litestar import Controller, Request, delete, get, post
 from litestar.di import Provide
 from pydantic import BaseModel, Field
 
-from tollway.edge import amounts, audit, errors
+from tollway.edge import amounts, audit, errors, tenants
 from tollway.edge import limits_store as ls
 from tollway.edge.admin_auth import require_admin
 from tollway.edge.publish import publish_request
@@ -82,6 +82,20 @@ async def _check_unit(pool: asyncpg.Pool, data: NewBudget) -> None:
     if data.bucket in units and units[data.bucket] != data.unit:
         raise errors.InvalidRequestError(
             f"Bucket '{data.bucket}' is in {units[data.bucket]}, not {data.unit}.", param="unit"
+        )
+    await _check_scope(pool, data)
+
+
+async def _check_scope(pool: asyncpg.Pool, data: NewBudget) -> None:
+    """A key or project budget names one of the account's own: else 404, nothing published."""
+    if data.scope not in {"key", "project"} or data.scope_id is None:
+        return
+    found = await (tenants.key if data.scope == "key" else tenants.project)(pool, data.scope_id)
+    if found["account_id"] != data.account_id:
+        raise errors.NotFoundError(
+            f"Account '{data.account_id}' has no {data.scope} '{data.scope_id}'.",
+            param="scope_id",
+            code=f"{data.scope}_not_found",
         )
 
 

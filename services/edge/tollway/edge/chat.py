@@ -1,7 +1,8 @@
 """Client request bodies, validated: OpenAI chat and embeddings, Anthropic messages.
 
-Each validator checks only what the gateway itself needs (the model, the messages, the token
-limits, the stream flag) and names the first offending parameter; every other field passes
+Each validator checks what the dialect's own API checks for the fields it documents (roles,
+content, token limits, sampling ranges, types without coercion: ``"10"`` is not a number and
+``"yes"`` not a boolean) and names the first offending parameter; every other field passes
 through to the upstream untouched. The result is a ``ClientCall``: the same shape whatever the
 dialect, so the rest of the edge does not care which one the client spoke.
 """
@@ -9,12 +10,13 @@ dialect, so the rest of the edge does not care which one the client spoke.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from tollway.edge import errors
+from tollway.edge.inputs import check_json
 from tollway.events import tokens
 from tollway.events.tokens import input_tokens
 
@@ -41,20 +43,45 @@ class ClientCall:
     input_estimate: int
 
 
-class ChatRequest(BaseModel):
-    """OpenAI chat completions: the fields the gateway needs; the rest passes through."""
+Tokens = Annotated[StrictInt, Field(ge=1, le=ABSURD_MAX_TOKENS)]
+# A JSON number (an int is one too), never a string that looks like one.
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+Content = str | list[dict[str, Any]]
+
+
+class ChatMessage(BaseModel):
+    """One OpenAI chat message: a known role; text, parts, or nothing (a tool-calling turn)."""
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1, max_length=256)
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=ABSURD_MAX_TOKENS)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=ABSURD_MAX_TOKENS)
-    stream: bool = False
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: Content | None = None
+
+
+class ChatRequest(BaseModel):
+    """OpenAI chat completions, with OpenAI's ranges; other fields pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=256, strict=True)
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: Tokens | None = None
+    max_completion_tokens: Tokens | None = None
+    stream: StrictBool = False
     stream_options: dict[str, Any] | None = None
-    n: int = Field(default=1, ge=1, le=16)
-    stop: str | list[str] | None = None
-    user: str | None = Field(default=None, max_length=256, pattern=NO_NUL)
+    n: StrictInt = Field(default=1, ge=1, le=16)
+    stop: str | list[str] | None = Field(default=None, max_length=4)
+    user: str | None = Field(default=None, max_length=256, pattern=NO_NUL, strict=True)
+    temperature: Number | None = Field(default=None, ge=0, le=2)
+    top_p: Number | None = Field(default=None, ge=0, le=1)
+    presence_penalty: Number | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: Number | None = Field(default=None, ge=-2, le=2)
+    seed: Int64 | None = None
+    logit_bias: dict[str, Annotated[StrictInt, Field(ge=-100, le=100)]] | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=20)
+    parallel_tool_calls: StrictBool | None = None
 
 
 class EmbeddingsRequest(BaseModel):
@@ -62,22 +89,37 @@ class EmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1, max_length=256)
+    model: str = Field(min_length=1, max_length=256, strict=True)
     input: str | list[str] | list[int] | list[list[int]]
-    user: str | None = Field(default=None, max_length=256, pattern=NO_NUL)
+    user: str | None = Field(default=None, max_length=256, pattern=NO_NUL, strict=True)
+    dimensions: StrictInt | None = Field(default=None, ge=1, le=65_536)
+    encoding_format: Literal["float", "base64"] | None = None
 
 
-class MessagesRequest(BaseModel):
-    """Anthropic messages: ``max_tokens`` is required, ``system`` sits beside the messages."""
+class AnthropicMessage(BaseModel):
+    """One Anthropic message: the user's or the assistant's turn, text or content blocks."""
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1, max_length=256)
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    max_tokens: int = Field(ge=1, le=ABSURD_MAX_TOKENS)
+    role: Literal["user", "assistant"]
+    content: Content
+
+
+class MessagesRequest(BaseModel):
+    """Anthropic messages, with Anthropic's ranges: ``max_tokens`` is required."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=256, strict=True)
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    max_tokens: Tokens
     system: str | list[dict[str, Any]] | None = None
-    stream: bool = False
+    stream: StrictBool = False
     metadata: dict[str, Any] | None = None
+    temperature: Number | None = Field(default=None, ge=0, le=1)
+    top_p: Number | None = Field(default=None, ge=0, le=1)
+    top_k: StrictInt | None = Field(default=None, ge=0)
+    stop_sequences: list[str] | None = None
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
@@ -92,6 +134,9 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise errors.InvalidRequestError(
             "The request body must be a JSON object.", code="invalid_json"
         )
+    # Depth and integer range, as for every body (tollway.edge.inputs); NUL may pass in a
+    # prompt, which goes to the upstream and is never stored.
+    check_json(data, nul_ok=True)
     return data
 
 

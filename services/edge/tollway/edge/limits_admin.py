@@ -22,6 +22,7 @@ from litestar.di import Provide
 from pydantic import BaseModel, Field
 
 from tollway.edge import audit, errors
+from tollway.edge import limits_store as ls
 from tollway.edge.admin_auth import require_admin
 from tollway.edge.publish import CONFIRM_SECONDS, publish_request
 from tollway.events import topics
@@ -134,12 +135,16 @@ async def reset_breaker(
 async def set_velocity_limit(
     request: Request[Any, Any, Any], data: VelocityLimitSet
 ) -> dict[str, Any]:
-    """Publish the thresholds with the account's traffic."""
+    """Publish the thresholds with the account's traffic (for an account that exists)."""
     if data.scope == "account":
         raise errors.InvalidRequestError(
             "Velocity limits apply to a key, project or task; set them on each key or project.",
             param="scope",
             code="unsupported_scope",
+        )
+    if not await ls.account_exists(request.app.state.pool, data.account_id):
+        raise errors.NotFoundError(
+            f"No account '{data.account_id}'.", param="account_id", code="account_not_found"
         )
     env = make(data)
     answer = {"event_id": env.id, "status": "accepted"}
