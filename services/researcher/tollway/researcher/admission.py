@@ -63,7 +63,7 @@ def parse(body: bytes) -> NewRun:
 
 
 def tickers(req: NewRun, source: DataSource) -> list[str]:
-    """The explicit ticker, else the known tickers the topic names, else every known one."""
+    """The explicit ticker, else the known tickers the topic names; else a 400 listing them."""
     known = source.tickers()
     if req.ticker is not None:
         if req.ticker.upper() not in known:
@@ -73,8 +73,19 @@ def tickers(req: NewRun, source: DataSource) -> list[str]:
                 code="unknown_ticker",
             )
         return [req.ticker.upper()]
-    named = [t for t in dict.fromkeys(TICKER.findall(req.topic)) if t in known]
-    return named or known
+    words = list(dict.fromkeys(TICKER.findall(req.topic)))
+    named = [t for t in words if t in known]
+    if named:
+        return named
+    # A topic the data source has nothing on is refused before anything is spent, rather
+    # than answered with a report on other companies.
+    missing = f" (no data for {', '.join(words)})" if words else ""
+    raise errors.InvalidRequestError(
+        f"The topic names no ticker this data source has{missing}: {source.description} has"
+        f" {', '.join(known)}. Name one of them in the topic or pass 'ticker'.",
+        param="topic",
+        code="unknown_topic",
+    )
 
 
 def caps(req: NewRun) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """Research runs: start one with a live progress bar, list, show, cancel, fetch receipts.
 
-``tollway research run --mode quick --topic "Is ACME a buy?"`` calls the researcher over HTTP
-with your own gateway key (``TOLLWAY_API_KEY``; ``TOLLWAY_RESEARCHER_URL``, as ``make dev``
-writes them to ``.tollway/dev.env``), follows the run's progress stream, and saves the report.
+``tollway research run --mode quick --topic "Is ACME a buy?"`` calls the research API at the
+gateway's base URL with your own gateway key (``TOLLWAY_BASE_URL`` and ``TOLLWAY_API_KEY``, as
+``make dev`` writes them to ``.tollway/dev.env``), follows the run's progress stream, and saves
+the report.
 Ctrl-C cancels the run (its task envelope is closed and its holds released).
 """
 
@@ -19,9 +20,9 @@ if TYPE_CHECKING:
 def register(parser: argparse.ArgumentParser) -> None:
     """Add ``run``, ``list``, ``show``, ``cancel`` and ``receipt``."""
     parser.add_argument(
-        "--url",
-        default=from_env("TOLLWAY_RESEARCHER_URL"),
-        help="the researcher's URL (default: $TOLLWAY_RESEARCHER_URL)",
+        "--base-url",
+        default=from_env("TOLLWAY_BASE_URL"),
+        help="the gateway's base URL, http://host:port/v1 (default: $TOLLWAY_BASE_URL)",
     )
     parser.add_argument(
         "--api-key",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
-from tollway.events.cli_env import error_message, required
+from tollway.events.cli_env import edge_origin, error_message, required
 from tollway.events.pricing import format_micro
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ BAR_WIDTH = 30
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch; errors say what to do next."""
-    url = required(args.url, "TOLLWAY_RESEARCHER_URL", "--url")
+    url = edge_origin(required(args.base_url, "TOLLWAY_BASE_URL", "--base-url"))
     headers = {"authorization": f"Bearer {required(args.api_key, 'TOLLWAY_API_KEY', '--api-key')}"}
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
                 return _run(client, args)
             return _simple(client, args)
     except httpx.HTTPError as exc:
-        sys.stderr.write(f"Cannot reach the researcher at {url} ({exc}): is it running?\n")
+        sys.stderr.write(f"Cannot reach the gateway at {url} ({exc}): is it running?\n")
         return 1
 
 
