@@ -272,7 +272,9 @@ def test_cli_runs_with_a_progress_bar_and_saves_the_report(
     monkeypatch.setenv("TOLLWAY_API_KEY", tenant.api_key)
     out = tmp_path / "acme"
 
-    code = main(["research", "run", "--mode", "quick", "--topic", "ACME", "--out", str(out)])
+    code = main(
+        ["research", "run", "--yes", "--mode", "quick", "--topic", "ACME", "--out", str(out)]
+    )
 
     err = capsys.readouterr().err
     assert code == 0, err

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
+from tollway.cli import main
 
 pytestmark = pytest.mark.e2e
 
@@ -90,3 +91,46 @@ def test_research_without_a_key_is_a_401_at_the_gateway(gateway) -> None:
 
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "missing_api_key"
+
+
+def test_an_estimate_runs_every_check_and_starts_nothing(gateway, tenant_factory) -> None:
+    tenant = tenant_factory({"credit": "10"})
+    body = {"topic": "Is NOVA a buy?", "mode": "standard"}
+    with _client(gateway, tenant.api_key) as client:
+        estimate = client.post("/research/estimate", json=body)
+        unknown = client.post("/research/estimate", json={"topic": "Is Apple a buy?"})
+
+        assert estimate.status_code == 200, estimate.text
+        found = estimate.json()
+        assert (found["object"], found["tickers"], found["mode"]) == (
+            "research.estimate",
+            ["NOVA"],
+            "standard",
+        )
+        assert found["estimate"]["calls"] > 0
+        assert found["estimate"]["buckets"][0]["high_micro"] > 0
+        assert found["estimate"]["duration_seconds"] > 0
+        assert unknown.status_code == 400
+        assert client.get("/research").json()["data"] == []
+        assert _nothing_spent(client)
+
+
+def test_the_cli_shows_the_estimate_and_starts_only_when_confirmed(
+    stack, gateway, tenant_factory, capsys, monkeypatch
+) -> None:
+    tenant = tenant_factory({"credit": "10"})
+    monkeypatch.setenv("TOLLWAY_BASE_URL", gateway)
+    monkeypatch.setenv("TOLLWAY_API_KEY", tenant.api_key)
+
+    estimated = main(["research", "estimate", "--topic", "ACME", "--mode", "quick"])
+    shown = capsys.readouterr().err
+    unconfirmed = main(["research", "run", "--topic", "ACME", "--mode", "quick"])  # no terminal
+    refused = capsys.readouterr().err
+
+    assert estimated == 0
+    assert shown.startswith("estimate (quick, ACME): 3 calls, up to ")
+    assert "cost credit " in shown
+    assert unconfirmed == 3
+    assert "pass --yes" in refused
+    with _client(gateway, tenant.api_key) as client:
+        assert client.get("/research").json()["data"] == []

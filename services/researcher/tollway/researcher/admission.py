@@ -139,7 +139,32 @@ def check_money(
     return envelope
 
 
-async def admit(  # noqa: PLR0913 - the composition root passes each dependency
+@dataclass(frozen=True)
+class Checked:
+    """A run every check passed, before anything is recorded or opened."""
+
+    req: NewRun
+    tickers: list[str]
+    figures: list[indicators.Figures]
+    calls: list[plan.Call]
+    estimate: plan.Estimate
+    account_id: str
+    envelope: dict[str, int]
+
+    def view(self) -> dict[str, Any]:
+        """What ``POST /v1/research/estimate`` answers: the run as it would start."""
+        return {
+            "object": "research.estimate",
+            "topic": self.req.topic,
+            "tickers": self.tickers,
+            "mode": self.req.mode,
+            "models": {c.tier: c.model for c in self.calls},
+            "estimate": estimate_view(self.estimate),
+            "envelope_micro": self.envelope,
+        }
+
+
+async def check(  # noqa: PLR0913 - the composition root passes each dependency
     *,
     body: bytes,
     key: str,
@@ -147,8 +172,8 @@ async def admit(  # noqa: PLR0913 - the composition root passes each dependency
     source: DataSource,
     route_rows: list[dict[str, Any]],
     seconds_per_call: float,
-) -> Admitted:
-    """Everything before the first call; raises before any side effect when a check fails."""
+) -> Checked:
+    """Every check of a run, with no side effect: the estimate, or the error that stops it."""
     req = parse(body)
     chosen = tickers(req, source)
     figures = [indicators.compute(t, source.bars(t)) for t in chosen]
@@ -175,20 +200,44 @@ async def admit(  # noqa: PLR0913 - the composition root passes each dependency
         ) from None
     account = await edge.account(key)
     envelope = check_money(est, caps(req), account.available)
+    return Checked(req, chosen, figures, calls, est, account.account_id, envelope)
+
+
+async def admit(  # noqa: PLR0913 - the composition root passes each dependency
+    *,
+    body: bytes,
+    key: str,
+    edge: Edge,
+    source: DataSource,
+    route_rows: list[dict[str, Any]],
+    seconds_per_call: float,
+) -> Admitted:
+    """Everything before the first call; raises before any side effect when a check fails."""
+    checked = await check(
+        body=body,
+        key=key,
+        edge=edge,
+        source=source,
+        route_rows=route_rows,
+        seconds_per_call=seconds_per_call,
+    )
+    req = checked.req
     run_id = "run_" + new_id()
-    task_id = await edge.open_task(key, f"research {run_id}", envelope, list(req.route_types))
+    task_id = await edge.open_task(
+        key, f"research {run_id}", checked.envelope, list(req.route_types)
+    )
     run = {
         "id": run_id,
-        "account_id": account.account_id,
+        "account_id": checked.account_id,
         "topic": req.topic,
-        "tickers": chosen,
+        "tickers": checked.tickers,
         "mode": req.mode,
-        "models": {c.tier: c.model for c in calls},
-        "estimate": estimate_view(est),
-        "envelope": envelope,
+        "models": {c.tier: c.model for c in checked.calls},
+        "estimate": estimate_view(checked.estimate),
+        "envelope": checked.envelope,
         "task_id": task_id,
     }
-    return Admitted(run, calls, figures)
+    return Admitted(run, checked.calls, checked.figures)
 
 
 def estimate_view(est: plan.Estimate) -> dict[str, Any]:
