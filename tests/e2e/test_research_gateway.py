@@ -134,3 +134,17 @@ def test_the_cli_shows_the_estimate_and_starts_only_when_confirmed(
     assert "pass --yes" in refused
     with _client(gateway, tenant.api_key) as client:
         assert client.get("/research").json()["data"] == []
+
+
+def test_a_key_that_may_not_call_a_model_of_the_plan_is_refused_before_any_spend(
+    gateway, tenant_factory
+) -> None:
+    tenant = tenant_factory({"credit": "10"}, allowed_models=["claude-3-5-haiku"])
+    with _client(gateway, tenant.api_key) as client:
+        refused = client.post("/research", json={"topic": "ACME", "mode": "quick"})
+
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert (error["code"], error["param"]) == ("model_not_allowed", "models")
+        assert "may not call gpt-4o-mini" in error["message"]
+        assert _nothing_spent(client)

@@ -61,3 +61,15 @@ def test_a_cap_on_a_bucket_the_run_does_not_use_is_a_400() -> None:
     with pytest.raises(errors.InvalidRequestError) as caught:
         admission.check_money(EST, {"wallet": 1}, {"credit": 10_000})
     assert caught.value.param == "cap.wallet"
+
+
+def test_a_plan_model_the_key_may_not_call_is_refused_naming_it() -> None:
+    calls = plan.plan_calls("quick", {})
+
+    admission.check_models(calls, ["gpt-4o-mini", "claude-3-5-haiku", "other"])
+    with pytest.raises(errors.InvalidRequestError) as caught:
+        admission.check_models(calls, ["claude-3-5-haiku"])
+
+    assert (caught.value.code, caught.value.param) == ("model_not_allowed", "models")
+    assert "may not call gpt-4o-mini" in str(caught.value)
+    assert "(it may call: claude-3-5-haiku)" in str(caught.value)

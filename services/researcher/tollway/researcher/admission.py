@@ -114,6 +114,19 @@ def candidates(rows: list[dict[str, Any]]) -> dict[str, list[plan.Candidate]]:
     return out
 
 
+def check_models(calls: list[plan.Call], allowed: list[str]) -> None:
+    """Every model of the plan is one the key may call, or a 400 naming those it may not."""
+    refused = sorted({c.model for c in calls} - set(allowed))
+    if refused:
+        may = ", ".join(sorted(allowed)) or "none"
+        raise errors.InvalidRequestError(
+            f"This key may not call {', '.join(refused)}, which this run's plan uses (it may"
+            f" call: {may}). Choose models it may call with 'models.fast' and 'models.strong'.",
+            param="models",
+            code="model_not_allowed",
+        )
+
+
 def check_money(
     estimate: plan.Estimate, cap: dict[str, int], available: dict[str, int]
 ) -> dict[str, int]:
@@ -198,6 +211,7 @@ async def check(  # noqa: PLR0913 - the composition root passes each dependency
             param="models",
             code="model_not_found",
         ) from None
+    check_models(calls, await edge.models(key))
     account = await edge.account(key)
     envelope = check_money(est, caps(req), account.available)
     return Checked(req, chosen, figures, calls, est, account.account_id, envelope)

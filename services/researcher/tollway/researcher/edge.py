@@ -74,6 +74,11 @@ class Edge:
             body["account_id"], {b["bucket"]: b["available_micro"] for b in body["buckets"]}
         )
 
+    async def models(self, key: str) -> list[str]:
+        """The catalog models this key may call (over a route type it may use)."""
+        body = _json(await self._send("GET", "/v1/models", key), "GET /v1/models")
+        return [str(m["id"]) for m in body["data"]]
+
     async def open_task(
         self, key: str, name: str, budgets: dict[str, int], route_types: list[str]
     ) -> str:
