@@ -268,11 +268,13 @@ def test_cli_runs_with_a_progress_bar_and_saves_the_report(
     stack, researcher, tenant_factory, tmp_path, capsys, monkeypatch
 ) -> None:
     tenant = tenant_factory({"credit": "10"})
-    monkeypatch.setenv("TOLLWAY_RESEARCHER_URL", researcher)
+    monkeypatch.setenv("TOLLWAY_BASE_URL", f"{stack.edge_url}/v1")  # research via the edge
     monkeypatch.setenv("TOLLWAY_API_KEY", tenant.api_key)
     out = tmp_path / "acme"
 
-    code = main(["research", "run", "--mode", "quick", "--topic", "ACME", "--out", str(out)])
+    code = main(
+        ["research", "run", "--yes", "--mode", "quick", "--topic", "ACME", "--out", str(out)]
+    )
 
     err = capsys.readouterr().err
     assert code == 0, err

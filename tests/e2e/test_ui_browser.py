@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx
 import pytest
 from openai import OpenAI
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -238,3 +239,108 @@ def test_operator_watches_a_circuit_open_and_trips_and_resets_a_breaker(
     with admin_client(stack) as admin:
         trail = admin.get("/audit", params={"kind": "breaker", "target": f"key:{key_id}"})
     assert [a["actor"] for a in trail.json()["data"]] == ["ui:alice"]
+
+
+def _fits_the_page(page: Page) -> bool:
+    """Nothing wider than the 1280 px viewport: no horizontal page scroll."""
+    return bool(
+        page.evaluate(
+            "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        )
+    )
+
+
+def test_amounts_show_their_own_buckets_unit_and_pages_fit_1280_px(
+    stack, tenant_factory, upstream, page: Page
+) -> None:
+    # A direct primary (credit) that fails twice, then a pool backup (wallet, CNY) that serves.
+    tenant = tenant_factory({"credit": "10", "wallet": "10"})
+    with admin_client(stack) as admin:
+        primary = new_channel(admin, stack, PRIMARY_DEMO)
+        backup = new_channel(admin, stack, BACKUP_DEMO, route_type="pool")
+        model = new_model(
+            admin,
+            [
+                {"channel_id": primary, "upstream_model": "up-primary", "tier": 0},
+                {"channel_id": backup, "upstream_model": "up-backup", "tier": 1},
+            ],
+        )
+    upstream.post(
+        "/_control/faults",
+        json={"channel": PRIMARY_DEMO, "kind": "status", "status": 503, "count": 2},
+    )
+    status, _, request_id = chat(stack, tenant.api_key, model)
+    assert status == 200
+    wait_for(lambda: final_receipt(stack, tenant.api_key, request_id), what="the receipt")
+
+    _sign_in(page, stack, tenant.api_key)
+    page.goto(f"{stack.edge_url}/ui/requests")
+    expect(page.locator(f'tr[data-request-id="{request_id}"]')).to_contain_text("CNY")
+    assert _fits_the_page(page)
+    _shot(page, "user-request-log-1280")
+
+    page.goto(f"{stack.edge_url}/ui/requests/{request_id}")
+    attempts = page.locator("ol.chain li.attempt")
+    expect(attempts).to_have_count(3)
+    for failed in (attempts.nth(0), attempts.nth(1)):  # the direct attempts cost credit
+        expect(failed.locator("dd").last).to_contain_text("credit")
+        expect(failed.locator("dd").last).not_to_contain_text("CNY")
+    expect(attempts.nth(2).locator("dd").last).to_contain_text("CNY")
+    expect(page.locator("#hold")).to_contain_text("credit")  # the primary hold is credit's
+    expect(page.locator("#charged")).to_contain_text("CNY")
+    assert _fits_the_page(page)
+    _shot(page, "user-receipt-units-1280")
+
+
+def test_an_open_task_with_a_refused_call_is_not_shown_as_stopped(
+    stack, tenant_factory, page: Page
+) -> None:
+    tenant = tenant_factory({"credit": "10"})
+    headers = {"authorization": f"Bearer {tenant.api_key}"}
+    opened = httpx.post(
+        f"{stack.edge_url}/v1/tasks",
+        headers=headers,
+        json={"name": "tiny", "budgets": [{"bucket": "credit", "amount": "0.000001"}]},
+    )
+    task_id = opened.json()["id"]
+    refused = wait_for(
+        lambda: (
+            (
+                r := httpx.post(
+                    f"{stack.edge_url}/v1/chat/completions",
+                    headers={**headers, "x-tollway-task": task_id},
+                    json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                    timeout=30,
+                )
+            ).status_code
+            == 402
+            and r
+        ),
+        what="the call to be refused by the task",
+    )
+    assert refused.json()["error"]["code"] == "task_budget_insufficient"
+
+    _sign_in(page, stack, tenant.api_key)
+    page.goto(f"{stack.edge_url}/ui/tasks")
+    row = page.locator("tr", has_text=task_id)
+    expect(row).to_contain_text("open")
+    expect(row).to_contain_text("last refused call")
+    assert _fits_the_page(page)
+    _shot(page, "user-tasks-1280")
+
+
+def test_a_bad_group_by_is_named_in_words_not_a_python_repr(stack, tenant_factory) -> None:
+    tenant = tenant_factory({"credit": "1"})
+
+    response = httpx.get(
+        f"{stack.edge_url}/v1/usage",
+        params={"group_by": "colour"},
+        headers={"authorization": f"Bearer {tenant.api_key}"},
+    )
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "group_by"
+    assert "group_by" in error["message"]
+    assert "ParamType" not in error["message"]
+    assert "<" not in error["message"]

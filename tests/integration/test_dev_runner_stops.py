@@ -137,6 +137,9 @@ def runner(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DevRunner
             os.killpg(started.proc.pid, signal.SIGKILL)
             started.proc.wait()
         started.log.close()
+        # As root the cluster may live under the temp folder, outside tmp_path.
+        port = started.ports["TOLLWAY_DEV_PG_PORT"]
+        shutil.rmtree(EmbeddedPostgres(tmp_path, port).data_dir, ignore_errors=True)
 
 
 def _assert_all_stopped(runner: DevRunner, pids: set[int], ports: list[int]) -> None:
@@ -198,9 +201,8 @@ def test_signal_stops_every_process_and_frees_every_port(
 
 def test_signals_while_starting_stop_what_was_started(runner: DevRunner) -> None:
     # Interrupted half-way (Postgres up, services not yet): nothing may be left behind.
-    data_dir = EmbeddedPostgres(runner.root, runner.ports["TOLLWAY_DEV_PG_PORT"]).data_dir
-    wait_for(
-        lambda: (data_dir / "postmaster.pid").exists() or runner.serving(),
+    wait_for(  # the broker's step begins once Postgres is up
+        lambda: "· broker" in runner.output() or runner.serving(),
         timeout=120,
         what="Postgres to start",
     )

@@ -50,10 +50,10 @@ def bare_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         (["alerts", "tail"], {}, (KAFKA, "--bootstrap")),
         (["budgets", "list", "--account", "a"], {}, ("TOLLWAY_BASE_URL", "--base-url")),
         (BUDGETS, {"TOLLWAY_BASE_URL": "http://h/v1"}, ("TOLLWAY_ADMIN_TOKEN", "--admin-token")),
-        (["research", "list"], {"TOLLWAY_API_KEY": "k"}, ("TOLLWAY_RESEARCHER_URL", "--url")),
+        (["research", "list"], {"TOLLWAY_API_KEY": "k"}, ("TOLLWAY_BASE_URL", "--base-url")),
         (
             ["research", "list"],
-            {"TOLLWAY_RESEARCHER_URL": "http://h"},
+            {"TOLLWAY_BASE_URL": "http://h/v1"},
             ("TOLLWAY_API_KEY", "--api-key"),
         ),
     ],

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from tollway.researcher import admission, errors, plan
@@ -14,15 +15,30 @@ EST = plan.Estimate(
 )
 
 
-def test_tickers_come_from_the_field_then_the_topic_then_the_whole_set() -> None:
+def test_tickers_come_from_the_field_then_the_topic() -> None:
     source = CsvDataSource()
     parse = admission.parse
     assert admission.tickers(parse(b'{"topic": "x", "ticker": "nova"}'), source) == ["NOVA"]
     assert admission.tickers(parse(b'{"topic": "GLOBX vs ACME?"}'), source) == ["GLOBX", "ACME"]
-    assert admission.tickers(parse(b'{"topic": "markets"}'), source) == source.tickers()
     with pytest.raises(errors.InvalidRequestError) as caught:
         admission.tickers(parse(b'{"topic": "x", "ticker": "ZZZ"}'), source)
     assert caught.value.code == "unknown_ticker"
+
+
+@pytest.mark.parametrize(
+    ("topic", "named"), [("Is Apple a buy?", ""), ("AAPL vs MSFT", " (no data for AAPL, MSFT)")]
+)
+def test_a_topic_the_data_source_has_nothing_on_is_refused_listing_what_it_has(
+    topic: str, named: str
+) -> None:
+    source = CsvDataSource()
+
+    with pytest.raises(errors.InvalidRequestError) as caught:
+        admission.tickers(admission.parse(orjson.dumps({"topic": topic})), source)
+
+    assert (caught.value.code, caught.value.param) == ("unknown_topic", "topic")
+    assert f"has{named}: " in str(caught.value)
+    assert "ACME, GLOBX, NOVA" in str(caught.value)
 
 
 def test_an_invalid_body_names_the_field() -> None:
@@ -45,3 +61,15 @@ def test_a_cap_on_a_bucket_the_run_does_not_use_is_a_400() -> None:
     with pytest.raises(errors.InvalidRequestError) as caught:
         admission.check_money(EST, {"wallet": 1}, {"credit": 10_000})
     assert caught.value.param == "cap.wallet"
+
+
+def test_a_plan_model_the_key_may_not_call_is_refused_naming_it() -> None:
+    calls = plan.plan_calls("quick", {})
+
+    admission.check_models(calls, ["gpt-4o-mini", "claude-3-5-haiku", "other"])
+    with pytest.raises(errors.InvalidRequestError) as caught:
+        admission.check_models(calls, ["claude-3-5-haiku"])
+
+    assert (caught.value.code, caught.value.param) == ("model_not_allowed", "models")
+    assert "may not call gpt-4o-mini" in str(caught.value)
+    assert "(it may call: claude-3-5-haiku)" in str(caught.value)

@@ -70,3 +70,53 @@ def test_receipt_totals_per_bucket_and_compares_with_the_ledger() -> None:
     ledger["cost"]["credit"]["charged_micro"] = 151
     assert receipt.build(run, calls, ledger)["matches_ledger"] is False
     assert receipt.build(run, calls, None)["matches_ledger"] is False
+
+
+def test_a_failed_runs_pdf_renders_long_unbreakable_and_non_latin_text() -> None:
+    from tollway.researcher import pdf  # noqa: PLC0415 - matplotlib is slow to import
+
+    source = CsvDataSource()
+    figures = _figures()
+    error = '{"error": {"message": "' + "upstream/" * 300 + '"}}'
+    sections = [
+        report.Section("overview", f"(not written: {error})"),
+        report.Section("risks", "苹果公司的风险 — ответ ☃ " * 40),
+    ]
+    why = report.outcome("failed", f"The run failed: {error}", ["- credit: 0.000100 credit"])
+
+    document = pdf.render(
+        "Research: 苹果 " + "x" * 400,
+        figures,
+        sections=sections,
+        chart=pdf.chart_png({"ACME": source.bars("ACME")}),
+        cost_rows=[["Bucket", "Charged"], ["credit" * 80, error]],
+        source="test data",
+        outcome=why,
+    )
+
+    assert document.startswith(b"%PDF")
+    assert why is not None
+    assert why.startswith("This run failed: The run failed:")
+    assert why.endswith("Spent: credit: 0.000100 credit.")
+
+
+def test_a_report_without_sections_or_charges_still_renders_and_says_nothing_was_charged() -> None:
+    from tollway.researcher import pdf  # noqa: PLC0415 - matplotlib is slow to import
+
+    source = CsvDataSource()
+    why = report.outcome("stopped", "Task envelope exhausted", [])
+    md = report.markdown("Research", _figures(), [], [], "test data", outcome=why)
+    document = pdf.render(
+        "Research",
+        _figures(),
+        sections=[],
+        chart=pdf.chart_png({"ACME": source.bars("ACME")}),
+        cost_rows=[],
+        source="test data",
+        outcome=why,
+    )
+
+    assert document.startswith(b"%PDF")
+    assert "## Outcome\n\nThis run stopped: Task envelope exhausted. Spent: nothing." in md
+    assert "Nothing was charged." in md
+    assert report.outcome("completed", None, []) is None

@@ -131,3 +131,23 @@ def test_usage_series_keeps_money_apart_per_unit_and_adds_tokens_across_units() 
     }
     assert tokens == {("tokens", ""): {"gpt": [3, 30], "claude": [0, 4]}}
     assert requests == {("requests", ""): {"gpt": [1, 1], "claude": [0, 1]}}
+
+
+def test_each_amount_is_in_its_own_buckets_unit_not_the_served_one() -> None:
+    receipt = {
+        "bucket": "wallet",
+        "unit": "CNY",
+        "plan": [{"channel": "d", "bucket": "credit", "tier": 0}, {"channel": "p", "tier": 1}],
+        "attempts": [
+            {"attempt": 1, "channel_id": "d", "channel": "d", "bucket": "credit", "outcome": "x"},
+            {"attempt": 2, "channel_id": "p", "channel": "p", "bucket": "wallet", "outcome": "ok"},
+        ],
+        "served_by": "p",
+    }
+    balances = [{"bucket": "credit", "unit": "credit"}, {"bucket": "wallet", "unit": "CNY"}]
+
+    units = present.bucket_units(receipt, balances)
+    chain = present.attempt_chain(receipt, units)
+
+    assert [a["unit"] for a in chain] == ["credit", "CNY"]
+    assert present.hold_unit(receipt, units) == "credit"

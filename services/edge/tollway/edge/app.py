@@ -25,6 +25,7 @@ from tollway.edge import (
     ledger_admin,
     ledger_corrections,
     limits_admin,
+    research_proxy,
     selfservice,
     tasks,
     topups,
@@ -95,9 +96,23 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     detail = exc.detail if isinstance(exc.detail, str) else "Invalid request."
     extra = getattr(exc, "extra", None)
     if extra:
-        detail = f"{detail}: {extra}"
+        detail = f"{detail}: {_described(extra)}"
     body = errors.body_for(cls(detail, param=_invalid_field(extra)), request.url.path)
     return Response(body, status_code=exc.status_code)
+
+
+def _described(extra: Any) -> str:
+    """``group_by: Expected one of ...`` per problem: words, never a Python repr of the list."""
+    if not isinstance(extra, list):
+        return str(extra)
+    parts = []
+    for item in extra:
+        if isinstance(item, dict):
+            key, message = item.get("key"), str(item.get("message") or "invalid value")
+            parts.append(f"{key}: {message}" if key else message)
+        else:
+            parts.append(str(item))
+    return "; ".join(parts)
 
 
 def _invalid_field(extra: Any) -> str | None:
@@ -250,6 +265,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             tasks.list_tasks,
             tasks.task_receipt,
             tasks.close_task,
+            research_proxy.forward_research,
             selfservice.list_models,
             selfservice.retrieve_model,
             selfservice.list_receipts,

@@ -63,7 +63,7 @@ def parse(body: bytes) -> NewRun:
 
 
 def tickers(req: NewRun, source: DataSource) -> list[str]:
-    """The explicit ticker, else the known tickers the topic names, else every known one."""
+    """The explicit ticker, else the known tickers the topic names; else a 400 listing them."""
     known = source.tickers()
     if req.ticker is not None:
         if req.ticker.upper() not in known:
@@ -73,8 +73,19 @@ def tickers(req: NewRun, source: DataSource) -> list[str]:
                 code="unknown_ticker",
             )
         return [req.ticker.upper()]
-    named = [t for t in dict.fromkeys(TICKER.findall(req.topic)) if t in known]
-    return named or known
+    words = list(dict.fromkeys(TICKER.findall(req.topic)))
+    named = [t for t in words if t in known]
+    if named:
+        return named
+    # A topic the data source has nothing on is refused before anything is spent, rather
+    # than answered with a report on other companies.
+    missing = f" (no data for {', '.join(words)})" if words else ""
+    raise errors.InvalidRequestError(
+        f"The topic names no ticker this data source has{missing}: {source.description} has"
+        f" {', '.join(known)}. Name one of them in the topic or pass 'ticker'.",
+        param="topic",
+        code="unknown_topic",
+    )
 
 
 def caps(req: NewRun) -> dict[str, int]:
@@ -102,6 +113,19 @@ def candidates(rows: list[dict[str, Any]]) -> dict[str, list[plan.Candidate]]:
     return out
 
 
+def check_models(calls: list[plan.Call], allowed: list[str]) -> None:
+    """Every model of the plan is one the key may call, or a 400 naming those it may not."""
+    refused = sorted({c.model for c in calls} - set(allowed))
+    if refused:
+        may = ", ".join(sorted(allowed)) or "none"
+        raise errors.InvalidRequestError(
+            f"This key may not call {', '.join(refused)}, which this run's plan uses (it may"
+            f" call: {may}). Choose models it may call with 'models.fast' and 'models.strong'.",
+            param="models",
+            code="model_not_allowed",
+        )
+
+
 def check_money(
     estimate: plan.Estimate, cap: dict[str, int], available: dict[str, int]
 ) -> dict[str, int]:
@@ -127,7 +151,32 @@ def check_money(
     return envelope
 
 
-async def admit(  # noqa: PLR0913 - the composition root passes each dependency
+@dataclass(frozen=True)
+class Checked:
+    """A run every check passed, before anything is recorded or opened."""
+
+    req: NewRun
+    tickers: list[str]
+    figures: list[indicators.Figures]
+    calls: list[plan.Call]
+    estimate: plan.Estimate
+    account_id: str
+    envelope: dict[str, int]
+
+    def view(self) -> dict[str, Any]:
+        """What ``POST /v1/research/estimate`` answers: the run as it would start."""
+        return {
+            "object": "research.estimate",
+            "topic": self.req.topic,
+            "tickers": self.tickers,
+            "mode": self.req.mode,
+            "models": {c.tier: c.model for c in self.calls},
+            "estimate": estimate_view(self.estimate),
+            "envelope_micro": self.envelope,
+        }
+
+
+async def check(  # noqa: PLR0913 - the composition root passes each dependency
     *,
     body: bytes,
     key: str,
@@ -135,8 +184,8 @@ async def admit(  # noqa: PLR0913 - the composition root passes each dependency
     source: DataSource,
     route_rows: list[dict[str, Any]],
     seconds_per_call: float,
-) -> Admitted:
-    """Everything before the first call; raises before any side effect when a check fails."""
+) -> Checked:
+    """Every check of a run, with no side effect: the estimate, or the error that stops it."""
     req = parse(body)
     chosen = tickers(req, source)
     figures = [indicators.compute(t, source.bars(t)) for t in chosen]
@@ -161,22 +210,47 @@ async def admit(  # noqa: PLR0913 - the composition root passes each dependency
             param="models",
             code="model_not_found",
         ) from None
+    check_models(calls, await edge.models(key))
     account = await edge.account(key)
     envelope = check_money(est, caps(req), account.available)
+    return Checked(req, chosen, figures, calls, est, account.account_id, envelope)
+
+
+async def admit(  # noqa: PLR0913 - the composition root passes each dependency
+    *,
+    body: bytes,
+    key: str,
+    edge: Edge,
+    source: DataSource,
+    route_rows: list[dict[str, Any]],
+    seconds_per_call: float,
+) -> Admitted:
+    """Everything before the first call; raises before any side effect when a check fails."""
+    checked = await check(
+        body=body,
+        key=key,
+        edge=edge,
+        source=source,
+        route_rows=route_rows,
+        seconds_per_call=seconds_per_call,
+    )
+    req = checked.req
     run_id = "run_" + new_id()
-    task_id = await edge.open_task(key, f"research {run_id}", envelope, list(req.route_types))
+    task_id = await edge.open_task(
+        key, f"research {run_id}", checked.envelope, list(req.route_types)
+    )
     run = {
         "id": run_id,
-        "account_id": account.account_id,
+        "account_id": checked.account_id,
         "topic": req.topic,
-        "tickers": chosen,
+        "tickers": checked.tickers,
         "mode": req.mode,
-        "models": {c.tier: c.model for c in calls},
-        "estimate": estimate_view(est),
-        "envelope": envelope,
+        "models": {c.tier: c.model for c in checked.calls},
+        "estimate": estimate_view(checked.estimate),
+        "envelope": checked.envelope,
         "task_id": task_id,
     }
-    return Admitted(run, calls, figures)
+    return Admitted(run, checked.calls, checked.figures)
 
 
 def estimate_view(est: plan.Estimate) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """HTTP API of the researcher (thin handlers; errors map to statuses in app.py).
 
     POST /v1/research                  estimate, check, open the envelope, start (201)
+    POST /v1/research/estimate         the same checks and estimate, starting nothing
     GET  /v1/research                  the account's history, newest first
     GET  /v1/research/{id}             the run: status, stage, estimate, envelope
     GET  /v1/research/{id}/events      progress as Server-Sent Events until the run ends
@@ -106,6 +107,22 @@ async def start_run(request: Request[Any, Any, State]) -> dict[str, Any]:
     return run_view(run)
 
 
+@post("/v1/research/estimate", status_code=200)
+async def estimate_run(request: Request[Any, Any, State]) -> dict[str, Any]:
+    """What ``POST /v1/research`` would start (same body, same checks), starting nothing."""
+    key = bearer(request)
+    state = request.app.state
+    checked = await admission.check(
+        body=await request.body(),
+        key=key,
+        edge=state.edge,
+        source=state.source,
+        route_rows=await route_prices(state.store.pool),
+        seconds_per_call=state.seconds_per_call,
+    )
+    return checked.view()
+
+
 @get("/v1/research")
 async def history(request: Request[Any, Any, State], limit: int = 20) -> dict[str, Any]:
     """The account's runs, newest first."""
@@ -209,6 +226,7 @@ async def chart_png(request: Request[Any, Any, State], run_id: str) -> Response[
 
 ROUTES = [
     start_run,
+    estimate_run,
     history,
     get_run,
     cancel_run,

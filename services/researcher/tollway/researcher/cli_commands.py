@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
-from tollway.events.cli_env import error_message, required
+from tollway.events.cli_env import edge_origin, error_message, required
 from tollway.events.pricing import format_micro
 
 if TYPE_CHECKING:
@@ -21,15 +21,17 @@ BAR_WIDTH = 30
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch; errors say what to do next."""
-    url = required(args.url, "TOLLWAY_RESEARCHER_URL", "--url")
+    url = edge_origin(required(args.base_url, "TOLLWAY_BASE_URL", "--base-url"))
     headers = {"authorization": f"Bearer {required(args.api_key, 'TOLLWAY_API_KEY', '--api-key')}"}
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
             if args.action == "run":
                 return _run(client, args)
+            if args.action == "estimate":
+                return _estimate(client, args)
             return _simple(client, args)
     except httpx.HTTPError as exc:
-        sys.stderr.write(f"Cannot reach the researcher at {url} ({exc}): is it running?\n")
+        sys.stderr.write(f"Cannot reach the gateway at {url} ({exc}): is it running?\n")
         return 1
 
 
@@ -71,7 +73,33 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
+def _estimate(client: httpx.Client, args: argparse.Namespace) -> int:
+    response = client.post("/v1/research/estimate", json=_body(args))
+    if response.status_code >= 400:
+        return _error(response)
+    _describe(response.json())
+    return 0
+
+
+def _confirmed(client: httpx.Client, args: argparse.Namespace) -> bool | None:
+    """Show the estimate and ask; None when the estimate itself was refused."""
+    response = client.post("/v1/research/estimate", json=_body(args))
+    if response.status_code >= 400:
+        _error(response)
+        return None
+    _describe(response.json())
+    if not sys.stdin.isatty():
+        sys.stderr.write("Not started: pass --yes to start without a terminal to confirm on.\n")
+        return False
+    answer = input("Start this run? [y/N] ").strip().lower()
+    return answer in {"y", "yes"}
+
+
 def _run(client: httpx.Client, args: argparse.Namespace) -> int:
+    if not args.yes:
+        confirmed = _confirmed(client, args)
+        if not confirmed:
+            return 1 if confirmed is None else 3
     response = client.post("/v1/research", json=_body(args))
     if response.status_code >= 400:
         return _error(response)
@@ -87,13 +115,16 @@ def _run(client: httpx.Client, args: argparse.Namespace) -> int:
 
 
 def _describe(run: dict[str, Any]) -> None:
+    """One line: the run (or ``estimate``), its calls, tokens, cost range per bucket, duration."""
     est = run["estimate"]
     costs = ", ".join(
         f"{b['bucket']} {format_micro(b['low_micro'])}..{format_micro(b['high_micro'])}"
         for b in est["buckets"]
     )
+    name = f"run {run['id']}" if "id" in run else "estimate"
     sys.stderr.write(
-        f"run {run['id']} ({run['mode']}, {', '.join(run['tickers'])}): {est['calls']} calls,"
+        f"{name} ({run['mode']}, {', '.join(run['tickers'])}): {est['calls']} calls,"
+        f" up to {est['input_tokens'] + est['max_output_tokens']} tokens,"
         f" cost {costs}, about {est['duration_seconds']}s\n"
     )
 

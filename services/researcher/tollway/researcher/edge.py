@@ -74,6 +74,11 @@ class Edge:
             body["account_id"], {b["bucket"]: b["available_micro"] for b in body["buckets"]}
         )
 
+    async def models(self, key: str) -> list[str]:
+        """The catalog models this key may call (over a route type it may use)."""
+        body = _json(await self._send("GET", "/v1/models", key), "GET /v1/models")
+        return [str(m["id"]) for m in body["data"]]
+
     async def open_task(
         self, key: str, name: str, budgets: dict[str, int], route_types: list[str]
     ) -> str:
@@ -85,6 +90,7 @@ class Edge:
             "fallback": "same_route_type",
         }
         response = await self._send("POST", "/v1/tasks", key, json=body)
+        _refused(response, "The gateway would not open this run's task envelope")
         return str(_json(response, "POST /v1/tasks")["id"])
 
     async def close_task(self, key: str, task_id: str) -> None:
@@ -113,6 +119,28 @@ class Edge:
             return None
         body = _json(response, "GET /v1/receipts")
         return body if body.get("status") in FINAL_RECEIPTS else None
+
+
+def _refused(response: httpx.Response, what: str) -> None:
+    """A 4xx from the gateway is the client's to fix: the same kind of error, its message.
+
+    Not a 502 carrying the gateway's JSON inside a message: the key may not use the run's route
+    types, a bucket is missing, a budget is too small.
+    """
+    if not 400 <= response.status_code < 500:
+        return
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        error = {}
+    message = f"{what}: {error.get('message') or response.text[:300]}"
+    code, param = error.get("code"), None
+    if code == "route_type_not_allowed":
+        message += " Set 'route_types' to the route types this key may use."
+        param = "route_types"
+    if response.status_code == 402:
+        raise errors.InsufficientBudgetError(message, code=code)
+    raise errors.InvalidRequestError(message, param=param, code=code)
 
 
 def _json(response: httpx.Response, what: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -50,9 +51,28 @@ def chart_png(series: dict[str, list[Bar]]) -> bytes:
     return out.getvalue()
 
 
+# A run of this many characters without a space is broken (a URL, an error's JSON): fpdf cannot
+# wrap an unbreakable run wider than the page.
+LONGEST_RUN = 60
+UNBROKEN = re.compile(rf"\S{{{LONGEST_RUN}}}(?=\S)")
+# A table row must fit on one page: a longer cell is cut, with an ellipsis.
+MAX_CELL = 240
+
+
 def _latin1(text: str) -> str:
     # The core PDF fonts are Latin-1; anything else becomes "?" rather than failing the report.
-    return text.encode("latin-1", "replace").decode("latin-1")
+    latin = text.encode("latin-1", "replace").decode("latin-1")
+    return UNBROKEN.sub(lambda m: m.group(0) + " ", latin)
+
+
+def _text(doc: FPDF, height: float, text: str) -> None:
+    # Back to the left margin after each block (fpdf2 leaves x at the right edge by default,
+    # where the next full-width block would have no room at all).
+    doc.multi_cell(0, height, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+
+
+def _cell(text: str) -> str:
+    return _latin1(text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "...")
 
 
 def render(  # noqa: PLR0913 - each part of the document is its own argument
@@ -63,24 +83,29 @@ def render(  # noqa: PLR0913 - each part of the document is its own argument
     chart: bytes,
     cost_rows: list[list[str]],
     source: str,
+    outcome: str | None = None,
 ) -> bytes:
-    """The PDF document."""
+    """The PDF document; ``outcome`` says what stopped a run that did not complete."""
     doc = FPDF()
     doc.set_auto_page_break(auto=True, margin=15)
     doc.add_page()
     doc.set_font("Helvetica", "B", 16)
-    doc.multi_cell(0, 9, _latin1(title))
+    _text(doc, 9, title)
+    if outcome:
+        _heading(doc, "Outcome")
+        doc.set_font("Helvetica", "", 10)
+        _text(doc, 5, outcome)
     _table(doc, "Figures", figures_table(figures))
     doc.image(io.BytesIO(chart), w=doc.epw)
     allowed = allowed_numbers(figures)
     for section in sections:
         _heading(doc, section.name.capitalize())
         doc.set_font("Helvetica", "", 10)
-        doc.multi_cell(0, 5, _latin1(scrub(section.text, allowed).strip()))
+        _text(doc, 5, scrub(section.text, allowed).strip())
     if cost_rows:
         _table(doc, "Cost", cost_rows)
     doc.set_font("Helvetica", "I", 8)
-    doc.multi_cell(0, 5, _latin1(f"Data: {source}."))
+    _text(doc, 5, f"Data: {source}.")
     return bytes(doc.output())
 
 
@@ -97,5 +122,5 @@ def _table(doc: FPDF, name: str, rows: list[list[str]]) -> None:
         for row in rows:
             cells = table.row()
             for value in row:
-                cells.cell(_latin1(value))
+                cells.cell(_cell(value))
     doc.ln(2)

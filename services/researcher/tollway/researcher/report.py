@@ -56,24 +56,36 @@ def figures_table(figures: list[Figures]) -> list[list[str]]:
     return [header, *([label, *(v[label] for v in values)] for label in labels)]
 
 
-def markdown(
+def markdown(  # noqa: PLR0913 - each part of the document is its own argument
     title: str,
     figures: list[Figures],
     sections: list[Section],
     receipt_lines: list[str],
     source: str,
+    *,
+    outcome: str | None = None,
 ) -> str:
-    """The whole report."""
+    """The whole report; ``outcome`` says what stopped a run that did not complete."""
     allowed = allowed_numbers(figures)
     table = figures_table(figures)
-    out = [f"# {title}", "", "## Figures", ""]
+    out = [f"# {title}", ""]
+    if outcome:
+        out += ["## Outcome", "", outcome, ""]
+    out += ["## Figures", ""]
     out.append("| " + " | ".join(table[0]) + " |")
     out.append("|" + "---|" * len(table[0]))
     out += ["| " + " | ".join(row) + " |" for row in table[1:]]
     out += ["", "![Closing prices and moving averages](chart.png)", ""]
     for section in sections:
         out += [f"## {section.name.capitalize()}", "", scrub(section.text, allowed).strip(), ""]
-    if receipt_lines:
-        out += ["## Cost", "", *receipt_lines, ""]
+    out += ["## Cost", "", *(receipt_lines or ["Nothing was charged."]), ""]
     out.append(f"Data: {source}.")
     return "\n".join(out) + "\n"
+
+
+def outcome(status: str, error: str | None, spent: list[str]) -> str | None:
+    """What a run that did not complete says first: why it stopped and what it spent."""
+    if status == "completed":
+        return None
+    what = "; ".join(line.removeprefix("- ") for line in spent) or "nothing"
+    return f"This run {status}: {error or 'no reason was recorded'}. Spent: {what}."

@@ -177,14 +177,17 @@ class Runner:
             calls = await self._store.calls(run["id"])
             outcome["ledger_task"] = await self._edge.task(key, run["task_id"])
             # Rendering is CPU-bound: off the event loop, so progress streams keep flowing.
-            outcome.update(await asyncio.to_thread(self._artifacts, admitted, calls))
+            artifacts = await asyncio.to_thread(self._artifacts, admitted, calls, status, error)
+            outcome.update(artifacts)
         except Exception as exc:  # the run must end even if reporting fails
             log.exception("research_report_failed", run_id=run["id"])
             status = "failed"
             outcome["error"] = f"{error or ''} The report could not be written: {exc}".strip()
         await self._store.finish(run["id"], status, outcome)
 
-    def _artifacts(self, admitted: Admitted, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    def _artifacts(
+        self, admitted: Admitted, calls: list[dict[str, Any]], status: str, error: str | None
+    ) -> dict[str, Any]:
         # Imported here: matplotlib and fpdf2 cost seconds at import; start-up should not wait.
         from tollway.researcher import pdf  # noqa: PLC0415
 
@@ -192,11 +195,13 @@ class Runner:
         sections = _sections(calls)
         title = f"Research: {run['topic']} ({run['mode']})"
         totals = receipt.totals(calls)
+        spent = receipt.cost_lines(totals)
+        why = rep.outcome(status, error, spent)
         series = {t: self._source.bars(t) for t in run["tickers"]}
         chart = pdf.chart_png(series)
         return {
             "report_md": rep.markdown(
-                title, figures, sections, receipt.cost_lines(totals), self._source.description
+                title, figures, sections, spent, self._source.description, outcome=why
             ),
             "report_pdf": pdf.render(
                 title,
@@ -205,6 +210,7 @@ class Runner:
                 chart=chart,
                 cost_rows=receipt.cost_rows(totals),
                 source=self._source.description,
+                outcome=why,
             ),
             "chart_png": chart,
         }

@@ -64,13 +64,34 @@ def usage_series(
     return out
 
 
-def attempt_chain(receipt: dict[str, Any]) -> list[dict[str, Any]]:
-    """The receipt's attempts in order, each with its role in the story.
+def bucket_units(receipt: dict[str, Any], balances: list[dict[str, Any]]) -> dict[str, str]:
+    """Each bucket's unit: a receipt's amounts are in their own bucket's unit, not the served one.
+
+    A direct attempt that failed before a pool fallback cost credit, not CNY; the primary hold
+    reserved credit. The account's buckets give each unit; the served bucket's comes with the
+    receipt.
+    """
+    units = {b["bucket"]: b["unit"] for b in balances}
+    units[receipt.get("bucket") or ""] = receipt.get("unit") or ""
+    return units
+
+
+def hold_unit(receipt: dict[str, Any], units: dict[str, str]) -> str:
+    """The unit of the primary hold: the bucket of the plan's first candidate."""
+    plan = receipt.get("plan") or [{}]
+    return units.get(plan[0].get("bucket") or "", receipt.get("unit") or "")
+
+
+def attempt_chain(
+    receipt: dict[str, Any], units: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The receipt's attempts in order, each with its role in the story and its cost's unit.
 
     The first attempt is the ``primary``; one on the same channel as the attempt before it is a
     ``retry``; one on another channel is a ``backup`` (named with its tier in the plan). The
     attempt that produced the answer is marked ``served``.
     """
+    units = units or {}
     tiers = {p["channel"]: p.get("tier") for p in receipt.get("plan") or []}
     served_by = receipt.get("served_by")
     chain: list[dict[str, Any]] = []
@@ -93,6 +114,7 @@ def attempt_chain(receipt: dict[str, Any]) -> list[dict[str, Any]]:
                 "output_tokens": usage.get("output_tokens", 0),
                 "served": attempt.get("outcome") == "ok" and attempt.get("channel") == served_by,
                 "loss_micro": (receipt.get("upstream_losses") or {}).get(str(attempt["attempt"])),
+                "unit": units.get(attempt.get("bucket") or "", receipt.get("unit") or ""),
             }
         )
         previous = channel

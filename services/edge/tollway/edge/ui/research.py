@@ -38,7 +38,7 @@ class ResearchClient:
         """One request with the user's key; 503 when the researcher does not answer."""
         if not self.configured:
             raise errors.DependencyDownError("Research is not configured on this gateway.")
-        headers = {"authorization": f"Bearer {key}"}
+        headers = {"authorization": f"Bearer {key}", **kwargs.pop("headers", {})}
         try:
             return await self._http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:

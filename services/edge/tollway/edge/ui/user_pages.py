@@ -177,8 +177,17 @@ class UserPages(Controller):
             raise errors.NotFoundError(
                 f"No receipt '{request_id}' for this account (yet).", code="receipt_not_found"
             )
-        chain = present.attempt_chain(body)
-        return page("receipt.html", session, nav="requests", receipt=body, chain=chain)
+        balances = await _store(request).balances(session.user_key.account_id)
+        units = present.bucket_units(body, balances)
+        return page(
+            "receipt.html",
+            session,
+            nav="requests",
+            receipt=body,
+            chain=present.attempt_chain(body, units),
+            units=units,
+            hold_unit=present.hold_unit(body, units),
+        )
 
     @get("/keys")
     async def keys(self, request: Request[Any, Any, Any], session: SessionParam) -> Template:
