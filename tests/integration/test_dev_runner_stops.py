@@ -122,8 +122,11 @@ class DevRunner:
         return [p for k, p in self.ports.items() if k != "TOLLWAY_DEV_METRICS_PORT"] + metrics
 
     def postmaster_pid(self) -> int:
+        """The running postmaster's pid, once its pid file is written."""
         data_dir = EmbeddedPostgres(self.root, self.ports["TOLLWAY_DEV_PG_PORT"]).data_dir
-        return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+        pid_file = data_dir / "postmaster.pid"
+        wait_for(pid_file.exists, timeout=120, what="Postgres to write its pid file")
+        return int(pid_file.read_text().splitlines()[0])
 
 
 @pytest.fixture
