@@ -196,3 +196,25 @@ def _priced(receipt: dict[str, Any], fin: RequestFinished) -> None:
         return
     receipt["price_per_1m_micro"] = fin.price.per_class()
     receipt["token_classes"] = line_items(fin.usage, fin.price)
+
+
+def annotate_finish(receipt: dict[str, Any], fin: RequestFinished, settled: str, unit: str) -> None:
+    """After the finish: other holds released; a fallback bucket's hold carries the settlement."""
+    extras = receipt.get("extra_holds") or []
+    primary = receipt.get("hold") or {}
+    for extra in extras:
+        extra.update(status="released", released_micro=extra["held_micro"])
+    if fin.served and primary.get("hold_id") != settled:
+        # A fallback bucket served: its hold carries the settlement, the primary went back.
+        outcome = {"status": primary.get("status"), "released_micro": primary.get("released_micro")}
+        receipt["hold"] = {**primary, "status": "released", "released_micro": primary["held_micro"]}
+        for extra in extras:
+            if extra["hold_id"] == settled:
+                extra.update(outcome)
+    if fin.served and fin.served_bucket is not None:
+        receipt["bucket"] = fin.served_bucket
+        receipt["unit"] = unit
+    refused = receipt.get("refused") or []
+    if not fin.served and refused and receipt.get("limit") is None:
+        receipt["limit"] = refused[0]["limit"]
+        receipt["error"] = refused[0]["message"]
