@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.events.ledger import HoldReleased, HoldSettled
 from tollway.events.pricing import cost_micro, line_items
+from tollway.events.receipt import Receipt, ReceiptPlanStep
 
 if TYPE_CHECKING:
     from tollway.events.envelope import Envelope, Payload
@@ -24,48 +25,35 @@ if TYPE_CHECKING:
 
 
 def opened(env: Envelope[RequestReceived], bucket: str, unit: str | None) -> dict[str, Any]:
-    """The receipt as the request enters the ledger."""
+    """The receipt as the request enters the ledger (the contract: ``tollway.events.receipt``)."""
     req = env.payload
-    return {
-        "request_id": req.request_id,
-        "created_at": env.occurred_at.isoformat(),
-        "account_id": req.account_id,
-        "key_id": req.key_id,
-        "project_id": req.project_id,
-        "task_id": req.task_id,
-        "user": req.user,
-        "protocol": req.protocol,
-        "endpoint": req.endpoint,
-        "stream": req.stream,
-        "requested_model": req.catalog_model,
-        "plan": [
-            {
-                "channel": c.channel,
-                "brand": c.brand,
-                "route_type": c.route_type,
-                "bucket": c.bucket,
-                "upstream_model": c.upstream_model,
-                "tier": c.tier,
-            }
+    receipt = Receipt(
+        request_id=req.request_id,
+        created_at=env.occurred_at.isoformat(),
+        account_id=req.account_id,
+        key_id=req.key_id,
+        project_id=req.project_id,
+        task_id=req.task_id,
+        user=req.user,
+        protocol=req.protocol,
+        endpoint=req.endpoint,
+        stream=req.stream,
+        requested_model=req.catalog_model,
+        plan=[
+            ReceiptPlanStep(
+                channel=c.channel,
+                brand=c.brand,
+                route_type=c.route_type,
+                bucket=c.bucket,
+                upstream_model=c.upstream_model,
+                tier=c.tier,
+            )
             for c in req.plan
         ],
-        "status": "received",
-        "bucket": bucket,
-        "unit": unit,
-        "hold": None,
-        "attempts": [],
-        "retries": 0,
-        "fallback": False,
-        "served_by": None,
-        "usage": None,
-        "usage_estimated": False,
-        "charged_micro": 0,
-        "cost_micro": 0,
-        "balance_after_micro": None,
-        "limit": None,
-        "final_status": None,
-        "error": None,
-    }
+        bucket=bucket,
+        unit=unit,
+    )
+    return receipt.model_dump(mode="json")
 
 
 def hold_placed(receipt: dict[str, Any], hold_id: str, amount: int) -> None:
