@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
+from aiokafka import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.integration.scratch_db import scratch_database
-from tollway.events.envelope import Envelope, make
+from tollway.events.envelope import Envelope, encode, make
 from tollway.events.gateway import (
     AttemptFinished,
     Candidate,
@@ -38,7 +39,7 @@ from tollway.events.pricing import Price, Usage
 from tollway.ledger import finance_store
 from tollway.ledger.fold import DuplicateRequestError
 from tollway.ledger.handlers import LedgerHandler
-from tollway.runtime.consumer import Record
+from tollway.runtime.consumer import FencedError, Record, TransactionalConsumer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -318,3 +319,83 @@ def test_a_failed_batch_leaves_no_partial_state(databases: Databases) -> None:
 
     per_event, folded = databases.loop.run_until_complete(run())
     assert folded == per_event
+
+
+@dataclass(frozen=True)
+class _Message:
+    """The fields of an aiokafka ConsumerRecord the consumer reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def test_a_rebalance_mid_load_loses_and_doubles_nothing(stack: Any) -> None:
+    """Two ledger consumers of one partition: the one that lost it is fenced, batch and all.
+
+    The new owner applies the first half; the old owner, still believing it owns the partition,
+    folds an overlapping batch (its state loaded and its effects written in its transaction)
+    and is fenced, leaving nothing; given the partition back, it reads the stored offset and
+    applies only the rest. The result equals the whole log applied event by event.
+    """
+    steps: list[tuple[Any, ...]] = [("topup", "credit", 3000), ("topup", "wallet", 500)]
+    for i in range(12):
+        steps += [("request", i % 2 == 0, 300 + 50 * i)]
+    for i in range(12):
+        steps += [("attempt", i, "ok", False), ("finish", i, i % 3 != 0, i % 4 == 1)]
+    log = build_log(steps)
+    messages = [
+        _Message("gw.test", 0, i, log.account.encode(), encode(env))
+        for i, env in enumerate(log.envelopes)
+    ]
+    half = len(messages) // 2
+    tp = TopicPartition("gw.test", 0)
+
+    async def run() -> tuple[Any, Any, bool, int]:
+        services = {"ledger": "tollway.ledger"}
+        target = await scratch_database(stack.dsn, services)
+        reference = await asyncpg.connect(await scratch_database(stack.dsn, services))
+        pool = await asyncpg.create_pool(target, min_size=1, max_size=3)
+
+        def consumer() -> TransactionalConsumer:
+            return TransactionalConsumer(
+                pool=pool,
+                schema="ledger",
+                bootstrap=stack.bootstrap,
+                group_id="ledger",
+                topics=["gw.test"],
+                handler=LedgerHandler(),
+            )
+
+        old_owner, new_owner = consumer(), consumer()
+        try:
+            await old_owner.load_stored([tp])
+            await new_owner.load_stored([tp])
+            await new_owner._apply({tp: messages[:half]}, isolate=False)  # the unit under test
+            fenced = False
+            try:
+                await old_owner._apply({tp: messages[: half + 5]}, isolate=False)
+            except FencedError:
+                fenced = True
+            await old_owner.load_stored([tp])  # assigned again: read the stored offset
+            await old_owner._apply({tp: messages[half - 3 :]}, isolate=False)
+            await apply(reference, PerEventHandler(), records(log), [1])
+            async with pool.acquire() as conn:
+                applied = await conn.fetchval("SELECT count(*) FROM ledger.applied_events")
+                return (
+                    await finance_store.table_digests(conn),
+                    await finance_store.table_digests(reference),
+                    fenced,
+                    applied,
+                )
+        finally:
+            await pool.close()
+            await reference.close()
+
+    live, expected, fenced, applied = asyncio.run(run())
+    assert fenced
+    assert applied == len(messages)
+    assert live == expected
