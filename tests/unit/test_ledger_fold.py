@@ -12,7 +12,7 @@ from tollway.events.gateway import Candidate, RequestFinished, RequestReceived
 from tollway.events.ids import derived_id
 from tollway.events.ledger import HoldPlaced, HoldRejected, HoldReleased, HoldSettled
 from tollway.events.pricing import Price, Usage, cost_micro, worst_case_micro
-from tollway.ledger import fold
+from tollway.ledger import fold, fold_usage
 
 AT = datetime(2026, 4, 1, tzinfo=UTC)
 
@@ -121,7 +121,7 @@ def test_a_served_finish_settles_its_hold_and_releases_the_other_bucket() -> Non
         status=200,
         attempts=1,
     )
-    decision = fold.decide_finish(state, make(fin, occurred_at=AT + timedelta(seconds=3)))
+    decision = fold_usage.decide_finish(state, make(fin, occurred_at=AT + timedelta(seconds=3)))
     settled, released = _journal(decision)
     assert isinstance(settled, HoldSettled)
     assert settled.charged_micro == cost_micro(usage, plan[0].price)

@@ -40,6 +40,7 @@ from tollway.ledger import (
     domain,
     expiry,
     fold,
+    fold_usage,
     limits_store,
     losses,
     prices,
@@ -143,8 +144,8 @@ def decide(state: fold.State, record: Record) -> fold.Decision:
     if isinstance(env.payload, RequestReceived):
         return fold.decide_request(state, env, record.offset)
     if isinstance(env.payload, AttemptFinished):
-        return fold.decide_attempt(state, env)
-    return fold.decide_finish(state, env)
+        return fold_usage.decide_attempt(state, env)
+    return fold_usage.decide_finish(state, env)
 
 
 async def _fold(conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
