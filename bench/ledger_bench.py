@@ -1,6 +1,6 @@
 """Ledger throughput: settle (Kafka -> Postgres, batched) and replay, in events per second.
 
-    python bench/ledger_bench.py [--requests N] [--batch B]
+    python bench/ledger_bench.py [--requests N] [--batch B] [--durable] [--per-event]
 
 Starts an embedded Postgres and broker (no other service), publishes N top-ups-backed requests
 and then their attempts and finishes, and runs the ledger's own consumer (the exactly-once
@@ -13,7 +13,12 @@ and then their attempts and finishes, and runs the ledger's own consumer (the ex
 Baselines measured in the same run on the same Postgres: a plain batched INSERT into a
 one-column table (the ceiling of any Postgres writer) and one INSERT per round trip (what a
 statement the ledger issues costs). A profile of the replay's apply phase says where the time
-goes. Writes a Markdown report to bench/results/ledger.md. Measures only; asserts nothing.
+goes. Writes a Markdown report to bench/results/ledger.md (``--out`` to name another file).
+Measures only; asserts nothing.
+
+``--durable``: Postgres with fsync and synchronous commit on (the default is the throwaway
+test cluster's fsync off). ``--per-event``: the handler with every record through its per-event
+use case, as the ledger applied all of them before runs were folded (the same-run "before").
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from tollway.events.ids import derived_id
 from tollway.events.pricing import Price, Usage
 from tollway.ledger import replay
 from tollway.ledger.handlers import LedgerHandler
-from tollway.runtime.consumer import TransactionalConsumer
+from tollway.runtime.consumer import Record, TransactionalConsumer
 from tollway.runtime.kafka import new_producer
 from tollway.runtime.outbox import OutboxRelay
 
@@ -64,6 +69,13 @@ CHANNEL = Candidate(
     upstream_model="m",
     price=Price(input=150_000, output=600_000),
 )
+
+
+class PerEventHandler(LedgerHandler):
+    """The ledger's handler with nothing folded: every record through its per-event use case."""
+
+    async def _fold_run(self, conn: asyncpg.Connection, run: list[Record]) -> list[Any]:
+        return await self._one_by_one(conn, run)
 
 
 def progress(message: str) -> None:
@@ -221,7 +233,7 @@ async def ledger_phase(stack: Stack, args: argparse.Namespace) -> dict[str, Any]
         bootstrap=stack.bootstrap,
         group_id="ledger",
         topics=[topics.REQUESTS, topics.USAGE],
-        handler=LedgerHandler(),
+        handler=PerEventHandler() if args.per_event else LedgerHandler(),
         relay=relay,
         max_records=args.batch,
     )
@@ -256,17 +268,19 @@ async def ledger_phase(stack: Stack, args: argparse.Namespace) -> dict[str, Any]
     }
 
 
-async def replay_phase(stack: Stack) -> tuple[replay.ReplayResult, str]:
+async def replay_phase(stack: Stack, handler: LedgerHandler) -> tuple[replay.ReplayResult, str]:
     """Replay the log; profile the apply phase on a second run."""
 
     def show(phase: str, done: int, total: int) -> None:
         if done >= total:
             progress(f"replay {phase}: {done:,} events")
 
-    result = await replay.replay(stack.dsn, stack.bootstrap, "bench_replay", progress=show)
+    result = await replay.replay(
+        stack.dsn, stack.bootstrap, "bench_replay", progress=show, handler=handler
+    )
     profiler = cProfile.Profile()
     profiler.enable()
-    await replay.replay(stack.dsn, stack.bootstrap, "bench_replay_profiled")
+    await replay.replay(stack.dsn, stack.bootstrap, "bench_replay_profiled", handler=handler)
     profiler.disable()
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(12)
@@ -290,8 +304,10 @@ def report(
         (
             f"Run {datetime.now(UTC).isoformat(timespec='seconds')}:"
             f" {args.requests:,} requests over"
-            f" {args.accounts} accounts, consumer batch {args.batch}, embedded Postgres and broker,"
-            " everything in one process on this machine."
+            f" {args.accounts} accounts, consumer batch {args.batch}, embedded Postgres"
+            f" ({'fsync on' if args.durable else 'fsync off'}) and broker, everything in one"
+            " process on this machine; handler: "
+            f"{'per event (nothing folded)' if args.per_event else 'folded runs'}."
         ),
         "",
         "| measure | events/s | vs. batched INSERT baseline |",
@@ -337,7 +353,7 @@ async def main_async(args: argparse.Namespace) -> str:
                 edge_port=free_port(),
                 upstream_port=free_port(),
                 researcher_port=free_port(),
-                fast_unsafe=True,
+                fast_unsafe=not args.durable,
             )
         )
         try:
@@ -345,7 +361,8 @@ async def main_async(args: argparse.Namespace) -> str:
             progress("baselines")
             base = await baselines(stack.dsn, 50_000)
             led = await ledger_phase(stack, args)
-            rep, profile = await replay_phase(stack)
+            handler = PerEventHandler() if args.per_event else LedgerHandler()
+            rep, profile = await replay_phase(stack, handler)
         finally:
             stack.stop()
     return report(args, base, led, rep, profile)
@@ -357,10 +374,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--accounts", type=int, default=32)
     parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--durable", action="store_true", help="fsync and synchronous commit on")
+    parser.add_argument("--per-event", action="store_true", help="nothing folded (the before)")
+    parser.add_argument("--out", default="ledger.md", help="report file under bench/results")
     args = parser.parse_args()
     text = asyncio.run(main_async(args))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ledger.md").write_text(text)
+    (RESULTS / args.out).write_text(text)
     print(text)
 
 

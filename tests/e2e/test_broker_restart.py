@@ -3,7 +3,9 @@
 Every request whose client got a complete answer is settled exactly once, however long the broker
 was away: the router publishes an answered request's usage again until the broker takes it, and
 commits its offset only then. Requests refused while the broker was down (503) are never charged,
-and new requests and top-ups complete after the restart.
+and new requests and top-ups complete after the restart. The broker dies twice: once restarted
+by the stack's supervisor (what ``make dev`` runs), once kept down longer than a producer's own
+delivery timeout and then restarted by hand.
 
 Apache Kafka only: the embedded Tansu keeps its log in memory (its build has no durable storage),
 so a Tansu restart starts an empty log; ``make dev`` runs Apache Kafka for that reason. The module
@@ -156,17 +158,28 @@ def test_every_answered_request_is_settled_once_across_a_broker_crash(own_stack)
     # publishing of their usage when the broker dies.
     assert upstream.post("/_control/latency", json={"latency_ms": 300}).status_code < 300
 
+    def served_more(than: int) -> bool:
+        return load.count(lambda a: a.complete) >= than + 12
+
     with Load(stack, tenant.api_key) as load:
-        wait_for(lambda: load.count(lambda a: a.complete) >= 12, timeout=120, what="answers")
+        wait_for(lambda: served_more(0), timeout=120, what="answers")
+        # 1. As under `make dev`: the supervisor notices the dead broker and starts it again.
+        stop = threading.Event()
+        supervisor = threading.Thread(target=stack.supervise, args=(stop,))
+        supervisor.start()
+        try:
+            stack.kill_broker()
+            served = load.count(lambda a: a.complete)
+            wait_for(lambda: served_more(served), timeout=180, what="answers after a restart")
+        finally:
+            stop.set()
+            supervisor.join()
+        # 2. Down for longer than a producer's delivery timeout, then started by hand.
         stack.kill_broker()
         time.sleep(OUTAGE_SECONDS)
-        served_before_restart = load.count(lambda a: a.complete)
+        served = load.count(lambda a: a.complete)
         stack.restart_broker()
-        wait_for(
-            lambda: load.count(lambda a: a.complete) >= served_before_restart + 12,
-            timeout=180,
-            what="answers after the broker came back",
-        )
+        wait_for(lambda: served_more(served), timeout=180, what="answers after a long outage")
     upstream.post("/_control/latency", json={"latency_ms": 0})
 
     answered = [a for a in load.answers if a.complete and a.request_id]

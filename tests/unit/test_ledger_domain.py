@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tollway.events.gateway import Candidate, RequestReceived
 from tollway.events.ledger import Posting
-from tollway.events.pricing import Price, Usage, cost_micro
+from tollway.events.pricing import Price, Usage
 from tollway.ledger import domain
 
 
@@ -56,25 +56,6 @@ def test_unbalanced_postings_are_refused_per_unit() -> None:
     ]
     with pytest.raises(domain.UnbalancedPostingsError):
         domain.check_balanced(postings)
-
-
-def test_hold_covers_the_dearest_candidate_of_the_primary_bucket_only() -> None:
-    plan = [
-        _candidate("a", "credit", 100, 1000),
-        _candidate("b", "credit", 200, 3000),
-        _candidate("c", "wallet", 10**9, 10**9),
-    ]
-    req = _request(plan, est_in=1000, max_out=1000)
-    assert [c.channel for c in domain.hold_candidates(req)] == ["a", "b"]
-    worst = Usage(input_tokens=1000, output_tokens=1000)
-    assert domain.hold_amount(req) == cost_micro(worst, plan[1].price)
-
-
-@given(st.integers(0, 10**9), st.integers(0, 10**9))
-def test_a_hold_is_placed_only_when_available_covers_it(amount: int, available: int) -> None:
-    decision = domain.decide_hold(amount, available, "credit")
-    assert decision.placed == (amount <= available)
-    assert decision.limit in (None, "bucket:credit")
 
 
 @given(st.integers(0, 10**7), st.integers(0, 10**6), st.integers(0, 10**6))

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
@@ -285,15 +286,15 @@ class Stack:
             raise RuntimeError("this stack uses an external broker (KAFKA_BOOTSTRAP_SERVERS)")
         self._broker.restart()
 
-    def supervise(self, interval: float = 1.0) -> None:
-        """Block, restarting the broker whenever it dies (``make dev`` survives a broker crash).
+    def supervise(self, stop: threading.Event | None = None, interval: float = 1.0) -> None:
+        """Block until ``stop`` is set, restarting the broker whenever it dies.
 
-        Apache Kafka comes back on its own storage, so the services reconnect and go on where
-        they were; a broker started by someone else in the meantime (the port is taken) is left
-        to run.
+        This is how ``make dev`` survives a broker crash: Apache Kafka comes back on its own
+        storage, so the services reconnect and go on where they were. A broker started by
+        someone else in the meantime (the port is taken) is left to run.
         """
-        while True:
-            time.sleep(interval)
+        stop = stop or threading.Event()
+        while not stop.wait(interval):
             broker = self._broker
             if broker is None or broker.alive() or not port_is_free(self.config.broker_port):
                 continue

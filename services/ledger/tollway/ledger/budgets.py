@@ -25,7 +25,7 @@ from tollway.events.limits import (
     TaskClosed,
     TaskOpened,
 )
-from tollway.ledger import holds, limits_store, store
+from tollway.ledger import holds, limits_store, receipts, store
 from tollway.ledger import limits_domain as ld
 from tollway.ledger.journal import emit, journal
 from tollway.runtime.outbox import Outgoing
@@ -188,22 +188,5 @@ async def _annotate_receipt(
     receipt = await store.get_receipt(conn, fin.request_id)
     if receipt is None:
         return
-    extras = receipt.get("extra_holds") or []
-    primary = receipt.get("hold") or {}
-    for extra in extras:
-        extra.update(status="released", released_micro=extra["held_micro"])
-    if fin.served and primary.get("hold_id") != settled:
-        # A fallback bucket served: its hold carries the settlement, the primary went back.
-        outcome = {"status": primary.get("status"), "released_micro": primary.get("released_micro")}
-        receipt["hold"] = {**primary, "status": "released", "released_micro": primary["held_micro"]}
-        for extra in extras:
-            if extra["hold_id"] == settled:
-                extra.update(outcome)
-    if fin.served and fin.served_bucket is not None:
-        receipt["bucket"] = fin.served_bucket
-        receipt["unit"] = unit
-    refused = receipt.get("refused") or []
-    if not fin.served and refused and receipt.get("limit") is None:
-        receipt["limit"] = refused[0]["limit"]
-        receipt["error"] = refused[0]["message"]
+    receipts.annotate_finish(receipt, fin, settled, unit)
     await store.update_receipt(conn, fin.request_id, receipt["status"], receipt)

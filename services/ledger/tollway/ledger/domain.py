@@ -22,13 +22,11 @@ from tollway.events.pricing import (
     cost_micro,
     format_micro,
     unit_pattern,
-    worst_case_micro,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from tollway.events.gateway import Candidate, RequestReceived
 
 BUCKET = bucket_pattern()
 UNIT = unit_pattern()
@@ -93,44 +91,6 @@ def transfer(source: str, target: str, unit: str, amount: int) -> list[Posting]:
         Posting(account=source, unit=unit, amount=-amount),
         Posting(account=target, unit=unit, amount=amount),
     ]
-
-
-def hold_candidates(request: RequestReceived) -> list[Candidate]:
-    """The candidates one hold covers: those paid from the primary's bucket."""
-    bucket = request.plan[0].bucket
-    return [c for c in request.plan if c.bucket == bucket]
-
-
-def hold_amount(request: RequestReceived) -> int:
-    """Reserve the worst case over the covered candidates: estimated input, full max output.
-
-    Every token is assumed to be of its dearest class (a cache write for input, reasoning for
-    output), so whatever the upstream reports, the cost stays within the hold.
-    """
-    return max(
-        worst_case_micro(request.estimated_input_tokens, request.max_output_tokens, c.price)
-        for c in hold_candidates(request)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class HoldDecision:
-    """Whether a hold fits, and if not, which limit stopped it."""
-
-    amount: int
-    available: int
-    limit: str | None
-
-    @property
-    def placed(self) -> bool:
-        """True when every applicable hard limit covers the amount."""
-        return self.limit is None
-
-
-def decide_hold(amount: int, available: int, bucket: str) -> HoldDecision:
-    """A hold is placed only when the bucket's available balance covers it."""
-    limit = None if amount <= available else f"bucket:{bucket}"
-    return HoldDecision(amount=amount, available=available, limit=limit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ same log reproduces the same journal byte for byte (ARCHITECTURE invariant 5).
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,10 +34,13 @@ from tollway.events.ledger import (
 from tollway.events.pricing import cost_micro
 from tollway.events.routing import PriceTableChangeRequested
 from tollway.ledger import (
+    batch_store,
     budgets,
     corrections,
     domain,
     expiry,
+    fold,
+    fold_usage,
     limits_store,
     losses,
     prices,
@@ -59,19 +63,56 @@ log = structlog.get_logger(__name__)
 
 
 class LedgerHandler:
-    """Applies gw.requests and gw.usage records; returns the events to publish after commit."""
+    """Applies gw.requests and gw.usage records; returns the events to publish after commit.
+
+    Runs of requests, attempts and finishes are folded in memory (:mod:`tollway.ledger.fold`)
+    over state loaded in bulk for the run, and written back with multi-row statements; the
+    other records (top-ups, budgets and tasks, ticks, extensions, corrections, prices), and
+    the requests of accounts with budgets or task envelopes, go through their use cases one at
+    a time. The two never overlap: a folded run is written before the next record is applied
+    the other way, and its state is read again after it, so each sees the other's effects.
+    """
 
     async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply each record once (duplicates by event id are skipped)."""
-        out: list[Outgoing] = []
         fresh = await store.mark_applied(conn, [(r.envelope.id, r.envelope.type) for r in records])
+        todo: list[Record] = []
+        for record in records:
+            env = record.envelope
+            if env.id not in fresh:
+                log.info("duplicate_skipped", event_id=env.id, type=env.type)
+                continue
+            fresh.discard(env.id)  # a second copy in this batch is a duplicate too
+            todo.append(record)
+        out: list[Outgoing] = []
+        for folded, group in itertools.groupby(todo, key=_foldable_type):
+            run = list(group)
+            out.extend(await (self._fold_run(conn, run) if folded else self._one_by_one(conn, run)))
+        return out
+
+    async def _fold_run(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
+        accounts = {r.envelope.payload.account_id for r in run}  # type: ignore[attr-defined]
+        requests = {r.envelope.payload.request_id for r in run}  # type: ignore[attr-defined]
+        limited_accounts, limited_requests = await batch_store.limited(conn, accounts, requests)
+
+        def foldable(record: Record) -> bool:
+            p = record.envelope.payload
+            if isinstance(p, RequestReceived):
+                return p.task_id is None and p.account_id not in limited_accounts
+            if isinstance(p, RequestFinished):
+                return p.account_id not in limited_accounts and p.request_id not in limited_requests
+            return True
+
+        out: list[Outgoing] = []
+        for folded, group in itertools.groupby(run, key=foldable):
+            part = list(group)
+            out.extend(await (_fold(conn, part) if folded else self._one_by_one(conn, part)))
+        return out
+
+    async def _one_by_one(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
+        out: list[Outgoing] = []
         async with store.receipt_batch(conn):
-            for record in records:
-                env = record.envelope
-                if env.id not in fresh:
-                    log.info("duplicate_skipped", event_id=env.id, type=env.type)
-                    continue
-                fresh.discard(env.id)  # a second copy in this batch is a duplicate too
+            for record in run:
                 out.extend(await self._apply(conn, record))
         return out
 
@@ -88,6 +129,38 @@ class LedgerHandler:
             return []
         log.info("event_ignored", type=env.type)
         return []
+
+
+_FOLDED = (RequestReceived, AttemptFinished, RequestFinished)
+
+
+def _foldable_type(record: Record) -> bool:
+    return isinstance(record.envelope.payload, _FOLDED)
+
+
+def decide(state: fold.State, record: Record) -> fold.Decision:
+    """The fold's decision for one record of a folded run."""
+    env: Envelope[Any] = record.envelope
+    if isinstance(env.payload, RequestReceived):
+        return fold.decide_request(state, env, record.offset)
+    if isinstance(env.payload, AttemptFinished):
+        return fold_usage.decide_attempt(state, env)
+    return fold_usage.decide_finish(state, env)
+
+
+async def _fold(conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
+    """Load the run's state in bulk, fold every record over it, write the effects at once."""
+    accounts = {r.envelope.payload.account_id for r in run}  # type: ignore[attr-defined]
+    requests = {r.envelope.payload.request_id for r in run}  # type: ignore[attr-defined]
+    state = await batch_store.load(conn, accounts, requests)
+    effects = fold.Effects()
+    for record in run:
+        decision = decide(state, record)
+        if not decision.steps and isinstance(record.envelope.payload, RequestFinished):
+            log.warning("finish_without_open_hold", request_id=record.envelope.payload.request_id)
+        fold.evolve(state, effects, decision)
+    await batch_store.write(conn, state, effects)
+    return effects.outgoing
 
 
 def _fingerprint(p: TopUpRequested) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.events.ledger import HoldReleased, HoldSettled
 from tollway.events.pricing import cost_micro, line_items
+from tollway.events.receipt import Receipt, ReceiptPlanStep
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -36,48 +37,38 @@ def opened(
     unit: str | None,
     plan: Sequence[Candidate] | None = None,
 ) -> dict[str, Any]:
-    """The receipt as the request enters the ledger; ``plan``: what its task allows of it."""
+    """The receipt as the request enters the ledger (the contract: ``tollway.events.receipt``).
+
+    ``plan``: what the request's task allows of its plan (all of it when absent).
+    """
     req = env.payload
-    return {
-        "request_id": req.request_id,
-        "created_at": env.occurred_at.isoformat(),
-        "account_id": req.account_id,
-        "key_id": req.key_id,
-        "project_id": req.project_id,
-        "task_id": req.task_id,
-        "user": req.user,
-        "protocol": req.protocol,
-        "endpoint": req.endpoint,
-        "stream": req.stream,
-        "requested_model": req.catalog_model,
-        "plan": [
-            {
-                "channel": c.channel,
-                "brand": c.brand,
-                "route_type": c.route_type,
-                "bucket": c.bucket,
-                "upstream_model": c.upstream_model,
-                "tier": c.tier,
-            }
+    receipt = Receipt(
+        request_id=req.request_id,
+        created_at=env.occurred_at.isoformat(),
+        account_id=req.account_id,
+        key_id=req.key_id,
+        project_id=req.project_id,
+        task_id=req.task_id,
+        user=req.user,
+        protocol=req.protocol,
+        endpoint=req.endpoint,
+        stream=req.stream,
+        requested_model=req.catalog_model,
+        plan=[
+            ReceiptPlanStep(
+                channel=c.channel,
+                brand=c.brand,
+                route_type=c.route_type,
+                bucket=c.bucket,
+                upstream_model=c.upstream_model,
+                tier=c.tier,
+            )
             for c in (req.plan if plan is None else plan)
         ],
-        "status": "received",
-        "bucket": bucket,
-        "unit": unit,
-        "hold": None,
-        "attempts": [],
-        "retries": 0,
-        "fallback": False,
-        "served_by": None,
-        "usage": None,
-        "usage_estimated": False,
-        "charged_micro": 0,
-        "cost_micro": 0,
-        "balance_after_micro": None,
-        "limit": None,
-        "final_status": None,
-        "error": None,
-    }
+        bucket=bucket,
+        unit=unit,
+    )
+    return receipt.model_dump(mode="json")
 
 
 def hold_placed(receipt: dict[str, Any], hold_id: str, amount: int) -> None:
@@ -208,3 +199,25 @@ def _priced(receipt: dict[str, Any], fin: RequestFinished) -> None:
         return
     receipt["price_per_1m_micro"] = fin.price.per_class()
     receipt["token_classes"] = line_items(fin.usage, fin.price)
+
+
+def annotate_finish(receipt: dict[str, Any], fin: RequestFinished, settled: str, unit: str) -> None:
+    """After the finish: other holds released; a fallback bucket's hold carries the settlement."""
+    extras = receipt.get("extra_holds") or []
+    primary = receipt.get("hold") or {}
+    for extra in extras:
+        extra.update(status="released", released_micro=extra["held_micro"])
+    if fin.served and primary.get("hold_id") != settled:
+        # A fallback bucket served: its hold carries the settlement, the primary went back.
+        outcome = {"status": primary.get("status"), "released_micro": primary.get("released_micro")}
+        receipt["hold"] = {**primary, "status": "released", "released_micro": primary["held_micro"]}
+        for extra in extras:
+            if extra["hold_id"] == settled:
+                extra.update(outcome)
+    if fin.served and fin.served_bucket is not None:
+        receipt["bucket"] = fin.served_bucket
+        receipt["unit"] = unit
+    refused = receipt.get("refused") or []
+    if not fin.served and refused and receipt.get("limit") is None:
+        receipt["limit"] = refused[0]["limit"]
+        receipt["error"] = refused[0]["message"]

@@ -222,9 +222,10 @@ async def apply_records(
     records: list[Record],
     batch: int,
     progress: Callable[[str, int, int], None] | None = None,
+    handler: LedgerHandler | None = None,
 ) -> int:
     """Run ``records`` through the live handler, ``batch`` per transaction; return poison count."""
-    handler = LedgerHandler()
+    handler = handler or LedgerHandler()
     failed = 0
     for start in range(0, len(records), batch):
         chunk = records[start : start + batch]
@@ -267,6 +268,7 @@ async def replay(  # noqa: PLR0913 - the command's options
     ends: Offsets | None = None,
     batch: int = 1000,
     progress: Callable[[str, int, int], None] | None = None,
+    handler: LedgerHandler | None = None,
 ) -> ReplayResult:
     """Rebuild the ledger into ``database`` from the topics; return counts, speed and digest."""
     inputs = await read_log(
@@ -279,7 +281,7 @@ async def replay(  # noqa: PLR0913 - the command's options
     pool = await asyncpg.create_pool(target, min_size=1, max_size=2)
     try:
         started = time.perf_counter()
-        poison += await apply_records(pool, order, batch, progress)
+        poison += await apply_records(pool, order, batch, progress, handler)
         seconds = time.perf_counter() - started
         async with pool.acquire() as conn:
             tables = await finance_store.table_digests(conn)

@@ -1,0 +1,209 @@
+"""Bulk load and write-behind of a folded batch (:mod:`tollway.ledger.fold`).
+
+A batch's state is read in a handful of statements (one per table, every account and request of
+the batch at once) and its effects are written back with one multi-row statement per table, all
+in the consumer's batch transaction: journal, postings, balances, holds and receipts commit with
+the consumer's offsets and outbox rows, or not at all. The append-only triggers of the journal
+and postings still guard every row (they are inserts only).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import orjson
+
+from tollway.ledger import domain
+from tollway.ledger.fold import Effects, Hold, State
+from tollway.ledger.receipt_model import ReceiptRow
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    import asyncpg
+
+SELECT_BUCKETS = "SELECT account_id, bucket, unit FROM ledger.buckets WHERE account_id = ANY($1)"
+SELECT_BALANCES = "SELECT account, unit, amount FROM ledger.balances WHERE account = ANY($1)"
+SELECT_HOLDS = """
+SELECT hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at, opened_at,
+       closed_at, request_offset
+FROM ledger.holds WHERE request_id = ANY($1)
+"""
+SELECT_RECEIPTS = """
+SELECT request_id, account_id, key_id, project_id, task_id, catalog_model, created_at,
+       body::text AS body
+FROM ledger.receipts WHERE request_id = ANY($1)
+"""
+# Accounts whose requests the fold leaves to the per-event use cases: those with budgets or
+# task envelopes, and requests whose holds count against a budget.
+SELECT_LIMITED = """
+SELECT 'account' AS kind, account_id AS id FROM ledger.budgets WHERE account_id = ANY($1)
+UNION SELECT 'request', request_id FROM ledger.budget_usage WHERE request_id = ANY($2)
+"""
+
+INSERT_JOURNAL = """
+INSERT INTO ledger.journal (event_id, type, account_id, cause_id, occurred_at, body)
+SELECT e, t, a, c, o, b::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+    WITH ORDINALITY AS u(e, t, a, c, o, b, n)
+ORDER BY n
+"""
+INSERT_POSTINGS = """
+INSERT INTO ledger.postings (event_id, account, unit, amount)
+SELECT e, a, u, m FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+    WITH ORDINALITY AS p(e, a, u, m, n)
+ORDER BY n
+"""
+# Balances move once per (account, unit) per batch, in key order (no lock-order deadlock).
+MOVE_BALANCES = """
+INSERT INTO ledger.balances AS b (account, unit, amount)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+ON CONFLICT (account, unit) DO UPDATE SET amount = b.amount + EXCLUDED.amount
+"""
+INSERT_HOLDS = """
+INSERT INTO ledger.holds
+    (hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at, opened_at,
+     closed_at, request_offset)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+    $7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::bigint[])
+"""
+UPDATE_HOLDS = """
+UPDATE ledger.holds h SET status = u.status, closed_at = u.closed_at
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(hold_id, status, closed_at)
+WHERE h.hold_id = u.hold_id
+"""
+INSERT_RECEIPTS = """
+INSERT INTO ledger.receipts
+    (request_id, account_id, key_id, project_id, task_id, catalog_model, status, created_at, body)
+SELECT r, a, k, p, t, m, s, c, b::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::timestamptz[], $9::text[]) AS u(r, a, k, p, t, m, s, c, b)
+"""
+UPDATE_RECEIPTS = """
+UPDATE ledger.receipts r SET status = u.status, body = u.body::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[]) AS u(request_id, status, body)
+WHERE r.request_id = u.request_id
+"""
+
+
+async def limited(
+    conn: asyncpg.Connection, accounts: Collection[str], requests: Collection[str]
+) -> tuple[set[str], set[str]]:
+    """(accounts with budgets or tasks, requests counted against a budget) among those given."""
+    rows = await conn.fetch(SELECT_LIMITED, list(accounts), list(requests))
+    return (
+        {r["id"] for r in rows if r["kind"] == "account"},
+        {r["id"] for r in rows if r["kind"] == "request"},
+    )
+
+
+async def load(
+    conn: asyncpg.Connection, accounts: Collection[str], requests: Collection[str]
+) -> State:
+    """The state a batch over ``accounts`` and ``requests`` decides on, in four statements."""
+    state = State()
+    for r in await conn.fetch(SELECT_BUCKETS, list(accounts)):
+        state.units[(r["account_id"], r["bucket"])] = r["unit"]
+    names = [domain.bucket_account(a, b) for a, b in state.units]
+    for r in await conn.fetch(SELECT_BALANCES, names):
+        state.balances[(r["account"], r["unit"])] = int(r["amount"])
+    by_request: dict[str, list[Hold]] = defaultdict(list)
+    for r in await conn.fetch(SELECT_HOLDS, list(requests)):
+        by_request[r["request_id"]].append(Hold(**dict(r)))
+    state.holds = {k: tuple(sorted(v, key=lambda h: h.hold_id)) for k, v in by_request.items()}
+    for r in await conn.fetch(SELECT_RECEIPTS, list(requests)):
+        fields = dict(r)
+        fields["body"] = orjson.loads(fields["body"])
+        state.receipts[r["request_id"]] = ReceiptRow(**fields)
+    return state
+
+
+async def write(conn: asyncpg.Connection, state: State, effects: Effects) -> None:
+    """Write a folded batch: one multi-row statement per table it changed."""
+    await _journal(conn, effects)
+    await _holds(conn, effects)
+    await _receipts(conn, state, effects)
+
+
+async def _journal(conn: asyncpg.Connection, effects: Effects) -> None:
+    if not effects.journal:
+        return
+    rows = [(env, message.value.decode()) for env, message in effects.journal]
+    for env, _ in rows:
+        domain.check_balanced(getattr(env.payload, "postings", ()))
+    await conn.execute(
+        INSERT_JOURNAL,
+        [env.id for env, _ in rows],
+        [env.type for env, _ in rows],
+        [env.payload.account_id for env, _ in rows],
+        [env.payload.cause_id for env, _ in rows],
+        [env.occurred_at for env, _ in rows],
+        [raw for _, raw in rows],
+    )
+    postings = [(env.id, p) for env, _ in rows for p in getattr(env.payload, "postings", ())]
+    if not postings:
+        return
+    await conn.execute(
+        INSERT_POSTINGS,
+        [e for e, _ in postings],
+        [p.account for _, p in postings],
+        [p.unit for _, p in postings],
+        [p.amount for _, p in postings],
+    )
+    moves: dict[tuple[str, str], int] = defaultdict(int)
+    for _, p in postings:
+        moves[(p.account, p.unit)] += p.amount
+    keys = sorted(moves)
+    await conn.execute(
+        MOVE_BALANCES, [a for a, _ in keys], [u for _, u in keys], [moves[k] for k in keys]
+    )
+
+
+async def _holds(conn: asyncpg.Connection, effects: Effects) -> None:
+    if effects.opened:
+        hs = list(effects.opened.values())
+        await conn.execute(
+            INSERT_HOLDS,
+            [h.hold_id for h in hs],
+            [h.request_id for h in hs],
+            [h.account_id for h in hs],
+            [h.bucket for h in hs],
+            [h.unit for h in hs],
+            [h.amount for h in hs],
+            [h.status for h in hs],
+            [h.deadline_at for h in hs],
+            [h.opened_at for h in hs],
+            [h.closed_at for h in hs],
+            [h.request_offset for h in hs],
+        )
+    if effects.changed:
+        hs = list(effects.changed.values())
+        await conn.execute(
+            UPDATE_HOLDS, [h.hold_id for h in hs], [h.status for h in hs], [h.closed_at for h in hs]
+        )
+
+
+async def _receipts(conn: asyncpg.Connection, state: State, effects: Effects) -> None:
+    if effects.new_receipts:
+        rs = [state.receipts[rid] for rid in sorted(effects.new_receipts)]
+        await conn.execute(
+            INSERT_RECEIPTS,
+            [r.request_id for r in rs],
+            [r.account_id for r in rs],
+            [r.key_id for r in rs],
+            [r.project_id for r in rs],
+            [r.task_id for r in rs],
+            [r.catalog_model for r in rs],
+            [r.status for r in rs],
+            [r.created_at for r in rs],
+            [orjson.dumps(r.body).decode() for r in rs],
+        )
+    if effects.changed_receipts:
+        rs = [state.receipts[rid] for rid in sorted(effects.changed_receipts)]
+        await conn.execute(
+            UPDATE_RECEIPTS,
+            [r.request_id for r in rs],
+            [r.status for r in rs],
+            [orjson.dumps(r.body).decode() for r in rs],
+        )
