@@ -201,13 +201,18 @@ def test_every_answered_request_is_settled_once_across_a_broker_crash(own_stack)
     assert unbilled == [], f"answered but not billed: {unbilled}"
     settled = _settlements(stack, account)
     assert {rid: settled.get(rid, 0) for rid in receipts} == dict.fromkeys(receipts, 1)
-    # Refused while the broker was away (503): never charged.
-    charged = {
-        a.request_id: (r or {}).get("charged_micro", 0)
-        for a in refused
-        for r in [_receipt(stack, tenant.api_key, a.request_id or "")]
-    }
-    assert {rid: c for rid, c in charged.items() if c} == {}
+    # Refused while the broker was away (503: the request never reached the log): never charged.
+    # An accepted request whose answer missed the edge's deadline (504) may still have been
+    # served: then it is charged once and its receipt shows the served attempt.
+    for a in refused:
+        receipt = _receipt(stack, tenant.api_key, a.request_id or "") or {}
+        charged = receipt.get("charged_micro", 0)
+        if a.status == 503:
+            assert charged == 0, (a.request_id, receipt.get("status"))
+        elif charged:
+            assert receipt["status"] == "settled", a.request_id
+            assert any(att["outcome"] == "ok" for att in receipt["attempts"]), a.request_id
+            assert settled.get(a.request_id or "", 0) <= 1, a.request_id
 
     # The stack serves and tops up again.
     status = _call(httpx.Client(base_url=stack.edge_url, timeout=30), tenant.api_key, stream=False)
