@@ -103,6 +103,7 @@ def report(broker: str, label: str, shares: dict[str, float], args: argparse.Nam
     lines = [
         f"# Idle CPU: {broker}{f' ({label})' if label else ''}",
         "",
+        *([f"Service environment: `{' '.join(args.env)}`.", ""] if args.env else []),
         (
             f"One warm-up request, {args.settle:.0f} s to settle, then {args.window:.0f} s"
             f" measured. Load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
@@ -124,9 +125,13 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=20.0, help="seconds before measuring")
     parser.add_argument("--window", type=float, default=30.0, help="seconds measured")
     parser.add_argument("--label", default="", help="suffix of the report's file name")
+    parser.add_argument(
+        "--env", action="append", default=[], help="NAME=VALUE for every service (repeatable)"
+    )
     args = parser.parse_args()
     os.environ["TOLLWAY_BROKER"] = args.broker
-    with embedded_stack(fast_unsafe=False) as stack:
+    extra = dict(item.split("=", 1) for item in args.env)
+    with embedded_stack(fast_unsafe=False, extra_env=extra) as stack:
         _warm(stack)
         progress(f"settling {args.settle:.0f} s, then measuring {args.window:.0f} s")
         time.sleep(args.settle)

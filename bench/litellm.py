@@ -75,7 +75,11 @@ general_settings:
 
 @contextlib.contextmanager
 def proxy(
-    upstream_url: str, port: int, workdir: Path, database_url: str | None = None
+    upstream_url: str,
+    port: int,
+    workdir: Path,
+    database_url: str | None = None,
+    start_timeout: float = 600,
 ) -> Iterator[str]:
     """Run LiteLLM's proxy (one worker; with ``database_url``, its keys and budgets) and yield
     its base URL."""
@@ -101,7 +105,7 @@ def proxy(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(url, proc, log_path)
+        _wait(url, proc, log_path, start_timeout)
         PIDS[name] = proc.pid
         yield url
     finally:

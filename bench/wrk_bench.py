@@ -220,7 +220,7 @@ def open_paths(
             failures["litellm"] = repr(exc)[:300]
         try:
             url = ctx.enter_context(
-                litellm.proxy(up, free_port(), workdir, _litellm_database(stack))
+                litellm.proxy(up, free_port(), workdir, _litellm_database(stack), 300)
             )
             key = litellm.budget_key(url)
             pids = [litellm.PIDS["litellm-db"]]

@@ -15,8 +15,8 @@ wrk.body = '{"model":"' .. (os.getenv("WRK_MODEL") or "gpt-4o-mini") .. '",'
   .. '"messages":[{"role":"user","content":"Summarise the ledger in one line."}],'
   .. '"max_tokens":32}'
 
-local ok = 0
-local bad = 0
+ok = 0  -- globals: done() reads each thread's with thread:get
+bad = 0
 local threads = {}
 
 function setup(thread)
