@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,7 @@ from bench.harness import (
     tenant,
 )
 from bench.idle import _groups, measure_idle
-from bench.overhead import _wait_settled
+from bench.overhead import _settled, _wait_settled
 from tollway.devstack.broker import free_port, wait_for_port
 
 if TYPE_CHECKING:
@@ -201,6 +202,19 @@ def _litellm_database(stack: Stack) -> str:
     return stack.dsn.rsplit("/", 1)[0] + "/litellm"
 
 
+def _why(exc: Exception, workdir: Path, log_name: str) -> str:
+    """The error without the run's scratch path, and the last line its log wrote."""
+    text = repr(exc).replace(str(workdir), "<stack>")
+    log = workdir / log_name
+    lines = (
+        [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        if log.exists()
+        else []
+    )
+    last = re.sub(r"\x1b\[[0-9;]*m", "", lines[-1]).strip() if lines else ""
+    return f"{text}; its log ends: {last}"[:600] if last else text[:600]
+
+
 def open_paths(
     ctx: contextlib.ExitStack, stack: Stack, args: argparse.Namespace, failures: dict[str, str]
 ) -> dict[str, Way]:
@@ -217,7 +231,7 @@ def open_paths(
             paths["litellm"] = Way(url, "/v1/chat/completions", litellm.MASTER_KEY,
                                      "gpt-4o-mini", pids=[litellm.PIDS["litellm"]])  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a comparison point that fails is reported
-            failures["litellm"] = repr(exc)[:300]
+            failures["litellm"] = _why(exc, workdir, "litellm.log")
         try:
             url = ctx.enter_context(
                 litellm.proxy(up, free_port(), workdir, _litellm_database(stack), 300)
@@ -226,7 +240,7 @@ def open_paths(
             pids = [litellm.PIDS["litellm-db"]]
             paths["litellm-db"] = Way(url, "/v1/chat/completions", key, "gpt-4o-mini", pids=pids)
         except Exception as exc:  # noqa: BLE001
-            failures["litellm-db"] = repr(exc)[:300]
+            failures["litellm-db"] = _why(exc, workdir, "litellm-db.log")
     if not args.no_portkey:
         try:
             url, pid = ctx.enter_context(portkey(free_port(), workdir))
@@ -234,7 +248,7 @@ def open_paths(
             paths["portkey"] = Way(url, "/v1/chat/completions", DIRECT_KEY, "gpt-4o-mini",
                                      headers, pids=[pid])  # fmt: skip
         except Exception as exc:  # noqa: BLE001
-            failures["portkey"] = repr(exc)[:300]
+            failures["portkey"] = _why(exc, workdir, "portkey.log")
     return paths
 
 
@@ -253,7 +267,8 @@ def bench_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
             results += run_level(stack, paths, concurrency, args.seconds)
         answered = sum(r.ok for r in results + warm if r.name == "tollway")
         progress(f"{broker}: waiting for the ledger to settle {answered} requests")
-        settled = asyncio.run(_wait_settled(stack.dsn, started_at, answered))
+        asyncio.run(_wait_settled(stack.dsn, started_at, answered))
+        settled, receipts = asyncio.run(_settled(stack.dsn, started_at))
         progress(f"{broker}: idle CPU over {args.idle:.0f} s")
         time.sleep(5)
         idle = measure_idle(stack, args.idle)
@@ -263,6 +278,7 @@ def bench_broker(broker: str, args: argparse.Namespace) -> dict[str, Any]:
         "failures": failures,
         "answered": answered,
         "settled": settled,
+        "receipts": receipts,
         "idle": idle,
     }
 
@@ -320,6 +336,14 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[flo
     lines = [
         "# Gateways under wrk",
         "",
+        *(
+            [
+                "**Smoke run (`--quick`, 3 s per run): it shows the bench works, not figures.**",
+                "",
+            ]
+            if args.quick
+            else []
+        ),
         (
             f"`uv run python bench/wrk_bench.py --levels {','.join(map(str, args.levels))}"
             f" --seconds {args.seconds:.0f}`; {os.cpu_count()} cores; load average before the run:"
@@ -337,7 +361,16 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, load: tuple[flo
         idle = run["idle"]
         lines += [
             "",
-            f"Settled: {run['settled']} of {run['answered']} Tollway requests answered 200.",
+            (
+                f"Settlement: {run['answered']} Tollway requests answered 200 within the runs;"
+                f" the ledger holds {run['receipts']} receipts of the runs, {run['settled']}"
+                " settled (wrk also sent requests whose answers came after a run's end)."
+                + (
+                    " Every one settled."
+                    if run["settled"] == run["receipts"]
+                    else " NOT ALL SETTLED."
+                )
+            ),
             "",
             "Idle CPU (% of one core): "
             + ", ".join(f"{k} {v * 100:.2f}" for k, v in sorted(idle.items(), key=_share)),
