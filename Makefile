@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV = $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo python3 -m uv)
 export UV_LINK_MODE ?= copy
 
-.PHONY: bench bench-overhead bench-breakers bench-research deps browser-deps kafka-deps dev test test-kafka deploy-lint asyncapi test-unit test-integration lint fmt clean
+.PHONY: bench bench-deps bench-idle bench-suite bench-overhead bench-breakers bench-research deps browser-deps kafka-deps dev test test-kafka deploy-lint asyncapi test-unit test-integration lint fmt clean
 
 deps: ## install uv, PostgreSQL server binaries (Debian) and the locked Python environment
 	@./deploy/scripts/install-deps.sh
@@ -49,7 +49,17 @@ fmt: deps
 # The benchmarks run on Apache Kafka (the production broker) unless TOLLWAY_BROKER=tansu.
 BENCH_BROKER = TOLLWAY_BROKER=$${TOLLWAY_BROKER:-kafka}
 
-bench: kafka-deps ## the benchmark suite (overhead vs direct and LiteLLM, ledger, breakers); bench/results/report.md
+bench: kafka-deps bench-deps ## wrk vs direct, LiteLLM (bare, with database and budget), Portkey at c=1..128, both brokers; bench/results/wrk.md
+	@$(UV) run --frozen python bench/wrk_bench.py --brokers kafka,tansu
+
+bench-deps: ## wrk (Debian), the native load generator of `make bench`
+	@command -v wrk >/dev/null 2>&1 || { test "$$(id -u)" -eq 0 && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "make bench needs wrk: run 'sudo apt-get install wrk'" >&2; exit 1; }
+
+bench-idle: kafka-deps ## CPU of an idle dev stack, per process; bench/results/idle-<broker>.md
+	@$(BENCH_BROKER) $(UV) run --frozen python bench/idle.py
+
+bench-suite: kafka-deps ## the older suite (overhead with httpx vs direct and LiteLLM, ledger, breakers); bench/results/report.md
 	@$(BENCH_BROKER) $(UV) run --frozen python bench/suite.py
 
 bench-overhead: kafka-deps ## gateway overhead against the demo upstream and LiteLLM only

@@ -28,6 +28,8 @@ SPEC = "litellm[proxy]>=1.108"
 # loopback benchmark, so the newest available certifi is substituted.
 OVERRIDES = ("certifi==2026.10.18",)
 MASTER_KEY = "sk-bench-litellm"
+# The running proxies' process ids, for the benchmarks' CPU meters.
+PIDS: dict[str, int] = {}
 VENV = Path(__file__).resolve().parent.parent / ".tollway" / "bench" / "litellm-venv"
 
 
@@ -56,7 +58,8 @@ def ensure_installed() -> Path:
     return exe
 
 
-def _config(upstream_url: str) -> str:
+def _config(upstream_url: str, database_url: str | None) -> str:
+    database = f"  database_url: {database_url}\n" if database_url else ""
     return f"""model_list:
   - model_name: gpt-4o-mini
     litellm_params:
@@ -65,23 +68,33 @@ def _config(upstream_url: str) -> str:
       api_key: sk-demo-openai-direct
 general_settings:
   master_key: {MASTER_KEY}
-litellm_settings:
+{database}litellm_settings:
   telemetry: false
 """
 
 
 @contextlib.contextmanager
-def proxy(upstream_url: str, port: int, workdir: Path) -> Iterator[str]:
-    """Run LiteLLM's proxy (one worker, no database) and yield its base URL."""
+def proxy(
+    upstream_url: str,
+    port: int,
+    workdir: Path,
+    database_url: str | None = None,
+    start_timeout: float = 600,
+) -> Iterator[str]:
+    """Run LiteLLM's proxy (one worker; with ``database_url``, its keys and budgets) and yield
+    its base URL."""
     exe = ensure_installed()
-    config = workdir / "litellm.yaml"
-    config.write_text(_config(upstream_url))
-    log = (workdir / "litellm.log").open("wb")
+    name = "litellm-db" if database_url else "litellm"
+    config = workdir / f"{name}.yaml"
+    config.write_text(_config(upstream_url, database_url))
+    log_path = workdir / f"{name}.log"
+    log = log_path.open("wb")
     env = {
         **os.environ,
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no network at run time
         "LITELLM_TELEMETRY": "False",
         "LITELLM_LOG": "ERROR",
+        **({"DATABASE_URL": database_url} if database_url else {}),
     }
     proc = subprocess.Popen(
         [str(exe), "--config", str(config), "--port", str(port), "--num_workers", "1"],
@@ -92,7 +105,8 @@ def proxy(upstream_url: str, port: int, workdir: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(url, proc, workdir / "litellm.log")
+        _wait(url, proc, log_path, start_timeout)
+        PIDS[name] = proc.pid
         yield url
     finally:
         proc.terminate()
@@ -100,6 +114,7 @@ def proxy(upstream_url: str, port: int, workdir: Path) -> Iterator[str]:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        PIDS.pop(name, None)
         log.close()
 
 
@@ -114,3 +129,17 @@ def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 6
                 return
         time.sleep(1)
     raise RuntimeError(f"LiteLLM did not start within {timeout}s; see {log}")
+
+
+def budget_key(url: str, max_budget: float = 1_000_000.0) -> str:
+    """A virtual key with a budget on a proxy that has a database (LiteLLM then checks and
+    spends it on every request, like Tollway's hold and settlement)."""
+    response = httpx.post(
+        f"{url}/key/generate",
+        headers={"authorization": f"Bearer {MASTER_KEY}"},
+        json={"max_budget": max_budget, "models": ["gpt-4o-mini"]},
+        timeout=60,
+    )
+    response.raise_for_status()
+    key: str = response.json()["key"]
+    return key

@@ -47,6 +47,8 @@ def new_stack(root: Path, extra_env: dict[str, str] | None = None) -> Stack:
             # tests can watch a prompt become unrecoverable (tests/e2e/test_secrets_at_rest.py).
             "TOLLWAY_BODY_KEY_EPOCH_SECONDS": "2",
             "TOLLWAY_BODY_RETENTION_SECONDS": "25",
+            # Some tests write routes in SQL, behind the edge (which would announce them).
+            "TOLLWAY_ROUTER_CHANNEL_REFRESH_SECONDS": "2",
             **(extra_env or {}),
         },
         metrics_ports={name: free_port() for name in SERVICES},

@@ -141,3 +141,36 @@ async def test_a_handler_bug_dead_letters_the_authorization_and_moves_on() -> No
 
     assert [topic for topic, _ in producer.acked] == ["gw.authorized.dlq"]
     assert worker._progress[tp].committable() == 4
+
+
+# --- the committer follows finished messages and sleeps while none finish ---------------------
+
+
+class _CommitLog:
+    """Records every commit the worker asks the consumer for."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.commits.append({tp: om.offset for tp, om in offsets.items()})
+
+
+async def test_a_finished_message_is_committed_and_an_idle_worker_commits_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker_module, "COMMIT_EVERY_S", 0)
+    consumer, producer = _CommitLog(), _FlakyProducer()
+    producer.down = False
+    worker = RouterWorker(consumer, producer, _ServedRouter(), max_in_flight=4)  # type: ignore[arg-type]
+    committer = asyncio.create_task(worker._commit_loop())
+    tp = TopicPartition("gw.authorized", 0)
+    try:
+        worker._start(tp, _authorized_message(5))
+        await _until(lambda: consumer.commits)
+        for _ in range(100):  # nothing finishes: the committer must not run again
+            await asyncio.sleep(0)
+        assert consumer.commits == [{tp: 6}]
+        assert not worker._progressed.is_set()
+    finally:
+        committer.cancel()

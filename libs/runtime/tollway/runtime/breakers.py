@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from tollway.events import topics
 from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode
 from tollway.events.limits import BreakerReset, BreakerTripped, breaker_key
-from tollway.runtime.kafka import fetch_wait_ms, partitions_of
+from tollway.runtime.kafka import IDLE_POLL_MS, consumer_options, partitions_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -77,7 +77,7 @@ class BreakerView:
             bootstrap_servers=bootstrap,
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=fetch_wait_ms(),
+            **consumer_options(),
         )
         self._task: asyncio.Task[None] | None = None
         self.ready = False
@@ -86,12 +86,14 @@ class BreakerView:
         """Assign every partition from the beginning and read up to the current end first."""
         await self._consumer.start()
         tps = await partitions_of(self._consumer, self._topic)
+        # The ends first: once assigned, the consumer's fetch waits at the broker for records,
+        # and a broker answers one connection's requests in order.
+        ends: dict[TopicPartition, int] = await self._consumer.end_offsets(tps)
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
-        ends: dict[TopicPartition, int] = await self._consumer.end_offsets(tps)
         async with asyncio.timeout(catch_up_seconds):
             while await _behind(self._consumer, ends):
-                await self._poll()
+                await self._poll(100)
         self._task = asyncio.create_task(self._run())
         self.ready = True
         log.info("breakers_loaded", count=len(self.board.latest))
@@ -107,10 +109,10 @@ class BreakerView:
 
     async def _run(self) -> None:
         while True:
-            await self._poll()
+            await self._poll(IDLE_POLL_MS)
 
-    async def _poll(self) -> None:
-        batch = await self._consumer.getmany(timeout_ms=100, max_records=1000)
+    async def _poll(self, timeout_ms: int) -> None:
+        batch = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
         for messages in batch.values():
             for message in messages:
                 self._apply_raw(message)

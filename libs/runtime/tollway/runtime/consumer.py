@@ -41,7 +41,7 @@ from tollway.events.envelope import (
 )
 from tollway.events.topics import DLQ_SUFFIX, dlq_topic
 from tollway.runtime import metrics
-from tollway.runtime.kafka import fetch_wait_ms
+from tollway.runtime.kafka import IDLE_POLL_MS, consumer_options
 from tollway.runtime.outbox import Outgoing, write_outbox
 from tollway.runtime.tracing import TRACE_HEADERS, with_causes
 
@@ -86,6 +86,8 @@ class BatchHandler(Protocol):
 
 # How long the offsets of records skipped without effect may stay unstored (see ``_skipped``).
 SKIPPED_STORE_SECONDS = 1.0
+# No record for this long: the stream is quiet (skipped records' offsets are then stored).
+QUIET_MS = 100
 
 
 class _PoisonInBatchError(Exception):
@@ -160,7 +162,7 @@ class TransactionalConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=max_records,
-            fetch_max_wait_ms=fetch_wait_ms(),
+            **consumer_options(),
             # Range keeps partition N of gw.requests and gw.usage on one consumer: one writer
             # per account across both topics.
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -228,13 +230,23 @@ class TransactionalConsumer:
         await self._consumer.start()
         try:
             while True:
-                batch = await self._consumer.getmany(timeout_ms=100, max_records=self._max_records)
+                batch = await self._consumer.getmany(
+                    timeout_ms=self._poll_ms(), max_records=self._max_records
+                )
                 if batch:
                     await self._apply_with_retry(batch)
                 elif self._skipped:
                     await self._apply_with_retry({})  # quiet: store the skipped records' offsets
         finally:
             await self._consumer.stop()
+
+    def _poll_ms(self) -> int:
+        """How long the next fetch may block: until records come, or a short quiet spell.
+
+        Skipped records' offsets are stored once the stream is quiet for QUIET_MS; with none
+        waiting, an idle consumer blocks until the broker has records for it.
+        """
+        return QUIET_MS if self._skipped else IDLE_POLL_MS
 
     async def _apply_with_retry(self, batch: dict[TopicPartition, list[Any]]) -> None:
         delay = 0.05

@@ -26,6 +26,8 @@ from tollway.events.envelope import Envelope, encode
 from tollway.runtime import metrics
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aiokafka import AIOKafkaProducer
 
 log = structlog.get_logger(__name__)
@@ -104,6 +106,9 @@ class OutboxRelay:
         self._kick = asyncio.Event()
         self._handed: collections.deque[tuple[int, Outgoing]] = collections.deque()
         self._sweep = True  # rows may be left from before this process started
+        # Called whenever a writer hands committed rows over: whatever else reacts to this
+        # schema's new events (a sweeper, a dispatcher) sleeps until then.
+        self._listeners: list[Callable[[], None]] = []
         self._select = (
             f"SELECT seq, topic, key, value, headers FROM {schema}.outbox"  # noqa: S608
             " ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
@@ -120,7 +125,13 @@ class OutboxRelay:
             self._sweep = True
         else:
             self._handed.extend(committed)
+            for listener in self._listeners:
+                listener()
         self._kick.set()
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (synchronously, cheap) each time committed rows are handed over."""
+        self._listeners.append(listener)
 
     async def run(self, idle_seconds: float = 5.0) -> None:
         """Publish until cancelled; sweeps the table every ``idle_seconds`` when nobody kicks."""

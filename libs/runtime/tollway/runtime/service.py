@@ -8,12 +8,21 @@ import signal
 from typing import TYPE_CHECKING
 
 import structlog
+import uvloop  # the runtime's uvicorn[standard] brings it
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
     from typing import Any
 
 log = structlog.get_logger(__name__)
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop, as uvicorn serves the HTTP services.
+
+    uvloop's loop costs a fraction of the standard one per socket event and callback.
+    """
+    uvloop.run(main)
 
 
 async def run_until_signalled(*coros: Coroutine[Any, Any, None]) -> None:

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
 from tollway.events.envelope import Envelope, Payload, UnknownEventTypeError, decode
-from tollway.runtime.kafka import fetch_wait_ms, partitions_of
+from tollway.runtime.kafka import IDLE_POLL_MS, consumer_options, partitions_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,7 +35,7 @@ class ReplyHub:
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
             group_id=None,
-            fetch_max_wait_ms=fetch_wait_ms(),
+            **consumer_options(),
             auto_offset_reset="latest",
         )
         self._waiting: dict[str, asyncio.Queue[Envelope[Payload]]] = {}
@@ -74,7 +74,7 @@ class ReplyHub:
 
     async def _run(self) -> None:
         while True:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
+            batch = await self._consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=500)
             for messages in batch.values():
                 for message in messages:
                     self._deliver(message.key, message.value)

@@ -8,6 +8,7 @@ records and alerts it emits leave through the outbox. Nothing here moves money.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,7 @@ from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
 from tollway.runtime.outbox import OutboxRelay
-from tollway.runtime.service import run_until_signalled
+from tollway.runtime.service import run, run_until_signalled
 
 if TYPE_CHECKING:
     import asyncpg
@@ -59,11 +60,24 @@ def handler_from(settings: LimitsSettings) -> LimitsHandler:
 
 
 async def sweep_forever(pool: asyncpg.Pool, relay: OutboxRelay, every: float) -> None:
-    """Close breakers whose cool-down ended (the wall clock only says when to look)."""
+    """Close breakers whose cool-down ended (the wall clock only says when to look).
+
+    Sleeps until the earliest open breaker's cool-down ends, or until this service commits
+    new events (a trip among them), and at least ``every`` seconds between looks.
+    """
+    wake = asyncio.Event()
+    relay.on_commit(wake.set)
     while True:
+        wake.clear()
         if await breakers.sweep(pool, datetime.now(UTC)):
             relay.kick()
-        await asyncio.sleep(every)
+        wait = breakers.IDLE_SWEEP_SECONDS
+        due = await breakers.next_due(pool)
+        if due is not None:
+            wait = min(wait, (due - datetime.now(UTC)).total_seconds())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), max(every, wait))
+        await asyncio.sleep(every)  # a burst of commits is one look, not one per commit
 
 
 async def serve(settings: LimitsSettings) -> None:
@@ -90,6 +104,7 @@ async def serve(settings: LimitsSettings) -> None:
                     settings.webhook_backoff_seconds,
                 ),
             )
+            relay.on_commit(dispatcher.kick)  # alerts' deliveries commit with them
             consumer = TransactionalConsumer(
                 pool=pool,
                 schema="limits",
@@ -129,4 +144,4 @@ def main() -> None:
     settings = LimitsSettings()
     configure_logging("limits", settings.log_level, settings.log_json)
     start_observability("limits", settings.metrics_port)
-    asyncio.run(serve(settings))
+    run(serve(settings))

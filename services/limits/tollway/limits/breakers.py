@@ -109,6 +109,16 @@ def cooldown_reset(row: dict[str, Any]) -> Envelope[BreakerReset]:
     return make(reset, occurred_at=row["until"], event_id=derived_id(row["trip_id"], "cooldown"))
 
 
+# With no breaker open, the sweeper looks again after this long even if nothing woke it.
+IDLE_SWEEP_SECONDS = 30.0
+
+
+async def next_due(pool: asyncpg.Pool) -> datetime | None:
+    """When the earliest open breaker's cool-down ends (None: none is open)."""
+    due: datetime | None = await pool.fetchval(store.NEXT_DUE_BREAKER)
+    return due
+
+
 async def sweep(pool: asyncpg.Pool, now: datetime) -> int:
     """Close every breaker whose cool-down ended by ``now``; the resets go out via the outbox."""
     async with pool.acquire() as conn, conn.transaction():

@@ -35,7 +35,7 @@ class LimitsSettings(CommonSettings):
     mix_shift: float = 0.5
     mix_min_requests: int = 20
     lag_alert_records: int = 10_000
-    lag_check_seconds: float = 5.0
+    lag_check_seconds: float = 15.0
 
     # Webhooks.
     webhook_signing_key: str = Field(default="", validation_alias="TOLLWAY_WEBHOOK_SIGNING_KEY")

@@ -110,6 +110,7 @@ UPDATE limits.breakers SET state = 'closed'
 WHERE scope = $1 AND scope_id = $2 AND state = 'open' AND ($3::text IS NULL OR trip_id = $3)
 RETURNING name
 """
+NEXT_DUE_BREAKER = "SELECT min(until) FROM limits.breakers WHERE state = 'open'"
 DUE_BREAKERS = """
 SELECT scope, scope_id, account_id, name, trip_id, until FROM limits.breakers
 WHERE state = 'open' AND until <= $1 ORDER BY until LIMIT 500 FOR UPDATE SKIP LOCKED

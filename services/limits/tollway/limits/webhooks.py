@@ -9,6 +9,7 @@ the same row: delivered, retried later (exponential backoff) or given up after N
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,14 @@ SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3,
     failed_at = CASE WHEN $4::boolean THEN $5::timestamptz ELSE NULL END
 WHERE delivery_id = $1
 """
+NEXT_DUE = """
+SELECT min(next_attempt_at) FROM limits.webhook_deliveries
+WHERE delivered_at IS NULL AND failed_at IS NULL
+"""
 OK_STATUSES = range(200, 300)
+# Nothing due and nothing written: look again after this long anyway (another instance's
+# deliveries, a subscription re-enabled).
+IDLE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +78,17 @@ class WebhookDispatcher:
         """Deliver rows from ``pool`` under ``policy``."""
         self._pool = pool
         self._policy = policy
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Look for due deliveries now (new alerts were committed)."""
+        self._wake.set()
 
     async def run(self, idle_seconds: float = 0.5) -> None:
-        """Deliver what is due; poll every ``idle_seconds`` while nothing is."""
+        """Deliver what is due; then sleep until the next retry is due or :meth:`kick`.
+
+        ``idle_seconds`` is the shortest sleep, so a failing subscriber is not polled hot.
+        """
         if not self._policy.signing_key:
             log.warning("webhooks_disabled", reason="TOLLWAY_WEBHOOK_SIGNING_KEY is not set")
             await asyncio.Event().wait()  # returning would stop the whole service
@@ -84,7 +100,21 @@ class WebhookDispatcher:
                     log.warning("webhook_dispatch_failed", error=type(exc).__name__)
                     sent = 0
                 if sent == 0:
-                    await asyncio.sleep(idle_seconds)
+                    await self._sleep(idle_seconds)
+
+    async def _sleep(self, shortest: float) -> None:
+        self._wake.clear()
+        try:
+            due = await self._pool.fetchval(NEXT_DUE)
+        except (OSError, asyncpg.PostgresError):
+            due = None
+            wait = shortest
+        else:
+            wait = IDLE_SECONDS
+        if due is not None:
+            wait = (due - datetime.now(UTC)).total_seconds()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), min(IDLE_SECONDS, max(shortest, wait)))
 
     async def deliver_due(self, client: httpx.AsyncClient, batch: int = 50) -> int:
         """Post one batch of due deliveries; return how many were attempted."""

@@ -80,7 +80,11 @@ async def _drop_texts(store: RunStore, retention_seconds: float) -> None:
         else:
             if dropped:
                 log.info("research_texts_dropped", calls=dropped)
-        await asyncio.sleep(min(60.0, max(1.0, retention_seconds / 4)))
+        # With no retention the texts go when their run ends (RunStore.finish): this sweep only
+        # catches runs a previous process left, so it need not run every second.
+        await asyncio.sleep(
+            min(60.0, max(1.0, retention_seconds / 4)) if retention_seconds else 60.0
+        )
 
 
 def create_app(settings: ResearcherSettings) -> Litestar:

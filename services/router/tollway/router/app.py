@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import sys
@@ -22,11 +21,11 @@ from tollway.router.worker import RouterWorker
 from tollway.runtime.bodies import BodyKeys
 from tollway.runtime.breakers import BreakerView
 from tollway.runtime.db import create_pool
-from tollway.runtime.kafka import ensure_topics, fetch_wait_ms, new_producer
+from tollway.runtime.kafka import consumer_options, ensure_topics, new_producer
 from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
 from tollway.runtime.sealing import KeyRing, SecretKeyError
-from tollway.runtime.service import run_until_signalled
+from tollway.runtime.service import run, run_until_signalled
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +53,7 @@ async def serve(settings: RouterSettings) -> None:
             group_id=settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=fetch_wait_ms(),
+            **consumer_options(),
         )
         breakers = BreakerView(settings.kafka_bootstrap_servers)
         await producer.start()
@@ -108,7 +107,7 @@ def main() -> None:
     configure_logging("router", settings.log_level, settings.log_json)
     start_observability("router", settings.metrics_port)
     try:
-        asyncio.run(serve(settings))
+        run(serve(settings))
     except (SecretsNotConfiguredError, SecretKeyError) as exc:
         log.critical("router_not_started", reason=str(exc))
         sys.exit(f"router: not started: {exc}")

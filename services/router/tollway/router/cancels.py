@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from tollway.events import topics
 from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.gateway import RequestCancelled
-from tollway.runtime.kafka import fetch_wait_ms, partitions_of
+from tollway.runtime.kafka import IDLE_POLL_MS, consumer_options, partitions_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -66,7 +66,7 @@ async def listen(bootstrap: str, cancels: Cancels) -> None:
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         group_id=None,
-        fetch_max_wait_ms=fetch_wait_ms(),
+        **consumer_options(),
     )
     await consumer.start()
     try:
@@ -74,7 +74,7 @@ async def listen(bootstrap: str, cancels: Cancels) -> None:
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         while True:
-            batch = await consumer.getmany(timeout_ms=200, max_records=500)
+            batch = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=500)
             for messages in batch.values():
                 for message in messages:
                     _apply(cancels, message.value)

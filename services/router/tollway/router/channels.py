@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 
 from tollway.events import topics
 from tollway.router.secrets import open_secret
-from tollway.runtime.kafka import fetch_wait_ms, partitions_of
+from tollway.runtime.kafka import IDLE_POLL_MS, consumer_options, partitions_of
 from tollway.runtime.sealing import SecretKeyError, key_id_of
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ async def _follow(cache: ChannelCache, bootstrap: str) -> None:
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
-        fetch_max_wait_ms=fetch_wait_ms(),
+        **consumer_options(),
     )
     await consumer.start()
     try:
@@ -222,7 +222,7 @@ async def _follow(cache: ChannelCache, bootstrap: str) -> None:
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)  # only changes from now on: the cache is fresh
         while True:
-            batch = await consumer.getmany(timeout_ms=1000)
+            batch = await consumer.getmany(timeout_ms=IDLE_POLL_MS)
             if not any(batch.values()):
                 continue
             try:

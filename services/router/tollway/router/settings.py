@@ -16,7 +16,9 @@ class RouterSettings(CommonSettings):
     max_in_flight: int = 512
     attempts_per_channel: int = 2
     backoff_ms: int = 50
-    channel_refresh_seconds: float = 2.0
+    # A backstop: the edge announces every route-tree change on router.config and the router
+    # reloads at once; the timer only catches changes made behind the edge's back.
+    channel_refresh_seconds: float = 10.0
     # Circuit breaker per channel (see tollway.router.health).
     health_window_seconds: float = 30.0
     health_min_samples: int = 10

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from tollway.events import topics
 from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.gateway import RequestAuthorized
+from tollway.runtime.kafka import IDLE_POLL_MS
 from tollway.runtime.outbox import Outgoing
 from tollway.runtime.tracing import headers_out, span_from
 
@@ -41,6 +42,8 @@ log = structlog.get_logger(__name__)
 PUBLISH_ERRORS = (KafkaError, OSError, asyncio.TimeoutError)
 # Backoff between publish attempts of events that must not be lost.
 RETRY_FIRST_S, RETRY_MAX_S = 0.05, 2.0
+# Commits gather the progress of this long: one commit covers many finished requests.
+COMMIT_EVERY_S = 0.1
 
 
 class _PartitionProgress:
@@ -96,13 +99,15 @@ class RouterWorker:
         self._progress: dict[TopicPartition, _PartitionProgress] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen = RecentIds()
+        # Set when a message finished: the committer sleeps while nothing did.
+        self._progressed = asyncio.Event()
 
     async def run(self) -> None:
-        """Consume until cancelled; commits run every 100 ms."""
+        """Consume until cancelled; commits follow finished messages, at most every 100 ms."""
         committer = asyncio.create_task(self._commit_loop())
         try:
             while True:
-                batch = await self._consumer.getmany(timeout_ms=100, max_records=200)
+                batch = await self._consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=200)
                 for tp, messages in batch.items():
                     for message in messages:
                         await self._slots.acquire()
@@ -136,6 +141,7 @@ class RouterWorker:
         progress = self._progress[tp]
         progress.pending.discard(message.offset)
         progress.done_max = max(progress.done_max, message.offset)
+        self._progressed.set()
         self._slots.release()
 
     async def _process(self, message: Any) -> None:
@@ -205,7 +211,9 @@ class RouterWorker:
     async def _commit_loop(self) -> None:
         committed: dict[TopicPartition, int] = {}
         while True:
-            await asyncio.sleep(0.1)
+            await self._progressed.wait()
+            await asyncio.sleep(COMMIT_EVERY_S)
+            self._progressed.clear()  # progress made from here on triggers the next commit
             offsets = {}
             for tp, progress in self._progress.items():
                 offset = progress.committable()
@@ -217,3 +225,4 @@ class RouterWorker:
                     committed.update({tp: om.offset for tp, om in offsets.items()})
                 except Exception as exc:  # noqa: BLE001 - a rebalance; the next loop retries
                     log.warning("commit_failed", error=type(exc).__name__)
+                    self._progressed.set()

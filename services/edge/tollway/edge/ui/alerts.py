@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from tollway.events import topics
 from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.limits import Alert
-from tollway.runtime.kafka import partitions_of
+from tollway.runtime.kafka import IDLE_POLL_MS, consumer_options, partitions_of
 
 if TYPE_CHECKING:
     from tollway.events.envelope import Envelope, Payload
@@ -63,7 +63,10 @@ class AlertFeed:
     async def _run(self) -> None:
         while True:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False
+                bootstrap_servers=self._bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                **consumer_options(),
             )
             try:
                 await consumer.start()
@@ -72,7 +75,7 @@ class AlertFeed:
                 await consumer.seek_to_beginning(*tps)
                 self.reading = True
                 while True:
-                    batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+                    batch = await consumer.getmany(timeout_ms=IDLE_POLL_MS, max_records=1000)
                     for messages in batch.values():
                         for message in messages:
                             self._apply_raw(message.value)
