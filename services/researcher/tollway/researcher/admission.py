@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from tollway.researcher.edge import Edge
     from tollway.researcher.market import DataSource
 
-    # The newest completed runs of a mode and models: what estimates learn from.
-    PastRuns = Callable[[str, dict[str, str]], Awaitable[list[calibrate.PastRun]]]
+    # An account's newest completed runs of a mode and models: what estimates learn from.
+    PastRuns = Callable[[str, str, dict[str, str]], Awaitable[list[calibrate.PastRun]]]
 
 TICKER = re.compile(r"\b[A-Z]{2,6}\b")
 
@@ -247,7 +247,11 @@ async def check(  # noqa: PLR0913 - the composition root passes each dependency
         ) from None
     check_models(calls, await edge.models(key))
     envelope = check_money(est, caps(req), account.available)
-    past = [] if past_runs is None else await past_runs(req.mode, run_models(calls))
+    past = (
+        []
+        if past_runs is None
+        else await past_runs(account.account_id, req.mode, run_models(calls))
+    )
     expected = calibrate.calibrate(est, past)
     return Checked(req, chosen, figures, calls, est, account.account_id, envelope, expected)
 

@@ -89,11 +89,16 @@ def run_view(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _past_runs(state: State) -> Callable[[str, dict[str, str]], Awaitable[list[PastRun]]]:
-    """The store's completed runs of a mode and models, as calibration reads them."""
+def _past_runs(
+    state: State,
+) -> Callable[[str, str, dict[str, str]], Awaitable[list[PastRun]]]:
+    """The account's completed runs of a mode and models, as calibration reads them.
 
-    async def load(mode: str, models: dict[str, str]) -> list[PastRun]:
-        rows = await state.store.past_runs(mode, models, MAX_RUNS)
+    Only the account's own: another tenant's runs would tell it their sizes and timings.
+    """
+
+    async def load(account_id: str, mode: str, models: dict[str, str]) -> list[PastRun]:
+        rows = await state.store.past_runs(account_id, mode, models, MAX_RUNS)
         return [past_run(seconds, receipts) for seconds, receipts in rows]
 
     return load

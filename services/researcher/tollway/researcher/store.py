@@ -65,16 +65,16 @@ UPDATE researcher.calls c SET content = '' FROM researcher.runs r
 WHERE c.run_id = r.id AND r.status <> 'running' AND c.content <> ''
   AND r.finished_at <= now() - make_interval(secs => $1)
 """
-# Completed runs of one mode and models, newest first, with their calls' final receipts: the
-# history an estimate is calibrated from.
+# An account's completed runs of one mode and models, newest first, with their calls' final
+# receipts: the history an estimate is calibrated from.
 PAST_RUNS = """
 SELECT extract(epoch FROM r.finished_at - r.created_at)::float8 AS seconds,
        COALESCE((SELECT jsonb_agg(c.receipt ORDER BY c.idx) FROM researcher.calls c
                  WHERE c.run_id = r.id), '[]'::jsonb) AS receipts
 FROM researcher.runs r
-WHERE r.status = 'completed' AND r.mode = $1 AND r.models = $2::jsonb
+WHERE r.account_id = $1 AND r.status = 'completed' AND r.mode = $2 AND r.models = $3::jsonb
   AND r.finished_at IS NOT NULL
-ORDER BY r.finished_at DESC, r.id DESC LIMIT $3
+ORDER BY r.finished_at DESC, r.id DESC LIMIT $4
 """
 SELECT_ARTIFACT = "SELECT {column} FROM researcher.runs WHERE id = $1 AND account_id = $2"
 ARTIFACTS = frozenset({"report_md", "report_pdf", "chart_png"})
@@ -201,10 +201,10 @@ class RunStore:
         return ids
 
     async def past_runs(
-        self, mode: str, models: dict[str, str], limit: int
+        self, account_id: str, mode: str, models: dict[str, str], limit: int
     ) -> list[tuple[float, list[dict[str, Any] | None]]]:
-        """(seconds, receipts) of the newest completed runs of this mode and models."""
-        rows = await self.pool.fetch(PAST_RUNS, mode, _json(models), limit)
+        """(seconds, receipts) of the account's newest completed runs of this mode and models."""
+        rows = await self.pool.fetch(PAST_RUNS, account_id, mode, _json(models), limit)
         out: list[tuple[float, list[dict[str, Any] | None]]] = []
         for r in rows:
             receipts = r["receipts"]
