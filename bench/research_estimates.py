@@ -13,15 +13,17 @@ The report compares, per mode:
     against the actuals of those later runs.
 Nothing is asserted.
 
-    uv run --frozen python bench/research_estimates.py [--runs 20] [--history 10]
+    uv run --frozen python bench/research_estimates.py [--runs 20] [--history 10] [--from-json]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import RESULTS, embedded_stack, progress, tenant
 
 MODES = ("quick", "standard", "deep")
-BODY = {"topic": "Is ACME a buy?"}
+TOPICS = (
+    "Is ACME a buy?",
+    "How is GLOBX doing?",
+    "NOVA outlook",
+    "ACME vs GLOBX",
+    "Compare GLOBX, NOVA and ACME",
+)
 
 
-def one_run(edge: httpx.Client, mode: str) -> dict[str, Any]:
+def one_run(edge: httpx.Client, mode: str, topic: str) -> dict[str, Any]:
     """The estimate shown before the run, and the run's actual figures."""
-    body = {**BODY, "mode": mode}
+    body = {"topic": topic, "mode": mode}
     estimate = edge.post("/v1/research/estimate", json=body)
     estimate.raise_for_status()
     run = edge.post("/v1/research", json=body)
@@ -82,63 +90,78 @@ def measure(runs: int, deadline: float) -> dict[str, list[dict[str, Any]]]:
                         progress(f"{mode}: deadline reached after {i} runs")
                         break
                     progress(f"{mode} run {i + 1}/{runs}")
-                    out[mode].append(one_run(edge, mode))
+                    out[mode].append(one_run(edge, mode, TOPICS[i % len(TOPICS)]))
     return out
 
 
 def _p(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[max(1, -(-len(ordered) * q // 100)) - 1] if ordered else 0.0
+    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1] if ordered else 0.0
 
 
-def _money(micro: float) -> str:
-    return f"{micro / 1_000_000:.6f}"
+def _static(est: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """(expected, upper) per figure from the plan alone."""
+    [bucket] = est["buckets"][:1]
+    return {
+        "calls": (est["calls"], est["calls"]),
+        "tokens": (
+            est["input_tokens"] * 3 // 4 + est["max_output_tokens"] // 4,
+            est["input_tokens"] + est["max_output_tokens"],
+        ),
+        "cost": (bucket["low_micro"], bucket["high_micro"]),
+        "seconds": (est["duration_seconds"], est["duration_seconds"]),
+    }
 
 
-def _static_lines(mode: str, runs: list[dict[str, Any]]) -> list[str]:
-    est = runs[0]["estimate"]
-    [bucket] = est["buckets"][:1] or [{"bucket": "-", "low_micro": 0, "high_micro": 0}]
-    likely_tokens = est["input_tokens"] * 3 // 4 + est["max_output_tokens"] // 4
-    worst_tokens = est["input_tokens"] + est["max_output_tokens"]
-    tokens = [r["tokens"] for r in runs]
-    cost = [r["spent"].get(bucket["bucket"], 0) for r in runs]
-    secs = [r["seconds"] for r in runs]
-    inside = sum(bucket["low_micro"] <= c <= bucket["high_micro"] for c in cost)
-    return [
-        f"| {mode} | static | {len(runs)} | {est['calls']} |"
-        f" {likely_tokens}..{worst_tokens} | {_p(tokens, 50):.0f} / {_p(tokens, 90):.0f} |"
-        f" {_money(bucket['low_micro'])}..{_money(bucket['high_micro'])} |"
-        f" {_money(_p(cost, 50))} / {_money(_p(cost, 90))} ({inside}/{len(runs)} in range) |"
-        f" {est['duration_seconds']} | {_p(secs, 50):.2f} / {_p(secs, 90):.2f} |"
-    ]
+def _calibrated(est: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """(p50, p90) per figure as the estimate's expected block gives them."""
+    x = est["expected"]
+    [bucket] = x["buckets"][:1]
+    return {
+        "calls": (x["calls"]["p50"], x["calls"]["p90"]),
+        "tokens": (x["tokens"]["p50"], x["tokens"]["p90"]),
+        "cost": (bucket["p50_micro"], bucket["p90_micro"]),
+        "seconds": (x["duration_seconds"]["p50"], x["duration_seconds"]["p90"]),
+    }
 
 
-def _calibrated_lines(mode: str, runs: list[dict[str, Any]], history: int) -> list[str]:
-    later = [r for r in runs[history:] if r["estimate"].get("basis") == "history"]
-    if not later:
-        return [f"| {mode} | calibrated | 0 | - | - | - | - | - | - | - |"]
-    exp = later[0]["estimate"]["expected"]
-    bucket = exp["buckets"][0] if exp["buckets"] else {"bucket": "-", "p50_micro": 0}
-    tokens = [r["tokens"] for r in later]
-    cost = [r["spent"].get(bucket["bucket"], 0) for r in later]
-    secs = [r["seconds"] for r in later]
-    within = sum(
-        r["spent"].get(bucket["bucket"], 0)
-        <= next(b for b in r["estimate"]["expected"]["buckets"] if b["bucket"] == bucket["bucket"])[
-            "p90_micro"
-        ]
-        for r in later
-    )
-    return [
-        f"| {mode} | calibrated ({exp['history_runs']}+ runs) | {len(later)} |"
-        f" {exp['calls']['p50']} | {exp['tokens']['p50']} / {exp['tokens']['p90']} |"
-        f" {_p(tokens, 50):.0f} / {_p(tokens, 90):.0f} |"
-        f" {_money(bucket['p50_micro'])} / {_money(bucket.get('p90_micro', 0))} |"
-        f" {_money(_p(cost, 50))} / {_money(_p(cost, 90))} ({within}/{len(later)} at or under"
-        f" its p90) |"
-        f" {exp['duration_seconds']['p50']} / {exp['duration_seconds']['p90']} |"
-        f" {_p(secs, 50):.2f} / {_p(secs, 90):.2f} |"
-    ]
+def _actual(run: dict[str, Any], bucket: str) -> dict[str, float]:
+    return {
+        "calls": run["calls"],
+        "tokens": run["tokens"],
+        "cost": run["spent"].get(bucket, 0),
+        "seconds": run["seconds"],
+    }
+
+
+def _show(figure: str, value: float) -> str:
+    if figure == "cost":
+        return f"{value / 1_000_000:.6f}"
+    if figure == "seconds":
+        return f"{value:.2f}"
+    return f"{value:.0f}"
+
+
+def _rows(mode: str, label: str, runs: list[dict[str, Any]], pick: Any) -> list[str]:
+    """One row per figure: each run's own estimate against that run's actual."""
+    if not runs:
+        return [f"| {mode} | {label} | 0 | - | - | - | - | - |"]
+    bucket = runs[0]["estimate"]["buckets"][0]["bucket"]
+    out = []
+    for figure in ("calls", "tokens", "cost", "seconds"):
+        est = [pick(r["estimate"])[figure] for r in runs]
+        act = [_actual(r, bucket)[figure] for r in runs]
+        errors = [abs(e[0] - a) / a * 100 for e, a in zip(est, act, strict=True) if a]
+        under = sum(a <= e[1] for e, a in zip(est, act, strict=True))
+        first = est[-1]
+        out.append(
+            f"| {mode} | {label} | {len(runs)} | {figure}"
+            f"{f' ({bucket})' if figure == 'cost' else ''} |"
+            f" {_show(figure, first[0])} / {_show(figure, first[1])} |"
+            f" {_show(figure, _p(act, 50))} / {_show(figure, _p(act, 90))} |"
+            f" {statistics.median(errors) if errors else 0:.0f}% | {under}/{len(runs)} |"
+        )
+    return out
 
 
 def report(result: dict[str, list[dict[str, Any]]], runs: int, history: int) -> str:
@@ -146,27 +169,42 @@ def report(result: dict[str, list[dict[str, Any]]], runs: int, history: int) -> 
     lines = [
         "# Research estimates against actual runs (demo upstream)",
         "",
-        f"{runs} runs per mode asked for, one after the other, topic ACME, default models,"
-        " through the edge's base URL. Each run's estimate was asked just before it.",
+        (
+            f"{runs} runs per mode asked for, one after the other, default models, through the"
+            f" edge's base URL, topics rotating over {len(TOPICS)} (one to three tickers). Before"
+            " each run the estimate was asked with the same body, so each run is compared with"
+            " the estimate a user saw just before it. Actual: the run's receipt (calls, tokens,"
+            " cost) and its server-side duration (created to finished, report included)."
+        ),
         "",
-        "* static: the plan's range, likely..worst case (tokens, cost per bucket); duration is"
-        " calls x the configured seconds per call. Actual: p50 / p90 over all runs of the mode.",
-        f"* calibrated: the expected p50 / p90 the estimate gave for runs {history + 1}.. (from"
-        " the completed runs before each; the first such estimate is shown), against those"
-        " runs' actual p50 / p90.",
+        (
+            "* static: the plan's own figures (expected = a quarter of each output cap on the"
+            " primary route; upper = the worst case the envelope holds; duration = calls x the"
+            " configured seconds per call), for every run."
+        ),
+        (
+            f"* calibrated: the p50 / p90 the estimate gave for runs {history + 1} onwards,"
+            " calibrated from the account's completed runs of the same mode and models before"
+            " each."
+        ),
+        (
+            "* estimate column: the last run's estimate (expected / upper). Median error: of the"
+            " expected figure against each run's actual. At or under: runs whose actual did not"
+            " exceed the upper figure (worst case, or p90)."
+        ),
         "",
-        "| mode | estimate | runs | calls | tokens est. | tokens actual p50 / p90 |"
-        " cost est. | cost actual p50 / p90 | seconds est. | seconds actual p50 / p90 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        (
+            "| mode | estimate | runs | figure | estimate (expected / upper) |"
+            " actual p50 / p90 | median error | at or under upper |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
     ]
     for mode, rs in result.items():
-        if not rs:
-            lines.append(f"| {mode} | - | 0 | - | - | - | - | - | - | - |")
-            continue
-        lines += _static_lines(mode, rs)
-        lines += _calibrated_lines(mode, rs, history)
-    statuses = {m: statistics.mode([r["status"] for r in rs]) for m, rs in result.items() if rs}
-    lines += ["", f"Most common final status per mode: {statuses}.", ""]
+        lines += _rows(mode, "static", rs, _static)
+        later = [r for r in rs[history:] if r["estimate"].get("basis") == "history"]
+        lines += _rows(mode, "calibrated", later, _calibrated)
+    statuses = {m: dict(Counter(r["status"] for r in rs)) for m, rs in result.items()}
+    lines += ["", f"Final statuses per mode: {statuses}.", ""]
     return "\n".join(lines)
 
 
@@ -176,10 +214,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--history", type=int, default=10)
     parser.add_argument("--minutes", type=float, default=60.0, help="stop starting runs after")
+    parser.add_argument("--from-json", action="store_true", help="report the last measurement")
     args = parser.parse_args()
-    result = measure(args.runs, time.time() + args.minutes * 60)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "research_estimates.json").write_bytes(orjson.dumps(result))
+    raw = RESULTS / "research_estimates.json"
+    if args.from_json:
+        result = orjson.loads(raw.read_bytes())
+    else:
+        result = measure(args.runs, time.time() + args.minutes * 60)
+        RESULTS.mkdir(exist_ok=True)
+        raw.write_bytes(orjson.dumps(result))
     text = report(result, args.runs, args.history)
     (RESULTS / "research_estimates.md").write_text(text)
     print(text)
