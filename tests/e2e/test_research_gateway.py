@@ -77,12 +77,17 @@ def test_a_key_that_may_not_use_the_runs_route_types_gets_a_clear_400(
     tenant = tenant_factory({"credit": "10", "wallet": "10"}, route_types=("pool",))
     with _client(gateway, tenant.api_key) as client:
         refused = client.post("/research", json={"topic": "ACME", "mode": "quick"})
+        estimate = client.post("/research/estimate", json={"topic": "ACME", "mode": "quick"})
 
         assert refused.status_code == 400, refused.text
         error = refused.json()["error"]
         assert (error["code"], error["param"]) == ("route_type_not_allowed", "route_types")
         assert "pool" in error["message"]
         assert '{"error"' not in error["message"]  # the gateway's message, not its JSON
+        # The estimate runs the same check: it does not answer for a run that cannot start.
+        assert estimate.status_code == 400, estimate.text
+        assert estimate.json()["error"]["code"] == "route_type_not_allowed"
+        assert "it may use: pool" in estimate.json()["error"]["message"]
         assert _nothing_spent(client)
 
 
@@ -130,6 +135,7 @@ def test_the_cli_shows_the_estimate_and_starts_only_when_confirmed(
     assert estimated == 0
     assert shown.startswith("estimate (quick, ACME): 3 calls, up to ")
     assert "cost credit " in shown
+    assert "expected from the plan (no past runs like it yet)" in shown
     assert unconfirmed == 3
     assert "pass --yes" in refused
     with _client(gateway, tenant.api_key) as client:
@@ -148,3 +154,61 @@ def test_a_key_that_may_not_call_a_model_of_the_plan_is_refused_before_any_spend
         assert (error["code"], error["param"]) == ("model_not_allowed", "models")
         assert "may not call gpt-4o-mini" in error["message"]
         assert _nothing_spent(client)
+
+
+def test_a_cap_that_cannot_pay_for_one_call_is_refused_naming_what_one_call_needs(
+    gateway, tenant_factory
+) -> None:
+    tenant = tenant_factory({"credit": "10"})
+    body: dict[str, Any] = {"topic": "ACME", "mode": "deep"}
+    with _client(gateway, tenant.api_key) as client:
+        first = client.post("/research/estimate", json=body).json()["estimate"]
+        one_call = first["first_call_micro"]["credit"]
+        too_small = {**body, "cap": {"credit": f"{(one_call - 1) / 1_000_000:.6f}"}}
+        enough = {**body, "cap": {"credit": f"{one_call / 1_000_000:.6f}"}}
+
+        refused_estimate = client.post("/research/estimate", json=too_small)
+        refused_start = client.post("/research", json=too_small)
+        accepted = client.post("/research/estimate", json=enough)
+
+        assert 0 < one_call < first["buckets"][0]["high_micro"]
+        for refused in (refused_estimate, refused_start):
+            assert refused.status_code == 400, refused.text
+            error = refused.json()["error"]
+            assert (error["code"], error["param"]) == ("cap_below_one_call", "cap.credit")
+            assert f"up to {one_call / 1_000_000:.6f}" in error["message"]
+        assert accepted.status_code == 200, accepted.text
+        assert accepted.json()["envelope_micro"] == {"credit": one_call}
+        assert client.get("/research").json()["data"] == []
+        assert _nothing_spent(client)
+
+
+def test_the_estimate_is_calibrated_from_the_accounts_completed_runs(
+    gateway, tenant_factory
+) -> None:
+    tenant = tenant_factory({"credit": "10"})
+    body = {"topic": "ACME", "mode": "quick"}
+    with _client(gateway, tenant.api_key) as client:
+        before = client.post("/research/estimate", json=body).json()["estimate"]
+        tokens = []
+        for _ in range(3):
+            run = client.post("/research", json=body).json()
+            done = wait_for(
+                lambda run=run: client.get(f"/research/{run['id']}").json()["finished_at"],
+                timeout=120,
+            )
+            assert done
+            calls = client.get(f"/research/{run['id']}/receipt").json()["calls"]
+            tokens.append(sum(c["input_tokens"] + c["output_tokens"] for c in calls))
+        after = client.post("/research/estimate", json=body).json()["estimate"]
+
+    assert (before["basis"], before["expected"]["history_runs"]) == ("static", 0)
+    assert (
+        before["expected"]["tokens"]["p90"] == before["input_tokens"] + before["max_output_tokens"]
+    )
+    assert (after["basis"], after["expected"]["history_runs"]) == ("history", 3)
+    assert after["expected"]["tokens"] == {"p50": sorted(tokens)[1], "p90": max(tokens)}
+    assert after["expected"]["calls"] == {"p50": 3, "p90": 3}
+    assert after["expected"]["duration_seconds"]["p50"] > 0
+    # The envelope stays the plan's worst case: calibration never shrinks what a run may hold.
+    assert after["buckets"] == before["buckets"]

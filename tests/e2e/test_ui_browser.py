@@ -344,3 +344,29 @@ def test_a_bad_group_by_is_named_in_words_not_a_python_repr(stack, tenant_factor
     assert "group_by" in error["message"]
     assert "ParamType" not in error["message"]
     assert "<" not in error["message"]
+
+
+def test_research_is_estimated_first_then_started_with_start_at_1280_px(
+    stack, tenant_factory, page: Page
+) -> None:
+    stack.wait_healthy(f"http://127.0.0.1:{stack.config.researcher_port}/healthz", "researcher")
+    tenant = tenant_factory({"credit": "10"})
+    _sign_in(page, stack, tenant.api_key)
+    page.goto(f"{stack.edge_url}/ui/research")
+    page.get_by_label("Topic").fill("Is GLOBX a buy?")
+    page.get_by_label("Mode").select_option("standard")
+    page.get_by_role("button", name="Estimate").click()
+
+    card = page.locator("section[data-estimate]")
+    expect(card.get_by_role("heading")).to_contain_text("Estimate: Is GLOBX a buy? (standard")
+    expect(card.locator('tr[data-bucket="credit"]')).to_contain_text("credit")
+    expect(card).to_contain_text("No past runs of this mode")
+    expect(page.locator("table tbody").last).to_contain_text("No run yet.")  # nothing started
+    assert _fits_the_page(page)
+    _shot(page, "user-research-estimate-1280")
+
+    card.get_by_role("button", name="Start").click()
+    expect(page).to_have_url(re.compile(r"/ui/research/run_"))
+    expect(page.get_by_text("Finished: completed")).to_be_visible(timeout=120_000)
+    page.goto(f"{stack.edge_url}/ui/research")
+    expect(page.locator("table tbody").last).to_contain_text("Is GLOBX a buy?")

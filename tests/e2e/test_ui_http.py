@@ -337,3 +337,39 @@ def test_a_research_run_starts_from_the_dashboard_streams_progress_and_its_repor
     assert report.headers["content-disposition"].startswith("attachment;")
     assert "ACME" in report.text
     assert run_id in history
+
+
+def test_the_research_page_estimates_first_and_starts_only_on_start(stack, tenant_factory) -> None:
+    stack.wait_healthy(f"http://127.0.0.1:{stack.config.researcher_port}/healthz", "researcher")
+    tenant = tenant_factory({"credit": "10"})
+    with ui_client(stack) as client:
+        login_user(client, tenant.api_key)
+        estimated = post_form(
+            client, "/ui/research", "/ui/research/estimate", topic="Is NOVA a buy?", mode="deep"
+        )
+        before = client.get("/ui/research").text
+        refused = post_form(
+            client, "/ui/research", "/ui/research/estimate", topic="Is Apple a buy?", mode="deep"
+        )
+        started = post_form(
+            client, "/ui/research", "/ui/research", topic="Is NOVA a buy?", mode="deep"
+        )
+        assert started.status_code == 303, error_message(started)
+        run_id = started.headers["location"].rsplit("/", 1)[-1]
+        page_url = f"/ui/research/{run_id}"
+        post_form(client, page_url, f"{page_url}/cancel")  # no need to spend the whole run
+
+    assert estimated.status_code == 200, error_message(estimated)
+    page = estimated.text
+    assert "data-estimate" in page
+    assert 'data-basis="static"' in page  # a new account has no past runs
+    assert '<td class="num">13</td>' in page  # deep: 13 calls
+    assert 'data-bucket="credit"' in page
+    assert re.search(r'class="num">\d+\.\d{6} credit</td>', page)  # amounts in the unit
+    assert 'action="/ui/research"' in page
+    assert '<input type="hidden" name="topic" value="Is NOVA a buy?">' in page
+    assert '<input type="hidden" name="mode" value="deep">' in page
+    assert ">Start</button>" in page
+    assert "No run yet." in before  # the estimate started nothing
+    assert refused.status_code == 400
+    assert "ACME, GLOBX, NOVA" in refused.text

@@ -73,3 +73,36 @@ def test_a_plan_model_the_key_may_not_call_is_refused_naming_it() -> None:
     assert (caught.value.code, caught.value.param) == ("model_not_allowed", "models")
     assert "may not call gpt-4o-mini" in str(caught.value)
     assert "(it may call: claude-3-5-haiku)" in str(caught.value)
+
+
+def test_a_cap_below_the_worst_case_of_one_call_is_refused_naming_both() -> None:
+    est = plan.Estimate(
+        calls=3,
+        input_tokens=900,
+        max_output_tokens=900,
+        buckets=(plan.BucketRange("credit", 100, 5_000),),
+        seconds=1.5,
+        first_call_micro={"credit": 1_700},
+    )
+
+    with pytest.raises(errors.InvalidRequestError) as caught:
+        admission.check_money(est, {"credit": 1_699}, {"credit": 10_000})
+
+    assert (caught.value.status, caught.value.param) == (400, "cap.credit")
+    assert caught.value.code == "cap_below_one_call"
+    assert "cap.credit is 0.001699" in caught.value.message
+    assert "up to 0.001700" in caught.value.message
+    assert admission.check_money(est, {"credit": 1_700}, {"credit": 10_000}) == {"credit": 1_700}
+
+
+def test_route_types_the_key_may_not_use_are_refused_before_the_estimate() -> None:
+    req = admission.parse(b'{"topic": "ACME"}')
+
+    with pytest.raises(errors.InvalidRequestError) as caught:
+        admission.check_route_types(req, ("pool",))
+
+    assert (caught.value.param, caught.value.code) == ("route_types", "route_type_not_allowed")
+    assert "may not use direct routes" in caught.value.message
+    assert "it may use: pool" in caught.value.message
+    admission.check_route_types(req, ("direct", "pool"))
+    admission.check_route_types(req, None)

@@ -98,3 +98,17 @@ def test_a_cap_replaces_the_upper_estimate_and_shortfall_names_what_is_missing()
     assert plan.shortfall({"credit": high}, {"credit": high - 1}) == {"credit": 1}
     assert plan.shortfall({"credit": high}, {"credit": high}) == {}
     assert plan.shortfall({"credit": 5}, {}) == {"credit": 5}
+
+
+def test_the_first_call_of_each_bucket_is_its_worst_case_on_the_dearest_route() -> None:
+    [first, *_] = plan.plan_calls("deep", {})
+    worst = Usage(
+        input_tokens=plan.worst_input_tokens(first, "ACME", FACTS), output_tokens=first.max_tokens
+    )
+
+    est = _estimate("deep")
+
+    assert est.first_call_micro == {
+        "credit": cost_micro(worst, Price(input=200_000, output=700_000))
+    }
+    assert est.first_call_micro["credit"] < est.high()["credit"]

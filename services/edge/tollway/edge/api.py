@@ -140,10 +140,14 @@ async def receipt(request: Request[Any, Any, State], request_id: str) -> dict[st
 
 @get("/v1/balance")
 async def balance(request: Request[Any, Any, State]) -> dict[str, Any]:
-    """Each bucket's posted, held and available amounts, in micro-units."""
+    """Each bucket's posted, held and available amounts (micro-units); the key's route types."""
     key = await authenticate(request)
     buckets = await request.app.state.store.balances(key.account_id)
-    return {"account_id": key.account_id, "buckets": buckets}
+    return {
+        "account_id": key.account_id,
+        "buckets": buckets,
+        "key": {"route_types": list(key.route_types)},
+    }
 
 
 def new_request_id() -> str:

@@ -13,12 +13,17 @@ from pydantic import BaseModel, Field, ValidationError
 
 from tollway.events.ids import new_id
 from tollway.events.pricing import AmountError, Price, format_micro, parse_amount
-from tollway.researcher import errors, indicators, plan
+from tollway.researcher import calibrate, errors, indicators, plan
 from tollway.researcher import report as rep
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from tollway.researcher.edge import Edge
     from tollway.researcher.market import DataSource
+
+    # An account's newest completed runs of a mode and models: what estimates learn from.
+    PastRuns = Callable[[str, str, dict[str, str]], Awaitable[list[calibrate.PastRun]]]
 
 TICKER = re.compile(r"\b[A-Z]{2,6}\b")
 
@@ -126,10 +131,25 @@ def check_models(calls: list[plan.Call], allowed: list[str]) -> None:
         )
 
 
+def check_route_types(req: NewRun, key_route_types: tuple[str, ...] | None) -> None:
+    """The run's route types are ones the key may use, or a 400 saying which it may use."""
+    if key_route_types is None:
+        return
+    refused = [t for t in req.route_types if t not in key_route_types]
+    if refused:
+        may = ", ".join(key_route_types) or "none"
+        raise errors.InvalidRequestError(
+            f"This key may not use {', '.join(refused)} routes, which this run asks for (it may"
+            f" use: {may}). Set 'route_types' to route types this key may use.",
+            param="route_types",
+            code="route_type_not_allowed",
+        )
+
+
 def check_money(
     estimate: plan.Estimate, cap: dict[str, int], available: dict[str, int]
 ) -> dict[str, int]:
-    """The envelope, or a 402 that says what is missing and what to do."""
+    """The envelope, or a 400/402 that says what is missing and what to do."""
     unknown = sorted(set(cap) - set(estimate.high()))
     if unknown:
         raise errors.InvalidRequestError(
@@ -137,6 +157,17 @@ def check_money(
             f"{', '.join(estimate.high())}.",
             param=f"cap.{unknown[0]}",
         )
+    for bucket, amount in sorted(cap.items()):
+        one_call = estimate.first_call_micro.get(bucket, 0)
+        if amount < one_call:
+            raise errors.InvalidRequestError(
+                f"cap.{bucket} is {format_micro(amount)}, but one call of this run may cost up"
+                f" to {format_micro(one_call)} (its worst case: the full output cap on the"
+                f" dearest route), so the run could not make a single call. Set 'cap.{bucket}'"
+                f" to at least {format_micro(one_call)}.",
+                param=f"cap.{bucket}",
+                code="cap_below_one_call",
+            )
     envelope = plan.envelope(estimate, cap)
     short = plan.shortfall(envelope, available)
     if short:
@@ -162,6 +193,7 @@ class Checked:
     estimate: plan.Estimate
     account_id: str
     envelope: dict[str, int]
+    expected: calibrate.Expected
 
     def view(self) -> dict[str, Any]:
         """What ``POST /v1/research/estimate`` answers: the run as it would start."""
@@ -171,7 +203,7 @@ class Checked:
             "tickers": self.tickers,
             "mode": self.req.mode,
             "models": {c.tier: c.model for c in self.calls},
-            "estimate": estimate_view(self.estimate),
+            "estimate": estimate_view(self.estimate, self.expected),
             "envelope_micro": self.envelope,
         }
 
@@ -184,6 +216,7 @@ async def check(  # noqa: PLR0913 - the composition root passes each dependency
     source: DataSource,
     route_rows: list[dict[str, Any]],
     seconds_per_call: float,
+    past_runs: PastRuns | None = None,
 ) -> Checked:
     """Every check of a run, with no side effect: the estimate, or the error that stops it."""
     req = parse(body)
@@ -195,6 +228,8 @@ async def check(  # noqa: PLR0913 - the composition root passes each dependency
     if req.models.strong:
         models["strong"] = req.models.strong
     calls = plan.plan_calls(req.mode, models)
+    account = await edge.account(key)
+    check_route_types(req, account.route_types)
     try:
         est = plan.estimate(
             calls,
@@ -211,9 +246,19 @@ async def check(  # noqa: PLR0913 - the composition root passes each dependency
             code="model_not_found",
         ) from None
     check_models(calls, await edge.models(key))
-    account = await edge.account(key)
     envelope = check_money(est, caps(req), account.available)
-    return Checked(req, chosen, figures, calls, est, account.account_id, envelope)
+    past = (
+        []
+        if past_runs is None
+        else await past_runs(account.account_id, req.mode, run_models(calls))
+    )
+    expected = calibrate.calibrate(est, past)
+    return Checked(req, chosen, figures, calls, est, account.account_id, envelope, expected)
+
+
+def run_models(calls: list[plan.Call]) -> dict[str, str]:
+    """The model of each tier, as a run records it."""
+    return {c.tier: c.model for c in calls}
 
 
 async def admit(  # noqa: PLR0913 - the composition root passes each dependency
@@ -224,6 +269,7 @@ async def admit(  # noqa: PLR0913 - the composition root passes each dependency
     source: DataSource,
     route_rows: list[dict[str, Any]],
     seconds_per_call: float,
+    past_runs: PastRuns | None = None,
 ) -> Admitted:
     """Everything before the first call; raises before any side effect when a check fails."""
     checked = await check(
@@ -233,6 +279,7 @@ async def admit(  # noqa: PLR0913 - the composition root passes each dependency
         source=source,
         route_rows=route_rows,
         seconds_per_call=seconds_per_call,
+        past_runs=past_runs,
     )
     req = checked.req
     run_id = "run_" + new_id()
@@ -245,18 +292,25 @@ async def admit(  # noqa: PLR0913 - the composition root passes each dependency
         "topic": req.topic,
         "tickers": checked.tickers,
         "mode": req.mode,
-        "models": {c.tier: c.model for c in checked.calls},
-        "estimate": estimate_view(checked.estimate),
+        "models": run_models(checked.calls),
+        "estimate": estimate_view(checked.estimate, checked.expected),
         "envelope": checked.envelope,
         "task_id": task_id,
     }
     return Admitted(run, checked.calls, checked.figures)
 
 
-def estimate_view(est: plan.Estimate) -> dict[str, Any]:
-    """The estimate as the API shows it."""
+def estimate_view(est: plan.Estimate, expected: calibrate.Expected | None = None) -> dict[str, Any]:
+    """The estimate as the API shows it: the plan's bounds, then the expected figures.
+
+    ``buckets`` (low, high) and ``duration_seconds`` are the plan's; ``expected`` the p50/p90
+    calibrated from past runs, or the plan's own range, as ``basis`` says.
+    """
+    expected = expected or calibrate.static(est)
     return {
         **asdict(est),
         "buckets": [asdict(b) for b in est.buckets],
         "duration_seconds": est.seconds,
+        "basis": expected.basis,
+        "expected": expected.view(),
     }

@@ -24,10 +24,11 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from tollway.researcher import admission, errors, receipt
+from tollway.researcher.calibrate import MAX_RUNS, PastRun, past_run
 from tollway.researcher.store import TERMINAL, route_prices
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from litestar.datastructures import State
 
@@ -88,6 +89,21 @@ def run_view(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _past_runs(
+    state: State,
+) -> Callable[[str, str, dict[str, str]], Awaitable[list[PastRun]]]:
+    """The account's completed runs of a mode and models, as calibration reads them.
+
+    Only the account's own: another tenant's runs would tell it their sizes and timings.
+    """
+
+    async def load(account_id: str, mode: str, models: dict[str, str]) -> list[PastRun]:
+        rows = await state.store.past_runs(account_id, mode, models, MAX_RUNS)
+        return [past_run(seconds, receipts) for seconds, receipts in rows]
+
+    return load
+
+
 @post("/v1/research", status_code=201)
 async def start_run(request: Request[Any, Any, State]) -> dict[str, Any]:
     """Estimate, refuse what cannot be paid for, open the envelope and start."""
@@ -100,6 +116,7 @@ async def start_run(request: Request[Any, Any, State]) -> dict[str, Any]:
         source=state.source,
         route_rows=await route_prices(state.store.pool),
         seconds_per_call=state.seconds_per_call,
+        past_runs=_past_runs(state),
     )
     await state.store.create(admitted.run)
     state.runner.start(admitted, key)
@@ -119,6 +136,7 @@ async def estimate_run(request: Request[Any, Any, State]) -> dict[str, Any]:
         source=state.source,
         route_rows=await route_prices(state.store.pool),
         seconds_per_call=state.seconds_per_call,
+        past_runs=_past_runs(state),
     )
     return checked.view()
 

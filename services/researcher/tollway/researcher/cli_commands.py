@@ -127,6 +127,23 @@ def _describe(run: dict[str, Any]) -> None:
         f" up to {est['input_tokens'] + est['max_output_tokens']} tokens,"
         f" cost {costs}, about {est['duration_seconds']}s\n"
     )
+    expected = est.get("expected")
+    if expected:
+        spent = ", ".join(
+            f"{b['bucket']} {format_micro(b['p50_micro'])} (p90 {format_micro(b['p90_micro'])})"
+            for b in expected["buckets"]
+        )
+        basis = (
+            f"from your last {expected['history_runs']} completed runs like it"
+            if expected["basis"] == "history"
+            else "from the plan (no past runs like it yet)"
+        )
+        took = expected["duration_seconds"]
+        sys.stderr.write(
+            f"  expected {basis}: {expected['tokens']['p50']} tokens"
+            f" (p90 {expected['tokens']['p90']}), cost {spent},"
+            f" {took['p50']}s (p90 {took['p90']}s)\n"
+        )
 
 
 def _follow(client: httpx.Client, run: dict[str, Any]) -> dict[str, Any]:

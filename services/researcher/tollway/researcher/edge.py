@@ -23,6 +23,8 @@ class Account:
 
     account_id: str
     available: dict[str, int]
+    # The route types the key may use (None: a gateway that does not say).
+    route_types: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,11 @@ class Edge:
     async def account(self, key: str) -> Account:
         """The key's account and its available balance per bucket."""
         body = _json(await self._send("GET", "/v1/balance", key), "GET /v1/balance")
+        types = (body.get("key") or {}).get("route_types")
         return Account(
-            body["account_id"], {b["bucket"]: b["available_micro"] for b in body["buckets"]}
+            body["account_id"],
+            {b["bucket"]: b["available_micro"] for b in body["buckets"]},
+            None if types is None else tuple(str(t) for t in types),
         )
 
     async def models(self, key: str) -> list[str]:

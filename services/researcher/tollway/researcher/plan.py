@@ -93,6 +93,9 @@ class Estimate:
     buckets: tuple[BucketRange, ...]
     seconds: float
     notes: tuple[str, ...] = field(default=())
+    # Per bucket, the worst case of the first call that may draw on it: a cap below it
+    # cannot pay for a single call.
+    first_call_micro: dict[str, int] = field(default_factory=dict)
 
     def high(self) -> dict[str, int]:
         """The upper estimate per bucket."""
@@ -164,6 +167,7 @@ def estimate(  # noqa: PLR0913 - the estimate's inputs are all distinct facts
     """
     low: dict[str, int] = {}
     high: dict[str, int] = {}
+    first: dict[str, int] = {}
     inputs = 0
     for call in calls:
         usable = covered(routes.get(call.model, []), route_types)
@@ -177,12 +181,14 @@ def estimate(  # noqa: PLR0913 - the estimate's inputs are all distinct facts
         for bucket in {c.bucket for c in usable}:
             dearest = max(cost_micro(worst, c.price) for c in usable if c.bucket == bucket)
             high[bucket] = high.get(bucket, 0) + dearest
+            first.setdefault(bucket, dearest)
     return Estimate(
         calls=len(calls),
         input_tokens=inputs,
         max_output_tokens=sum(c.max_tokens for c in calls),
         buckets=tuple(BucketRange(b, low.get(b, 0), high[b]) for b in sorted(high)),
         seconds=round(len(calls) * seconds_per_call, 1),
+        first_call_micro=dict(sorted(first.items())),
     )
 
 

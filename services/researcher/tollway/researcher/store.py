@@ -65,6 +65,17 @@ UPDATE researcher.calls c SET content = '' FROM researcher.runs r
 WHERE c.run_id = r.id AND r.status <> 'running' AND c.content <> ''
   AND r.finished_at <= now() - make_interval(secs => $1)
 """
+# An account's completed runs of one mode and models, newest first, with their calls' final
+# receipts: the history an estimate is calibrated from.
+PAST_RUNS = """
+SELECT extract(epoch FROM r.finished_at - r.created_at)::float8 AS seconds,
+       COALESCE((SELECT jsonb_agg(c.receipt ORDER BY c.idx) FROM researcher.calls c
+                 WHERE c.run_id = r.id), '[]'::jsonb) AS receipts
+FROM researcher.runs r
+WHERE r.account_id = $1 AND r.status = 'completed' AND r.mode = $2 AND r.models = $3::jsonb
+  AND r.finished_at IS NOT NULL
+ORDER BY r.finished_at DESC, r.id DESC LIMIT $4
+"""
 SELECT_ARTIFACT = "SELECT {column} FROM researcher.runs WHERE id = $1 AND account_id = $2"
 ARTIFACTS = frozenset({"report_md", "report_pdf", "chart_png"})
 
@@ -188,6 +199,22 @@ class RunStore:
                 data = {"status": "failed", "error": reason}
                 await conn.execute(INSERT_EVENT, run_id, "finished", _json(data))
         return ids
+
+    async def past_runs(
+        self, account_id: str, mode: str, models: dict[str, str], limit: int
+    ) -> list[tuple[float, list[dict[str, Any] | None]]]:
+        """(seconds, receipts) of the account's newest completed runs of this mode and models."""
+        rows = await self.pool.fetch(PAST_RUNS, account_id, mode, _json(models), limit)
+        out: list[tuple[float, list[dict[str, Any] | None]]] = []
+        for r in rows:
+            receipts = r["receipts"]
+            out.append(
+                (
+                    float(r["seconds"]),
+                    orjson.loads(receipts) if isinstance(receipts, str) else receipts,
+                )
+            )
+        return out
 
     async def artifact(self, run_id: str, account_id: str, column: str) -> Any:
         """The stored report, PDF or chart (None until the run finished)."""

@@ -54,6 +54,33 @@ def _run_id(run_id: str) -> str:
     return run_id
 
 
+def _run_body(fields: dict[str, str]) -> dict[str, Any]:
+    """A research run's body from the dashboard's form (estimate and start send the same)."""
+    body: dict[str, Any] = {"topic": fields.get("topic", ""), "mode": fields.get("mode", "")}
+    if fields.get("ticker"):
+        body["ticker"] = fields["ticker"]
+    return body
+
+
+async def _research_page(
+    request: Request[Any, Any, Any], session: SessionParam, **extra: Any
+) -> Template:
+    client = _research(request)
+    key = sessions(request).kept_key(session)
+    runs: list[dict[str, Any]] = []
+    if client.configured and key is not None:
+        runs = (await client.json("GET", "/v1/research", key))["data"]
+    return page(
+        "research.html",
+        session,
+        nav="research",
+        configured=client.configured,
+        locked=key is None,
+        runs=runs,
+        **extra,
+    )
+
+
 class WorkPages(Controller):
     """Tasks and research runs of a signed-in user."""
 
@@ -110,20 +137,19 @@ class WorkPages(Controller):
 
     @get("/research")
     async def research(self, request: Request[Any, Any, Any], session: SessionParam) -> Template:
-        """The account's research runs and a form to start one."""
-        client = _research(request)
-        key = sessions(request).kept_key(session)
-        runs: list[dict[str, Any]] = []
-        if client.configured and key is not None:
-            runs = (await client.json("GET", "/v1/research", key))["data"]
-        return page(
-            "research.html",
-            session,
-            nav="research",
-            configured=client.configured,
-            locked=key is None,
-            runs=runs,
+        """The account's research runs and a form to estimate one."""
+        return await _research_page(request, session)
+
+    @post("/research/estimate")
+    async def estimate(self, request: Request[Any, Any, Any], session: SessionParam) -> Template:
+        """The run's estimate (nothing starts) and a Start button for exactly that run."""
+        body = _run_body(await form(request))
+        estimate = await _research(request).json(
+            "POST", "/v1/research/estimate", _key(request, session), json=body
         )
+        balances = await request.app.state.store.balances(session.user_key.account_id)
+        units = {b["bucket"]: b["unit"] for b in balances}
+        return await _research_page(request, session, estimate=estimate, draft=body, units=units)
 
     @post("/research/unlock")
     async def unlock(self, request: Request[Any, Any, Any], session: SessionParam) -> Redirect:
@@ -138,10 +164,7 @@ class WorkPages(Controller):
     @post("/research")
     async def start(self, request: Request[Any, Any, Any], session: SessionParam) -> Redirect:
         """Start a run; the researcher estimates it and refuses what cannot be paid for."""
-        fields = await form(request)
-        body: dict[str, Any] = {"topic": fields.get("topic", ""), "mode": fields.get("mode", "")}
-        if fields.get("ticker"):
-            body["ticker"] = fields["ticker"]
+        body = _run_body(await form(request))
         run = await _research(request).json(
             "POST", "/v1/research", _key(request, session), json=body
         )
