@@ -61,6 +61,8 @@ def test_top_level_help_imports_no_service() -> None:
         (("budgets", "set", "--help"), "edge"),
         (("research", "--help"), "researcher"),
         (("research", "run", "--help"), "researcher"),
+        (("secrets", "--help"), "router"),
+        (("secrets", "rotate", "--help"), "router"),
     ],
 )
 def test_a_subcommand_help_imports_only_its_own_cli_module(
