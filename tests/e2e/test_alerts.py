@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, wait_for
+from tests.e2e.route_kit import admin_client, circuit_state
 from tollway.devstack.broker import free_port
 from tollway.events.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, verify
 
@@ -76,6 +77,17 @@ def chat(stack, key: str) -> int:
     return response.status_code
 
 
+def _close_circuit(stack, upstream, key: str) -> None:
+    """Clear the faults, then call until a probe after the cool-down has closed the circuit."""
+    upstream.delete("/_control/faults")
+    with admin_client(stack) as admin:
+        wait_for(
+            lambda: chat(stack, key) == 200 and circuit_state(admin, CHANNEL) == "closed",
+            timeout=120,
+            what=f"the circuit of {CHANNEL} to close again",
+        )
+
+
 def tail(stack, *args: str) -> str:
     done = subprocess.run(
         [
@@ -112,6 +124,8 @@ def test_failing_channel_and_fallback_storm_alert_ops_by_topic_cli_and_signed_we
     )
     tenant = tenant_factory({"credit": "20"})
     upstream.post("/_control/faults", json={"channel": CHANNEL, "kind": "status", "count": 1000})
+    # The seeded channel is shared with later tests: leave its circuit closed again.
+    request.addfinalizer(lambda: _close_circuit(stack, upstream, tenant.api_key))
 
     statuses = [chat(stack, tenant.api_key) for _ in range(12)]
 
