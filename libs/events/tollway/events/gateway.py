@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollway.events.envelope import Payload, register
-from tollway.events.pricing import Price, Usage, cost_micro
+from tollway.events.pricing import CostPrice, Price, Usage, cost_micro
 
 RouteType = Literal["direct", "pool"]
 Protocol = Literal["openai", "anthropic"]
@@ -33,6 +33,9 @@ class Candidate(BaseModel):
     price: Price
     tier: int = 0
     weight: int = Field(default=1, ge=1)
+    # What the operator pays the upstream for this channel (operators only: never on a tenant's
+    # receipt); None when the channel has no cost price.
+    cost: CostPrice | None = None
 
 
 class SealedBody(BaseModel):
@@ -249,6 +252,11 @@ class AttemptFinished(Payload):
     usage: Usage = Usage()
     usage_estimated: bool = False
     upstream_request_id: str | None = None
+    # What the upstream itself said this attempt cost (OpenRouter-style ``usage.cost``, or the
+    # channel's configured JSON path), exact micro-units of ``reported_cost_currency``; None when
+    # it did not say.
+    reported_cost_micro: int | None = Field(default=None, ge=0)
+    reported_cost_currency: str | None = None
     # The client received output from this attempt (a stream that started): it is the served
     # attempt and its tokens are charged to the tenant, even when it ended badly (a cut stream),
     # so they are never booked as the operator's upstream loss as well.

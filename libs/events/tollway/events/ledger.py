@@ -11,7 +11,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from tollway.events.envelope import Payload, register
-from tollway.events.pricing import Price
+from tollway.events.pricing import CostPrice, Price
 
 
 class Posting(BaseModel):
@@ -253,3 +253,5 @@ class PriceTableChanged(MoneyEvent):
     prices: Price
     actor: str
     audit_id: int
+    previous_cost: CostPrice | None = None
+    cost: CostPrice | None = None

@@ -82,6 +82,18 @@ class Price(BaseModel):
         )
 
 
+class CostPrice(Price):
+    """What the operator pays an upstream: micro-units of ``currency`` per 1M tokens of each class.
+
+    The sell price (:class:`Price`) is in the tenant bucket's unit; the cost price is in the
+    operator's cost currency (``USD``, ``CNY``, ...), which may differ. ``per_request`` is a fixed
+    cost per upstream call, in micro-units of ``currency``.
+    """
+
+    currency: str = Field(pattern=UNIT_PATTERN)
+    per_request: int = Field(default=0, ge=0)
+
+
 class Usage(BaseModel):
     """Tokens an upstream reported (or that were counted, when ``estimated``)."""
 
@@ -144,6 +156,11 @@ def cost_micro(usage: Usage, price: Price) -> int:
     prices = price.per_class()
     numerator = sum(tokens * prices[name] for name, tokens in usage.classes().items())
     return -(-numerator // TOKENS_PER_PRICE_UNIT)
+
+
+def upstream_cost_micro(usage: Usage, cost: CostPrice) -> int:
+    """What one upstream call with ``usage`` costs the operator at ``cost``, rounded up once."""
+    return cost_micro(usage, cost) + cost.per_request
 
 
 def worst_case_micro(input_tokens: int, output_tokens: int, price: Price) -> int:

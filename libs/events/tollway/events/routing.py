@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from tollway.events.envelope import Payload, register
-from tollway.events.pricing import Price
+from tollway.events.pricing import CostPrice, Price
 
 CircuitState = Literal["closed", "open", "half_open"]
 
@@ -66,3 +66,6 @@ class PriceTableChangeRequested(Payload):
     actor: str
     action: str
     audit_id: int
+    # The channel's upstream cost price before and after (None: none set).
+    previous_cost: CostPrice | None = None
+    cost: CostPrice | None = None

@@ -38,7 +38,7 @@ def decide(
 
     Pure: the version depends only on the channel's earlier journaled versions.
     """
-    if request.previous == request.prices:
+    if request.previous == request.prices and request.previous_cost == request.cost:
         return None
     return PriceTableChanged(
         account_id=PRICE_TABLE_KEY,
@@ -48,6 +48,8 @@ def decide(
         bucket=request.bucket,
         previous=request.previous,
         prices=request.prices,
+        previous_cost=request.previous_cost,
+        cost=request.cost,
         actor=request.actor,
         audit_id=request.audit_id,
     )

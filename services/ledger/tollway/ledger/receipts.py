@@ -89,7 +89,7 @@ def add_attempt(receipt: dict[str, Any], attempt: AttemptFinished, cost: int) ->
     """Append one upstream attempt, in attempt order, and recount retries and fallback."""
     entry = {
         "attempt": attempt.attempt,
-        **attempt.candidate.model_dump(mode="json", exclude={"tier"}),
+        **attempt.candidate.model_dump(mode="json", exclude={"tier", "cost"}),
         "outcome": attempt.outcome,
         "status": attempt.status,
         "error_class": attempt.error_class,
