@@ -63,6 +63,7 @@ def test_top_level_help_imports_no_service() -> None:
         (("research", "run", "--help"), "researcher"),
         (("secrets", "--help"), "router"),
         (("secrets", "rotate", "--help"), "router"),
+        (("whatif", "--help"), "whatif"),
     ],
 )
 def test_a_subcommand_help_imports_only_its_own_cli_module(

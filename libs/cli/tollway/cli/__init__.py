@@ -26,6 +26,7 @@ COMMANDS = {
     "research": ("tollway.researcher.cli", "Research runs: estimate, run, list, show, cancel."),
     "budgets": ("tollway.edge.cli", "Budgets: define, list and delete spend limits."),
     "secrets": ("tollway.router.cli", "Channel secrets: re-seal every stored secret (rotate)."),
+    "whatif": ("tollway.whatif.cli", "What-if routing: price a period under another policy."),
 }
 
 
