@@ -114,6 +114,8 @@ def test_reads_a_toml_policy_with_every_kind_of_rule() -> None:
         ({"prices": {"c": {"sell": {"input": "1", "outptu": "1"}}}}, "prices.c.sell", "outptu"),
         ({"prices": {"c": {"cost": {"input": "1", "output": "1"}}}}, "prices.c.cost.currency", ""),
         ({"primary": [{"model": "m"}]}, "primary[0].channel", "required"),
+        ({"prices": {"c": {"sell": "cheap"}}}, "prices.c.sell", "a table of prices"),
+        ({"units": {"wallet": 5}}, "units.wallet", "string"),
         ({}, "policy", "changes nothing"),
         ([], "policy", "expected an object"),
     ],

@@ -164,7 +164,8 @@ def _amounts(value: Any, *, cost: bool) -> Any:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise TypeError('expected a table of prices per 1M tokens, like {input = "1.5"}')
+        # ValueError, not TypeError: pydantic turns only the former into a validation error.
+        raise ValueError('expected a table of prices per 1M tokens, like {input = "1.5"}')  # noqa: TRY004
     out: dict[str, Any] = {}
     for name, raw in value.items():
         if name in PRICE_CLASSES or (cost and name == "per_request"):

@@ -30,6 +30,7 @@ from tollway.edge import (
     tasks,
     topups,
     ui,
+    whatif_admin,
 )
 from tollway.edge.calls import CallService
 from tollway.edge.replies import ReplyHub
@@ -279,6 +280,7 @@ def create_app(settings: EdgeSettings) -> Litestar:
             limits_admin.LimitsAdminController,
             RouteTreeController,
             audit.AuditController,
+            whatif_admin.WhatIfController,
             ui.router(settings),
         ],
         openapi_config=OPENAPI,

@@ -7,7 +7,7 @@ SVG on the server. Nothing is fetched from another site at run time.
     /ui/login, /ui/logout            users sign in with an API key
     /ui/, /ui/usage, /ui/requests[/{id}], /ui/keys, /ui/tasks[/{id}], /ui/research[/{id}]
     /ui/admin/login                  operators sign in with the admin token
-    /ui/admin/routes, /margins, /alerts, /breakers, /accounts[/{id}]
+    /ui/admin/routes, /margins, /alerts, /breakers, /accounts[/{id}], /whatif
 
 Every form carries a CSRF token (Litestar's double-submit cookie, signed with
 ``TOLLWAY_EDGE_UI_SECRET``); a POST without it is refused with 403 before any handler runs.
@@ -43,6 +43,7 @@ from tollway.edge.ui.operator_pages import OperatorPages
 from tollway.edge.ui.research import ResearchClient
 from tollway.edge.ui.sessions import COOKIE_PATH, SessionStore
 from tollway.edge.ui.user_pages import UserPages
+from tollway.edge.ui.whatif_page import WhatIfPage
 from tollway.edge.ui.work_pages import WorkPages
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def router(settings: EdgeSettings) -> Router:
     )
     return Router(
         path="/",
-        route_handlers=[*login.ROUTES, UserPages, WorkPages, OperatorPages, static],
+        route_handlers=[*login.ROUTES, UserPages, WorkPages, OperatorPages, WhatIfPage, static],
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf)],
         response_headers=HEADERS,
         exception_handlers={
