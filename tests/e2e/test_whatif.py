@@ -17,6 +17,8 @@ import openai
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, wait_for
+from tests.e2e.route_kit import admin_client, chat, circuit_state, new_channel, new_model
+from tests.e2e.route_kit import settled_receipt as any_receipt
 from tests.e2e.ui_kit import csrf_token, login_operator, ui_client
 
 if TYPE_CHECKING:
@@ -241,3 +243,59 @@ def test_the_operator_page_shows_the_table_and_the_policys_error(
         assert refused.status_code == 400
         assert 'id="whatif-error"' in refused.text
         assert "rules[0]" in refused.text
+
+
+def test_requests_whose_alternative_circuit_was_open_are_counted_apart(
+    stack: Stack, tenant_factory: Any, upstream: httpx.Client
+) -> None:
+    tenant = tenant_factory({"credit": "20"})
+    with admin_client(stack) as admin:
+        failing = new_channel(admin, stack, "openai-backup")
+        backup = new_channel(admin, stack, "openai-direct")
+        model = new_model(
+            admin,
+            [
+                {"channel_id": failing, "upstream_model": "u", "tier": 0},
+                {"channel_id": backup, "upstream_model": "u", "tier": 1},
+            ],
+        )
+        upstream.post(
+            "/_control/faults",
+            json={"channel": "openai-backup", "kind": "status", "status": 503, "count": 10_000},
+        )
+        wait_for(
+            lambda: (
+                chat(stack, tenant.api_key, model)[0] == 200
+                and circuit_state(admin, failing) == "open"
+            ),
+            what="the failing channel's circuit to open",
+        )
+        began = datetime.now(UTC)
+        # Served by the backup, the open channel skipped; and one request of another model.
+        ids = [chat(stack, tenant.api_key, model)[2] for _ in range(2)]
+        ids.append(chat(stack, tenant.api_key, "gpt-4o-mini")[2])
+        ended = datetime.now(UTC)
+        upstream.delete("/_control/faults")
+    receipts = [
+        wait_for(lambda r=r: any_receipt(stack, tenant.api_key, r), what="receipt") for r in ids
+    ]
+    assert [r["skipped"][0]["reason"] for r in receipts[:2]] == ["circuit_open"] * 2
+    key_id = receipts[0]["key_id"]
+    policy = {
+        "rules": [
+            {"model": model, "channel": failing},
+            {"model": "gpt-4o-mini", "key": key_id, "channel": failing},
+        ]
+    }
+    body = {"from": began.isoformat(), "to": ended.isoformat(), "policy": policy}
+    response = httpx.post(
+        f"{stack.edge_url}/admin/v1/whatif", json=body, headers=_admin(), timeout=120
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    failed = report["apart"]["alternative_failed"]
+    # Two by their own skipped candidates, the third by what the log says of the circuit then.
+    assert failed["reasons"] == {f"{failing}: circuit_open": 3}
+    assert not [r for r in report["groups"]["key"] if r["key"] == key_id]
+    charged = sum(r["charged_micro"] for r in receipts)
+    assert sum(failed["current"]["charge_micro"].values()) >= charged
