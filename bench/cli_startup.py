@@ -30,6 +30,7 @@ COMMANDS = (
     ["budgets", "--help"],
     ["research", "--help"],
     ["research", "run", "--help"],
+    ["whatif", "--help"],
 )
 COUNT_MODULES = (
     "import sys, runpy; sys.argv = ['tollway', *sys.argv[1:]]\n"
