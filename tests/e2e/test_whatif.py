@@ -171,6 +171,8 @@ def test_moving_a_keys_requests_to_another_channel_gives_the_hand_computed_diffe
         ),
         ({"from": "yesterday"}, "from"),
         ({"to": "2000-01-01T00:00:00Z"}, "to"),
+        ({"to": "9999-12-31T23:59:59Z"}, "to"),
+        ({"from": "0001-01-01T00:00:00Z"}, "from"),
     ],
 )
 def test_a_policy_or_period_it_cannot_use_is_a_400_naming_the_field(

@@ -82,7 +82,10 @@ def parse_instant(value: str, name: str) -> datetime:
         raise ValueError(
             f"--{name} must be an ISO 8601 instant, like 2026-01-31T00:00:00Z"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if not 1970 <= moment.year < 9000:
+        raise ValueError(f"--{name} must be between 1970 and 9000")
+    return moment
 
 
 def parse_period(start: str, end: str) -> tuple[datetime, datetime]:
@@ -111,8 +114,14 @@ def run(args: argparse.Namespace) -> int:
         kind = "policy " if isinstance(exc, PolicyError) else ""
         sys.stderr.write(f"tollway whatif: {kind}{exc}\n")
         return 2
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
+
     began = time.perf_counter()
-    report = asyncio.run(whatif(bootstrap, start, end, policy, Progress(sys.stderr)))
+    try:
+        report = asyncio.run(whatif(bootstrap, start, end, policy, Progress(sys.stderr)))
+    except KafkaError as exc:
+        sys.stderr.write(f"tollway whatif: cannot read the log at {bootstrap}: {exc}\n")
+        return 1
     seconds = time.perf_counter() - began
     if args.format == "csv":
         text = report.as_csv()

@@ -289,8 +289,8 @@ async def read_period(
         fetch_max_bytes=64 << 20,
         fetch_max_wait_ms=50,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         cursors = await _cursors(consumer, start, end)
         total = sum(c.stop_offset - c.start_offset for c in cursors.values())
         await _drain(consumer, cursors, decoder, total, progress)
@@ -318,14 +318,16 @@ async def _drain(
     while live:
         batch = await consumer.getmany(*live, timeout_ms=100, max_records=50_000)
         now = time.monotonic()
+        before = done
         for tp, messages in batch.items():
             done += _consume(cursors[tp], messages, decoder, now)
         for tp in list(live):
             if cursors[tp].ended(now):
                 live.discard(tp)
                 consumer.pause(tp)
-        if progress is not None:
-            progress("read", done, max(total, done))
+        if progress is not None and done > before and live:
+            # The broker's end offsets are a hint (see above): never report the end early.
+            progress("read", done, max(total, done + 1))
     if progress is not None:
         progress("read", done, done)
 

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from tollway.whatif.report import Report
 
 MAX_PERIOD_DAYS = 366
+# The log's timestamps are milliseconds since 1970; a year far ahead leaves room for the slack
+# the reader adds past the end.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class WhatIfBody(BaseModel):
@@ -48,7 +52,12 @@ def instant(value: str, param: str) -> datetime:
         raise errors.InvalidRequestError(
             f"'{param}' must be an ISO 8601 instant, like 2026-01-31T00:00:00Z.", param=param
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if not EARLIEST <= moment <= LATEST:
+        raise errors.InvalidRequestError(
+            f"'{param}' must be between {EARLIEST.year} and {LATEST.year}.", param=param
+        )
+    return moment
 
 
 def period(start: str, end: str) -> tuple[datetime, datetime]:
