@@ -337,3 +337,14 @@ def test_sums_are_exact_sums_of_each_requests_one_rounding(
     assert by_model["alternative"] == data["total"]["alternative"]
     csv_text = _report(reqs, policy).as_csv()
     assert f"total,all,charge_micro,wallet,{want_cur.get('wallet', 0)},{want_alt}," in csv_text
+
+
+def test_a_record_that_does_not_decode_is_counted_and_skipped_not_fatal() -> None:
+    from tollway.whatif.source import _Decoder  # noqa: PLC0415 - the reader's own decoder
+
+    decoder = _Decoder(0, 2**62)
+    decoder.feed(b'{"id":"e1","type":"request.received","payload":{"plan":[{"channel_id":1}]}}')
+    decoder.feed(b'{"id":"e2","type":"request.finished", not json')
+    decoder.feed(b"\x00\x01")
+    assert decoder.unreadable == 2
+    assert decoder.requests() == []

@@ -106,6 +106,7 @@ class Report:
     units: dict[str, str] = field(default_factory=dict)
     requests: int = 0
     moved: int = 0
+    unreadable: int = 0  # records of the log that did not decode, skipped
     total_current: Side = field(default_factory=Side)
     total_alternative: Side = field(default_factory=Side)
     groups: dict[str, dict[str, tuple[Side, Side]]] = field(
@@ -154,6 +155,7 @@ class Report:
             "requests": self.requests,
             "compared": self.total_current.requests,
             "moved": self.moved,
+            "unreadable_records": self.unreadable,
             "total": _row("all", self.total_current, self.total_alternative),
             "groups": {
                 dim: [_row(key, cur, alt) for key, (cur, alt) in sorted(rows.items())]
@@ -224,6 +226,8 @@ def table_lines(report: dict[str, Any]) -> list[str]:
             f"{report['compared']:,} compared, {report['moved']:,} moved"
         ),
     ]
+    if report["unreadable_records"]:
+        lines.append(f"  {report['unreadable_records']:,} records did not decode and were skipped")
     for kind, apart in report["apart"].items():
         if apart["requests"]:
             why = ", ".join(f"{r} ({n})" for r, n in apart["reasons"].items())

@@ -57,8 +57,7 @@ Progress = Callable[[str, int, int], None]
 
 
 def _us(iso: str) -> int:
-    moment = datetime.fromisoformat(iso)
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+    return us_of(datetime.fromisoformat(iso))
 
 
 def _ms(moment: datetime) -> int:
@@ -68,6 +67,16 @@ def _ms(moment: datetime) -> int:
 def us_of(moment: datetime) -> int:
     """Microseconds since the epoch (an aware instant)."""
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+@dataclass(frozen=True, slots=True)
+class LogRead:
+    """What the log holds of a period: its requests, and the circuits and channels it shows."""
+
+    requests: list[LoggedRequest]
+    circuits: Circuits
+    channels: Channels
+    unreadable: int = 0  # records of the three types that did not decode (poison), skipped
 
 
 @dataclass(slots=True)
@@ -89,23 +98,29 @@ class _Decoder:
     finished: dict[str, _Finish] = field(default_factory=dict)
     circuits: Circuits = field(default_factory=Circuits)
     channels: Channels = field(default_factory=Channels)
+    unreadable: int = 0
     _routes: dict[Any, Route] = field(default_factory=dict)
     _prices: dict[Any, Price] = field(default_factory=dict)
 
     def feed(self, raw: bytes) -> None:
+        """Take one record; one that does not decode is counted in ``unreadable``, not fatal."""
         head = raw[:SNIFF]
-        if RECEIVED in head:
-            self._received(orjson.loads(raw))
-        elif FINISHED in head:
-            self._finished(orjson.loads(raw))
-        elif HEALTH in head:
-            data = orjson.loads(raw)
-            payload = data["payload"]
-            self.circuits.observe(
-                payload["channel_id"],
-                _us(data["occurred_at"]),
-                is_open=payload["to_state"] == "open",
-            )
+        try:
+            if RECEIVED in head:
+                self._received(orjson.loads(raw))
+            elif FINISHED in head:
+                self._finished(orjson.loads(raw))
+            elif HEALTH in head:
+                self._health(orjson.loads(raw))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            # A poison record (the consumers sent it to a dead-letter topic): skip it here too.
+            # pydantic's ValidationError is a ValueError.
+            self.unreadable += 1
+
+    def _health(self, data: dict[str, Any]) -> None:
+        payload = data["payload"]
+        is_open = payload["to_state"] == "open"
+        self.circuits.observe(payload["channel_id"], _us(data["occurred_at"]), is_open=is_open)
 
     def _received(self, data: dict[str, Any]) -> None:
         at = _us(data["occurred_at"])
@@ -278,7 +293,7 @@ async def _cursors(
 
 async def read_period(
     bootstrap: str, start: datetime, end: datetime, progress: Progress | None = None
-) -> tuple[list[LoggedRequest], Circuits, Channels]:
+) -> LogRead:
     """The requests received in ``[start, end)``, the circuits and channels the log shows."""
     decoder = _Decoder(us_of(start), us_of(end))
     consumer = AIOKafkaConsumer(
@@ -296,7 +311,7 @@ async def read_period(
         await _drain(consumer, cursors, decoder, total, progress)
     finally:
         await consumer.stop()
-    return decoder.requests(), decoder.circuits, decoder.channels
+    return LogRead(decoder.requests(), decoder.circuits, decoder.channels, decoder.unreadable)
 
 
 async def _drain(
@@ -356,8 +371,24 @@ async def whatif(
     progress: Progress | None = None,
 ) -> Report:
     """Read the period from the log and price it as served and under ``policy``."""
-    requests, circuits, channels = await read_period(bootstrap, start, end, progress)
-    return price_all(requests, circuits, channels, policy, start=start, end=end, progress=progress)
+    read = await read_period(bootstrap, start, end, progress)
+    return price_read(read, policy, start=start, end=end, progress=progress)
+
+
+def price_read(
+    read: LogRead,
+    policy: Policy,
+    *,
+    start: datetime,
+    end: datetime,
+    progress: Progress | None = None,
+) -> Report:
+    """:func:`price_all` of what :func:`read_period` gave."""
+    report = price_all(
+        read.requests, read.circuits, read.channels, policy, start=start, end=end, progress=progress
+    )
+    report.unreadable = read.unreadable
+    return report
 
 
 def price_all(  # noqa: PLR0913 - the period, what the log gave, and the policy

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tollway.edge import errors
 from tollway.edge.admin_auth import require_admin
 from tollway.whatif.policy import Policy, PolicyError, parse_policy
-from tollway.whatif.source import price_all, read_period
+from tollway.whatif.source import price_read, read_period
 
 if TYPE_CHECKING:
     from tollway.whatif.report import Report
@@ -89,14 +89,12 @@ async def run_whatif(
     """Read the period from the log, then price it off the event loop."""
     bootstrap: str = request.app.state.settings.kafka_bootstrap_servers
     try:
-        requests, circuits, channels = await read_period(bootstrap, start, end)
+        read = await read_period(bootstrap, start, end)
     except KafkaError:
         raise errors.DependencyDownError(
             "The log cannot be read right now; try again.", code="log_unavailable"
         ) from None
-    return await asyncio.to_thread(
-        price_all, requests, circuits, channels, policy, start=start, end=end
-    )
+    return await asyncio.to_thread(price_read, read, policy, start=start, end=end)
 
 
 class WhatIfController(Controller):
