@@ -88,8 +88,11 @@ class Circuits:
 
     def seal(self) -> Circuits:
         """Sort the observations (after the last :meth:`observe`, before any lookup)."""
-        for channel_id, seen in self._pending.items():
-            seen.sort()
+        for channel_id, pending in self._pending.items():
+            earlier = zip(
+                self._times.get(channel_id, ()), self._open.get(channel_id, ()), strict=True
+            )
+            seen = sorted([*earlier, *pending])
             self._times[channel_id] = [t for t, _ in seen]
             self._open[channel_id] = [o for _, o in seen]
         self._pending = {}

@@ -10,9 +10,11 @@ operator's what-if page runs the same function.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from aiokafka.errors import KafkaError
 from litestar import Controller, Request, Response, post
 from litestar.di import Provide
@@ -26,6 +28,8 @@ from tollway.whatif.source import price_read, read_period
 
 if TYPE_CHECKING:
     from tollway.whatif.report import Report
+
+log = structlog.get_logger(__name__)
 
 MAX_PERIOD_DAYS = 366
 # The log's timestamps are milliseconds since 1970; a year far ahead leaves room for the slack
@@ -88,13 +92,23 @@ async def run_whatif(
 ) -> Report:
     """Read the period from the log, then price it off the event loop."""
     bootstrap: str = request.app.state.settings.kafka_bootstrap_servers
+    began = time.perf_counter()
     try:
         read = await read_period(bootstrap, start, end)
     except KafkaError:
         raise errors.DependencyDownError(
             "The log cannot be read right now; try again.", code="log_unavailable"
         ) from None
-    return await asyncio.to_thread(price_read, read, policy, start=start, end=end)
+    report = await asyncio.to_thread(price_read, read, policy, start=start, end=end)
+    log.info(
+        "whatif_priced",
+        requests=report.requests,
+        compared=report.total_current.requests,
+        moved=report.moved,
+        unreadable=report.unreadable,
+        seconds=round(time.perf_counter() - began, 3),
+    )
+    return report
 
 
 class WhatIfController(Controller):
