@@ -1,8 +1,9 @@
 """What-if routing throughput: how long ``tollway whatif`` takes over N logged requests.
 
-    python bench/whatif_bench.py [--requests N] [--out bench/results/whatif.md]
+    python bench/whatif_bench.py [--requests N] [--out FILE]
 
-Starts the embedded broker (Tansu; ``TOLLWAY_BROKER=kafka`` for Apache Kafka) and nothing else,
+Starts Apache Kafka (the production broker; ``TOLLWAY_BROKER=tansu`` for the embedded Tansu, as
+every benchmark here; ``make kafka-deps`` fetches Kafka's jars once) and nothing else,
 creates the topics, and publishes N requests' events the way production does: envelopes made
 and serialised by ``tollway.events.envelope`` and sent through the runtime's producer,
 ``RequestReceived`` on gw.requests (a sealed body of a realistic size, a seed-like plan of four
@@ -11,7 +12,8 @@ fail over to a backup) and a ``RequestFinished`` on gw.usage (skipped candidates
 circuit transitions on router.health. Then it runs ``tollway whatif`` as an operator would (a
 fresh process, JSON out) with a policy that moves a model's traffic to its pool route, reprices
 a channel and changes a primary, checks that every request is in the report, and writes the
-figure (requests/s, total seconds, machine CPU) to bench/results/whatif.md.
+figure (requests/s, total seconds, machine CPU) to bench/results/whatif.md (whatif-tansu.md
+on Tansu).
 """
 
 from __future__ import annotations
@@ -258,7 +260,9 @@ async def publish(bootstrap: str, requests: int, start: datetime, span: timedelt
     """Publish the workload; returns the number of records sent."""
     rng = random.Random(7)
     body = SealedBody(key_id="bench-epoch", data=base64.b64encode(rng.randbytes(1500)).decode())
-    producer = new_producer(bootstrap, "whatif-bench", linger_ms=5, max_batch_size=1 << 20)
+    producer = new_producer(
+        bootstrap, "whatif-bench", linger_ms=5, max_batch_size=1 << 20, request_timeout_ms=120_000
+    )
     await producer.start()
     sent = 0
     try:
@@ -328,6 +332,7 @@ def run_whatif(
         "--out",
         str(out),
     ]
+    progress(f"load average before the run: {os.getloadavg()[0]:.2f}")
     cpu, began = cpu_seconds(), time.perf_counter()
     subprocess.run(cmd, check=True)
     seconds, used = time.perf_counter() - began, cpu_seconds() - cpu
@@ -389,9 +394,10 @@ def write_report(path: Path, run: dict[str, Any], report: dict[str, Any]) -> Non
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--out", type=Path, default=RESULTS / "whatif.md")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    kind = os.environ.get("TOLLWAY_BROKER", "tansu")
+    kind = os.environ.get("TOLLWAY_BROKER", "kafka")
+    args.out = args.out or RESULTS / ("whatif.md" if kind == "kafka" else f"whatif-{kind}.md")
     with tempfile.TemporaryDirectory(prefix="whatif-bench-") as tmp:
         workdir = Path(tmp)
         port = free_port()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 
 from tollway.events import topics
 from tollway.events.pricing import CostPrice, Price, Usage
@@ -46,8 +47,8 @@ USAGE_SLACK = timedelta(hours=1)
 # The edge publishes a request when it receives it; a record stamped this long after the
 # period's end cannot be one of its requests.
 REQUESTS_SLACK = timedelta(minutes=5)
-IDLE_SECONDS = 2.0
 CAUGHT_UP_SECONDS = 0.3
+STALL_SECONDS = 60.0
 RECEIVED = b'"type":"request.received"'
 FINISHED = b'"type":"request.finished"'
 HEALTH = b'"type":"router.channel_health_changed"'
@@ -247,14 +248,17 @@ class _Cursor:
     stop_offset: int  # the end the broker reported when the read began
     stop_ms: int | None  # the first record stamped later is past the read
     next_offset: int = 0
-    last_seen: float = field(default_factory=time.monotonic)
     past_end: bool = False
 
-    def ended(self, now: float) -> bool:
-        """Nothing more of this partition belongs to the read."""
-        quiet = now - self.last_seen
+    def ended(self, quiet: float) -> bool:
+        """Nothing more of this partition belongs to the read.
+
+        ``quiet``: seconds since the consumer last got any record, of any partition (one
+        partition's records may wait behind another's in the consumer, so its own silence says
+        nothing).
+        """
         caught_up = self.next_offset >= self.stop_offset and quiet > CAUGHT_UP_SECONDS
-        return self.past_end or caught_up or quiet > IDLE_SECONDS
+        return self.past_end or caught_up
 
 
 async def _cursors(
@@ -325,21 +329,31 @@ async def _drain(
 
     A partition ends at the first record stamped after its stop time (records written after
     the read began are never part of it), or once it reached the end offset the broker gave
-    and then had nothing more for ``CAUGHT_UP_SECONDS`` (an embedded broker reports the end of
-    its last batch, not of its last record), or after ``IDLE_SECONDS`` with nothing at all.
+    and the consumer then got nothing more for ``CAUGHT_UP_SECONDS`` (an embedded broker
+    reports the end of its last batch, not of its last record). A log that gives nothing for
+    ``STALL_SECONDS`` before that is an error, never a short read.
     """
     live = set(cursors)
-    done = 0
+    done, last_record = 0, time.monotonic()
     while live:
         batch = await consumer.getmany(*live, timeout_ms=100, max_records=50_000)
         now = time.monotonic()
         before = done
         for tp, messages in batch.items():
-            done += _consume(cursors[tp], messages, decoder, now)
+            done += _consume(cursors[tp], messages, decoder)
+            last_record = now if messages else last_record
+        quiet = now - last_record
         for tp in list(live):
-            if cursors[tp].ended(now):
+            cursor = cursors[tp]
+            if quiet > CAUGHT_UP_SECONDS:
+                # The fetch position steps over offsets that hold no record (control records).
+                cursor.next_offset = max(cursor.next_offset, await consumer.position(tp))
+            if cursor.ended(quiet):
                 live.discard(tp)
                 consumer.pause(tp)
+        if live and quiet > STALL_SECONDS:
+            # Never a silently short read: the report would undercount the period.
+            raise KafkaTimeoutError(f"the log gave nothing for {STALL_SECONDS:.0f} s")
         if progress is not None and done > before and live:
             # The broker's end offsets are a hint (see above): never report the end early.
             progress("read", done, max(total, done + 1))
@@ -347,7 +361,7 @@ async def _drain(
         progress("read", done, done)
 
 
-def _consume(cursor: _Cursor, messages: list[Any], decoder: _Decoder, now: float) -> int:
+def _consume(cursor: _Cursor, messages: list[Any], decoder: _Decoder) -> int:
     """Feed one partition's fetched records; how many belonged to the read."""
     taken = 0
     for m in messages:
@@ -358,8 +372,6 @@ def _consume(cursor: _Cursor, messages: list[Any], decoder: _Decoder, now: float
         cursor.next_offset = m.offset + 1
         if m.value:
             decoder.feed(m.value)
-    if messages:
-        cursor.last_seen = now
     return taken
 
 
