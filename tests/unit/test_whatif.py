@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tollway.events.pricing import CostPrice, Price, Usage, cost_micro, upstream_cost_micro
+from tollway.whatif.decode import Decoder
 from tollway.whatif.engine import Channels, Circuits, LoggedRequest, Route, price_request
 from tollway.whatif.policy import Policy, PolicyError, load_policy, parse_policy
 
@@ -340,9 +341,7 @@ def test_sums_are_exact_sums_of_each_requests_one_rounding(
 
 
 def test_a_record_that_does_not_decode_is_counted_and_skipped_not_fatal() -> None:
-    from tollway.whatif.source import _Decoder  # noqa: PLC0415 - the reader's own decoder
-
-    decoder = _Decoder(0, 2**62)
+    decoder = Decoder(0, 2**62)
     decoder.feed(b'{"id":"e1","type":"request.received","payload":{"plan":[{"channel_id":1}]}}')
     decoder.feed(b'{"id":"e2","type":"request.finished", not json')
     decoder.feed(b"\x00\x01")
