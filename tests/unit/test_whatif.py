@@ -347,3 +347,24 @@ def test_a_record_that_does_not_decode_is_counted_and_skipped_not_fatal() -> Non
     decoder.feed(b"\x00\x01")
     assert decoder.unreadable == 2
     assert decoder.requests() == []
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(PLAN), st.integers(-50, 50), st.booleans()), max_size=12),
+    st.sampled_from([{"route_type": "pool"}, {"route_type": "direct"}, {"channel": "openai-pool"}]),
+    st.sampled_from(PLAN),
+)
+def test_a_moved_request_never_lands_on_a_channel_open_at_its_time(
+    seen: list[tuple[Route, int, bool]], target: dict[str, str], served: Route
+) -> None:
+    circuits = Circuits()
+    for route, offset, is_open in seen:
+        circuits.observe(route.channel_id, T0 + offset, is_open=is_open)
+    circuits.seal()
+    out = price_request(request(served), parse_policy({"rules": [target]}), circuits, Channels())
+    if out.kind == "compared" and out.alternative is not None:
+        route = out.alternative.route
+        assert route is served or not circuits.open_at(route.channel_id, T0)
+    else:
+        assert out.kind == "alternative_failed"
+        assert out.alternative is None
