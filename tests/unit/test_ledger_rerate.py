@@ -17,7 +17,6 @@ def _charge(
     *,
     original: int,
     usage: Usage | None,
-    cap: int | None = 10**9,
     rerated_so_far: int = 0,
     refunded: int = 0,
 ) -> rerate.Charge:
@@ -28,7 +27,6 @@ def _charge(
         unit="credit",
         original=original,
         rerated_so_far=rerated_so_far,
-        cap=cap,
         usage=usage,
         refunded=refunded,
     )
@@ -82,18 +80,20 @@ def test_each_request_is_rounded_once_up_never_per_class_and_never_on_the_sum() 
     assert plan.difference == 3
 
 
-def test_the_rerated_amount_is_capped_at_the_hold_like_the_charge() -> None:
+def test_a_charge_capped_at_its_hold_is_rerated_to_its_tokens_full_cost() -> None:
+    # Charged 700 (its hold) for tokens that cost 1000 at the old price; the correction charges
+    # the tokens at the corrected price, whatever the hold was.
     usage = Usage(input_tokens=1_000_000, output_tokens=0)
     plan = rerate.plan_account(
         "a",
         "credit",
-        [_charge(original=700, usage=usage, cap=900)],
-        Price(input=5_000, output=0),
-        available=0,
+        [_charge(original=700, usage=usage)],
+        Price(input=1_200, output=0),
+        available=1_000,
     )
 
-    assert plan.lines[0].rerated == 900
-    assert plan.difference == 200
+    assert plan.lines[0].rerated == 1_200
+    assert plan.difference == 500
 
 
 def test_earlier_rerates_count_as_charged_so_the_same_price_twice_moves_nothing() -> None:

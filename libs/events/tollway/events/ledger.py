@@ -265,7 +265,7 @@ class Rerated(MoneyEvent):
     The original entry (``original_event_id``, a settlement or late capture) stays; this one
     moves ``amount_micro`` (re-rated minus charged before; positive: the tenant pays more)
     from the tenant's bucket to the channel's revenue, or back when negative. ``rerated_micro``
-    is the request's tokens at ``price``, rounded once and capped at its hold, like a charge.
+    is the request's tokens at ``price``, rounded once (the hold's cap is not applied).
     ``charged_before_micro`` includes earlier re-ratings of the same charge.
     """
 

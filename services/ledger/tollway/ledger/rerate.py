@@ -2,10 +2,13 @@
 
 A charge (a settlement or a late capture) is re-rated by computing its request's tokens at the
 corrected price with the one rounding rule (:func:`tollway.events.pricing.cost_micro`, once per
-request), capped at the request's hold like the original charge; the re-rating entry moves the
-difference between that and what the request costs the tenant now (its original charge plus
-earlier re-ratings), either way, between the tenant's bucket and the channel's revenue. A charge
-that was refunded (even in part) or whose receipt has no usage is left alone and counted.
+request); the re-rating entry moves the difference between that and what the request costs the
+tenant now (its original charge plus earlier re-ratings), either way, between the tenant's
+bucket and the channel's revenue. The hold's cap is not applied: the hold protected the tenant
+before the call, when the cost was an estimate; a correction after the fact charges the tokens
+at the corrected price, and the negative-balance rule below is what protects the tenant then.
+A charge that was refunded (even in part) or whose receipt has no usage is left alone and
+counted.
 
 An account whose available balance (its bucket, holds excluded) the correction would take below
 zero is not re-rated unless the operator allowed it: :func:`refuse` says so with a stable code.
@@ -62,7 +65,6 @@ class Charge:
     unit: str
     original: int  # what the original entry charged
     rerated_so_far: int  # the sum of earlier re-ratings of it (signed)
-    cap: int | None  # the hold the charge was capped at (None: unknown, no cap)
     usage: Usage | None
     refunded: int = 0
 
@@ -72,10 +74,9 @@ class Charge:
         return self.original + self.rerated_so_far
 
 
-def rerated_amount(usage: Usage, price: Price, cap: int | None) -> int:
-    """The request's tokens at ``price``, rounded up once, capped at its hold."""
-    cost = cost_micro(usage, price)
-    return cost if cap is None else min(cost, cap)
+def rerated_amount(usage: Usage, price: Price) -> int:
+    """The request's tokens at ``price``, rounded up once (per request, never per class)."""
+    return cost_micro(usage, price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +154,7 @@ def plan_account(
         elif charge.usage is None:
             skipped.append(Skip(charge.request_id, NO_USAGE))
         else:
-            lines.append(Line(charge, rerated_amount(charge.usage, price, charge.cap)))
+            lines.append(Line(charge, rerated_amount(charge.usage, price)))
     unit = charges[0].unit if charges else None
     return AccountPlan(account_id, bucket, unit, tuple(lines), tuple(skipped), available)
 

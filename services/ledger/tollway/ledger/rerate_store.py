@@ -36,14 +36,12 @@ SELECT j.event_id, j.occurred_at,
        j.body -> 'payload' ->> 'request_id' AS request_id,
        j.body -> 'payload' ->> 'unit' AS unit,
        (j.body -> 'payload' ->> 'charged_micro')::bigint AS charged,
-       h.amount AS cap,
        (r.body -> 'usage')::text AS usage,
        (SELECT coalesce(sum(x.amount), 0) FROM ledger.rerates x
         WHERE x.original_event_id = j.event_id)::bigint AS rerated,
        (SELECT coalesce(sum(c.amount), 0) FROM ledger.corrections c
         WHERE c.original_event_id = j.event_id)::bigint AS refunded
 FROM mine JOIN ledger.journal j USING (event_id)
-LEFT JOIN ledger.holds h ON h.hold_id = j.body -> 'payload' ->> 'hold_id'
 LEFT JOIN ledger.receipts r ON r.request_id = j.body -> 'payload' ->> 'request_id'
 WHERE j.account_id = $1 AND j.type = ANY($3::text[])
   AND j.body -> 'payload' ->> 'bucket' = $4
@@ -91,7 +89,6 @@ def _charge(row: Any) -> rerate.Charge:
         unit=row["unit"],
         original=int(row["charged"]),
         rerated_so_far=int(row["rerated"]),
-        cap=None if row["cap"] is None else int(row["cap"]),
         usage=Usage.model_validate(usage) if isinstance(usage, dict) else None,
         refunded=int(row["refunded"]),
     )
