@@ -417,3 +417,35 @@ def test_a_rerating_below_zero_is_flagged_and_skipped_unless_the_operator_allows
     assert booked["status"] == "applied"
     assert booked["difference_micro"] == flagged["difference_micro"]
     assert io.balance(stack.dsn, poor.account_id) == flagged["balance_after_micro"] < 0
+
+    # A refund of the re-rated charge may give back what it costs now, and not one micro more.
+    costs_now = charged["charged_micro"] + booked["difference_micro"]
+    _refund(stack, poor, charged["request_id"], costs_now)
+    wanted = flagged["balance_after_micro"] + costs_now
+    wait_for(lambda: io.balance(stack.dsn, poor.account_id) == wanted, what="the refund")
+    refusals = _journal_refusals(stack, poor.account_id)
+    too_much = [r for r in refusals if "left to reverse" in r["payload"]["reason"]]
+    assert [r["payload"]["idempotency_key"] for r in too_much] == ["too-much"]
+
+
+def _refund(stack: Stack, tenant: Tenant, request_id: str, costs_now: int) -> None:
+    """Ask for one micro more than ``costs_now`` back, then for exactly that."""
+    original = io.fetchval(
+        stack.dsn,
+        "SELECT event_id FROM ledger.journal WHERE type = 'ledger.hold_settled'"
+        " AND body -> 'payload' ->> 'request_id' = $1",
+        request_id,
+    )
+    with admin_client(stack) as admin:
+        for key, amount in (("too-much", costs_now + 1), ("all", costs_now)):
+            answer = admin.post(
+                "/ledger/reversals",
+                json={
+                    "account_id": tenant.account_id,
+                    "original_event_id": original,
+                    "amount": f"{amount // 1_000_000}.{amount % 1_000_000:06d}",
+                    "reason": "refund after the correction",
+                    "idempotency_key": key,
+                },
+            )
+            assert answer.status_code == 202, answer.text
