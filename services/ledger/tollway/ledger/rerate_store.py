@@ -14,7 +14,7 @@ import orjson
 
 from tollway.events.ids import derived_id
 from tollway.events.pricing import Usage
-from tollway.ledger import domain, rerate
+from tollway.ledger import domain, rerate, store
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 # An account's charges in one bucket earned by one channel, settled in [from, to): found from
 # the tenant's own ledger accounts (the postings index), never by scanning the journal. The
 # earning channel is the charge's positive revenue posting; ``rerated`` sums earlier re-ratings
-# and ``refunded`` the reversals of it.
+# and ``refunded`` the reversals of it. The tokens come from each receipt, read through
+# ``store.get_receipt``: within a batch the ledger's newest copy of a receipt may not be written
+# yet, and a decision on an older one would differ from a replay that batches otherwise.
 SELECT_CHARGES = """
 WITH mine AS (
     SELECT DISTINCT event_id FROM ledger.postings WHERE account = ANY($2::text[])
@@ -36,13 +38,11 @@ SELECT j.event_id, j.occurred_at,
        j.body -> 'payload' ->> 'request_id' AS request_id,
        j.body -> 'payload' ->> 'unit' AS unit,
        (j.body -> 'payload' ->> 'charged_micro')::bigint AS charged,
-       (r.body -> 'usage')::text AS usage,
        (SELECT coalesce(sum(x.amount), 0) FROM ledger.rerates x
         WHERE x.original_event_id = j.event_id)::bigint AS rerated,
        (SELECT coalesce(sum(c.amount), 0) FROM ledger.corrections c
         WHERE c.original_event_id = j.event_id)::bigint AS refunded
 FROM mine JOIN ledger.journal j USING (event_id)
-LEFT JOIN ledger.receipts r ON r.request_id = j.body -> 'payload' ->> 'request_id'
 WHERE j.account_id = $1 AND j.type = ANY($3::text[])
   AND j.body -> 'payload' ->> 'bucket' = $4
   AND j.occurred_at >= $5 AND j.occurred_at < $6
@@ -80,8 +80,8 @@ def entry_salt(request_id: str) -> str:
     return f"rerated:{request_id}"
 
 
-def _charge(row: Any) -> rerate.Charge:
-    usage = orjson.loads(row["usage"]) if row["usage"] else None
+def _charge(row: Any, receipt: dict[str, Any] | None) -> rerate.Charge:
+    usage = (receipt or {}).get("usage")
     return rerate.Charge(
         request_id=row["request_id"],
         original_event_id=row["event_id"],
@@ -112,7 +112,7 @@ async def charges(
         sel.end,
         domain.revenue_account(sel.channel_id),
     )
-    return [_charge(r) for r in rows]
+    return [_charge(r, await store.get_receipt(conn, r["request_id"])) for r in rows]
 
 
 async def accounts(conn: asyncpg.Connection, sel: rerate.Selection) -> list[str]:
