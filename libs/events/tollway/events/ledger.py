@@ -212,7 +212,11 @@ class Adjusted(MoneyEvent):
 
 @register
 class CorrectionRefused(MoneyEvent):
-    """A reversal or adjustment was refused; ``reason`` says why and what to do instead."""
+    """A reversal, adjustment or re-rating was refused; ``reason`` says why, ``code`` is stable.
+
+    For a re-rating (``idempotency_key`` is its correction id): ``balance_below_owed``,
+    ``idempotency_key_reused``, ``not_supported`` (the cost side).
+    """
 
     TYPE = "ledger.correction_refused"
 
