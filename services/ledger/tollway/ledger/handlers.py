@@ -32,6 +32,7 @@ from tollway.events.ledger import (
     TopUpRefused,
 )
 from tollway.events.pricing import cost_micro
+from tollway.events.recon import InvoiceLineImported
 from tollway.events.routing import PriceTableChangeRequested
 from tollway.ledger import (
     batch_store,
@@ -45,6 +46,9 @@ from tollway.ledger import (
     losses,
     prices,
     receipts,
+    recon,
+    recon_apply,
+    recon_store,
     store,
 )
 from tollway.ledger.authorize import authorize
@@ -72,6 +76,10 @@ class LedgerHandler:
     a time. The two never overlap: a folded run is written before the next record is applied
     the other way, and its state is read again after it, so each sees the other's effects.
     """
+
+    def __init__(self, recon_policy: recon_apply.ReconPolicy | None = None) -> None:
+        """``recon_policy``: when an imported invoice's drift raises an alert."""
+        self._recon = recon_policy or recon_apply.ReconPolicy()
 
     async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply each record once (duplicates by event id are skipped)."""
@@ -122,6 +130,9 @@ class LedgerHandler:
             # The hold remembers where its request sits in the log (see ClockTicked).
             request = cast("Envelope[RequestReceived]", env)
             return await authorize(conn, request, request_offset=record.offset)
+        if isinstance(env.payload, InvoiceLineImported):
+            line = cast("Envelope[InvoiceLineImported]", env)
+            return await recon_apply.import_line(conn, line, self._recon)
         use_case = _USE_CASES.get(type(env.payload))
         if use_case is not None:
             return await use_case(conn, env)
@@ -306,7 +317,14 @@ def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelop
 
 async def _record_attempt(conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:
     await record_attempt(conn, env)
-    return await losses.record_loss(conn, env)
+    out = await losses.record_loss(conn, env)
+    row = recon.attempt_row(env)
+    if row is not None:  # the same reconciliation the fold keeps (fold_usage._reconcile)
+        await recon_store.insert_attempts(conn, [row])
+        reported = recon.reported_event(row, env.id)
+        if reported is not None:
+            out.append(await _journal(conn, _emit(env, reported, "upstream_cost_reported")))
+    return out
 
 
 UseCase = Callable[["asyncpg.Connection", Envelope[Any]], Awaitable[list[Outgoing]]]
