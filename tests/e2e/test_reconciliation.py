@@ -272,6 +272,44 @@ def test_the_drift_of_a_channel_day_against_responses_and_invoice(  # noqa: PLR0
     assert second in alert
 
 
+def test_answers_that_report_more_than_the_cost_price_raise_a_response_drift_alert(
+    stack: Stack, tenant_factory: Any
+) -> None:
+    tenant = tenant_factory({"credit": "100"})
+    with admin_client(stack) as admin:
+        channel = new_channel(admin, stack, "openai-pool", reported_cost_path="x_cost.usd")
+        assert (
+            admin.patch(f"/channels/{channel}", json={"reported_cost_path": ""}).json()[
+                "reported_cost_path"
+            ]
+            == "usage.cost"
+        )
+        _set_cost_price(stack, channel, COST)
+        # The upstream bills output at 0.90 per 1M tokens, not the 0.60 of the cost price.
+        model = new_model(
+            admin, [{"channel_id": channel, "upstream_model": "gpt-4o-mini+cost:0.15:0.9"}]
+        )
+        request_id = _call(stack, tenant.api_key, model, stream=True)
+        attempt = wait_for(lambda: _attempt(stack, tenant.api_key, request_id), what="receipt")
+        tokens = attempt["usage"]
+        booked = _booked(attempt)
+        exact = tokens["input_tokens"] * 150_000 + tokens["output_tokens"] * 900_000
+        reported = -(-exact // 1_000_000)  # rounded up to the micro-unit, once
+        day = datetime.now(UTC).date()
+        [today] = wait_for(
+            lambda: (r := _drift(admin, channel, day))["days"] and r["days"],
+            what="the attempt in the reconciliation",
+        )
+    assert today["response"]["booked"]["cost_micro"] == booked
+    assert today["response"]["upstream"]["cost_micro"] == reported
+    assert today["response"]["difference_micro"] == reported - booked > 0
+    [differs] = today["differing_requests"]
+    assert (differs["basis"], differs["request_id"]) == ("response", request_id)
+    [alert] = wait_for(lambda: _alerts(stack, channel), what="the response drift alert")
+    assert f"channel:{channel} recon_drift_response " in alert
+    assert request_id in alert
+
+
 def _relative(difference: int, booked: int) -> str:
     from decimal import ROUND_HALF_EVEN, Decimal  # noqa: PLC0415
 

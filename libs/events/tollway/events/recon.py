@@ -88,7 +88,9 @@ class InvoiceLineImported(Payload):
     """An operator imported a line of a channel's invoice (gw.requests, key ``system:recon``).
 
     ``import_id`` names the file (its SHA-256) and ``line`` its line number, for the operator;
-    the ledger keys the line by (channel, day, :func:`line_key`).
+    the ledger keys the line by (channel, day, :func:`line_key`). The file's last line carries
+    ``import_days``, every day the file covers: once it is applied the whole invoice is in, and
+    the ledger checks those days' drift (never a half-imported day's).
     """
 
     TYPE = "recon.invoice_line_imported"
@@ -98,6 +100,7 @@ class InvoiceLineImported(Payload):
     import_id: str
     line: int = Field(ge=1)
     actor: str = ""
+    import_days: list[date] = Field(default_factory=list, max_length=366)
 
 
 @register

@@ -92,6 +92,12 @@ class ReconAdminController(Controller):
                 details={"line": exc.line},
             ) from None
         actor = actor_of(request)
+        days = sorted({line.day for _, line in invoice.lines})
+        if len(days) > MAX_DAYS:
+            raise errors.InvalidRequestError(
+                f"An invoice may cover at most {MAX_DAYS} days; split the file.", param="file"
+            )
+        last = len(invoice.lines) - 1
         envelopes = [
             make(
                 InvoiceLineImported(
@@ -100,17 +106,18 @@ class ReconAdminController(Controller):
                     import_id=invoice.import_id,
                     line=number,
                     actor=actor,
+                    # The last line closes the import: the ledger checks its days' drift then.
+                    import_days=days if i == last else [],
                 )
             )
-            for number, line in invoice.lines
+            for i, (number, line) in enumerate(invoice.lines)
         ]
         await _publish(request, envelopes)
-        days = sorted({line.day.isoformat() for _, line in invoice.lines})
         return {
             "channel_id": channel,
             "import_id": invoice.import_id,
             "lines": len(envelopes),
-            "days": days,
+            "days": [d.isoformat() for d in days],
             "event_ids": [e.id for e in envelopes],
         }
 

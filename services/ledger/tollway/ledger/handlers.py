@@ -114,7 +114,12 @@ class LedgerHandler:
         out: list[Outgoing] = []
         for folded, group in itertools.groupby(run, key=foldable):
             part = list(group)
-            out.extend(await (_fold(conn, part) if folded else self._one_by_one(conn, part)))
+            if folded:
+                effects = await _fold(conn, part)
+                out.extend(effects.outgoing)
+                out.extend(await recon_apply.response_alerts(conn, effects.recon, self._recon))
+            else:
+                out.extend(await self._one_by_one(conn, part))
         return out
 
     async def _one_by_one(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
@@ -159,7 +164,7 @@ def decide(state: fold.State, record: Record) -> fold.Decision:
     return fold_usage.decide_finish(state, env)
 
 
-async def _fold(conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
+async def _fold(conn: asyncpg.Connection, run: list[Record]) -> fold.Effects:
     """Load the run's state in bulk, fold every record over it, write the effects at once."""
     accounts = {r.envelope.payload.account_id for r in run}  # type: ignore[attr-defined]
     requests = {r.envelope.payload.request_id for r in run}  # type: ignore[attr-defined]
@@ -171,7 +176,7 @@ async def _fold(conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
             log.warning("finish_without_open_hold", request_id=record.envelope.payload.request_id)
         fold.evolve(state, effects, decision)
     await batch_store.write(conn, state, effects)
-    return effects.outgoing
+    return effects
 
 
 def _fingerprint(p: TopUpRequested) -> str:

@@ -6,7 +6,8 @@ current one changes nothing (importing the same file twice is harmless); another
 next revision, journaled as ``ledger.recon_invoice_line_revised`` and kept beside the earlier
 ones.
 
-After each new revision the channel-day's drift is computed from the projection; when a basis
+When an import's last line is applied (it names the days the file covers), each day's drift is
+computed from the projection; when a basis
 (``response``, ``invoice``) differs from what Tollway booked by more than the threshold
 (:class:`ReconPolicy`, setting ``TOLLWAY_LEDGER_RECON_DRIFT_THRESHOLD``), one ``limits.alert`` is
 published through the outbox, its id derived from (channel, day, basis, threshold): once per
@@ -31,6 +32,9 @@ from tollway.ledger.journal import emit, journal
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import date
+
     import asyncpg
 
     from tollway.events.recon import InvoiceLineImported
@@ -52,31 +56,34 @@ async def import_line(
 ) -> list[Outgoing]:
     """Journal the line's next revision (none when unchanged); then check the day's drift."""
     p = env.payload
+    out: list[Outgoing] = []
     latest = await recon_store.latest_line(conn, p.channel_id, p.invoice.day, p.invoice.key)
     revised = recon.decide_line(latest, p, env.id)
     if revised is None:
         log.info("invoice_line_unchanged", channel_id=p.channel_id, line=p.line)
-        return []
-    journal_env = emit(env, revised, "recon_invoice_line_revised")
-    message = await journal(conn, journal_env)
-    await recon_store.record_line(conn, journal_env.id, revised, env.occurred_at)
-    log.info(
-        "invoice_line_revised",
-        channel_id=p.channel_id,
-        day=p.invoice.day.isoformat(),
-        revision=revised.revision,
-    )
-    return [message, *await drift_alerts(conn, env, p.channel_id, policy)]
+    else:
+        journal_env = emit(env, revised, "recon_invoice_line_revised")
+        out.append(await journal(conn, journal_env))
+        await recon_store.record_line(conn, journal_env.id, revised, env.occurred_at)
+        log.info(
+            "invoice_line_revised",
+            channel_id=p.channel_id,
+            day=p.invoice.day.isoformat(),
+            revision=revised.revision,
+        )
+    for day in p.import_days:  # the import's last line: the whole invoice is in
+        out.extend(await drift_alerts(conn, env, p.channel_id, day, policy))
+    return out
 
 
 async def drift_alerts(
     conn: asyncpg.Connection,
     cause: Envelope[InvoiceLineImported],
     channel_id: str,
+    day: date,
     policy: ReconPolicy,
 ) -> list[Outgoing]:
     """An alert for each basis of the channel-day whose drift passes the threshold, once."""
-    day = cause.payload.invoice.day
     days = recon.drift(
         await recon_store.attempts(conn, channel_id, day, day),
         await recon_store.latest_lines(conn, channel_id, day, day),
@@ -95,16 +102,52 @@ async def drift_alerts(
                 conn, channel_id, day, basis, policy.threshold_ppm, event_id, cause.occurred_at
             ):
                 continue
-            out.append(_alert(cause, d, basis, policy, event_id))
+            out.append(_alert(d, basis, policy, event_id, cause))
+    return out
+
+
+async def response_alerts(
+    conn: asyncpg.Connection, rows: Sequence[recon.ReconAttempt], policy: ReconPolicy
+) -> list[Outgoing]:
+    """After a folded batch: alert on a channel-day whose answers' costs drift past the threshold.
+
+    Only a batch with an attempt whose reported cost differs from its booked one reads anything
+    (one aggregate per such channel-day, none once the day has alerted).
+    """
+    differing: dict[tuple[str, date], list[recon.ReconAttempt]] = {}
+    for r in rows:
+        if r.reported_micro is not None and r.reported_micro != r.booked_micro:
+            differing.setdefault((r.channel_id, r.day), []).append(r)
+    out: list[Outgoing] = []
+    for (channel_id, day), mine in sorted(differing.items()):
+        ppm = policy.threshold_ppm
+        if await recon_store.alerted(conn, channel_id, day, "response", ppm):
+            continue
+        requests, booked, reported, currency = await recon_store.response_totals(
+            conn, channel_id, day
+        )
+        if not recon.exceeds(reported - booked, booked, ppm):
+            continue
+        d = recon.DayDrift(channel_id, day, currency)
+        d.response.booked = recon.Side(requests=requests, cost_micro=booked)
+        d.response.upstream = recon.Side(requests=requests, cost_micro=reported)
+        d.differing = [{"request_id": r.request_id} for r in mine]
+        salt = f"recon_drift:{channel_id}:{day.isoformat()}:response:{ppm}"
+        event_id = derived_id(channel_id, salt)
+        cause = max(mine, key=lambda r: (r.occurred_at, r.event_id))
+        if await recon_store.claim_alert(
+            conn, channel_id, day, "response", ppm, event_id, cause.occurred_at
+        ):
+            out.append(_alert(d, "response", policy, event_id, cause.occurred_at))
     return out
 
 
 def _alert(
-    cause: Envelope[InvoiceLineImported],
     d: recon.DayDrift,
     basis: str,
     policy: ReconPolicy,
     event_id: str,
+    cause: Envelope[InvoiceLineImported] | datetime,
 ) -> Outgoing:
     c = d.comparison(basis)
     rel = recon.relative(c.difference_micro, c.booked.cost_micro)
@@ -129,6 +172,9 @@ def _alert(
         message=message,
         example_request_ids=examples[:MAX_EXAMPLES],
     )
-    env = make(alert, trace=cause.trace, occurred_at=cause.occurred_at, event_id=event_id)
+    if isinstance(cause, datetime):
+        env = make(alert, occurred_at=cause, event_id=event_id)
+    else:
+        env = make(alert, trace=cause.trace, occurred_at=cause.occurred_at, event_id=event_id)
     log.info("recon_drift_alert", channel_id=d.channel_id, day=d.day.isoformat(), basis=basis)
     return Outgoing.of(topics.ALERTS, breaker_key(alert.scope, alert.scope_id), env)

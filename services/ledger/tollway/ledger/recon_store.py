@@ -56,6 +56,16 @@ INSERT INTO ledger.recon_invoice_lines
      output_tokens, cost_micro, currency, import_id, line, event_id, recorded_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 """
+# What the answers of a channel-day reported, against what was booked for those same attempts.
+RESPONSE_TOTALS = """
+SELECT count(*) AS requests, coalesce(sum(booked_micro), 0)::bigint AS booked,
+       coalesce(sum(reported_micro), 0)::bigint AS reported, min(booked_currency) AS currency
+FROM ledger.recon_attempts WHERE channel_id = $1 AND day = $2 AND reported_micro IS NOT NULL
+"""
+ALERTED = """
+SELECT 1 FROM ledger.recon_alerts
+WHERE channel_id = $1 AND day = $2 AND basis = $3 AND threshold_ppm = $4
+"""
 INSERT_ALERT = """
 INSERT INTO ledger.recon_alerts (channel_id, day, basis, threshold_ppm, event_id, raised_at)
 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING event_id
@@ -130,6 +140,21 @@ async def record_line(
         event_id,
         at,
     )
+
+
+async def response_totals(
+    conn: asyncpg.Connection, channel_id: str, day: date
+) -> tuple[int, int, int, str | None]:
+    """(requests, booked, reported, currency) over the channel-day's attempts that reported."""
+    r = await conn.fetchrow(RESPONSE_TOTALS, channel_id, day)
+    return int(r["requests"]), int(r["booked"]), int(r["reported"]), r["currency"]
+
+
+async def alerted(
+    conn: asyncpg.Connection, channel_id: str, day: date, basis: str, threshold_ppm: int
+) -> bool:
+    """Whether the channel-day-basis already raised its alert at this threshold."""
+    return bool(await conn.fetchval(ALERTED, channel_id, day, basis, threshold_ppm))
 
 
 async def claim_alert(  # noqa: PLR0913, PLR0917 - the alert's identity
