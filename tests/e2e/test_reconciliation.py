@@ -320,6 +320,18 @@ def test_ledger_verify_still_finds_live_equal_to_replay(stack: Stack) -> None:
     since = (datetime.now(UTC) - timedelta(days=1)).date()
     with admin_client(stack) as admin:
         assert admin.get("/recon/drift", params={"from": str(since)}).status_code == 200
+        for params in (
+            {"from": str(since), "channel": "a\x00b"},
+            {"from": "2026-02-30"},
+            {"from": str(since), "to": str(since - timedelta(days=1))},
+            {"from": str(since), "format": "xml"},
+            {},
+        ):
+            refused = admin.get("/recon/drift", params=params)
+            assert refused.status_code == 400, (params, refused.text)
+            assert refused.json()["error"]["type"] == "invalid_request_error"
+        unknown = admin.post("/recon/imports", params={"channel": "no-such-channel"}, content=b"")
+        assert unknown.status_code == 404
     done = _cli(stack, "ledger", "verify", "--database", "tollway_recon_verify")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok   live_digest_equals_replay" in done.stdout

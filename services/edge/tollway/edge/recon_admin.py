@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import date
 from typing import Any
 
@@ -25,6 +26,7 @@ from tollway.edge import errors
 from tollway.edge.admin_auth import require_admin
 from tollway.edge.audit import actor_of
 from tollway.edge.recon_import import InvoiceFormatError, parse_invoice
+from tollway.edge.route_tree import SLUG
 from tollway.events import topics
 from tollway.events.envelope import encode, make
 from tollway.events.recon import InvoiceLineImported
@@ -35,6 +37,17 @@ CONFIRM_SECONDS = 15
 MAX_DAYS = 366
 CHANNEL_EXISTS = "SELECT 1 FROM router.channels WHERE id = $1"
 RETRY = "Send the same file again: lines the ledger already has are not imported twice."
+
+
+def _channel(value: str | None, *, required: bool) -> str | None:
+    """A channel id as the route admin accepts them (checked before any query)."""
+    if not value:
+        if required:
+            raise errors.InvalidRequestError("'channel' is required.", param="channel")
+        return None
+    if not re.fullmatch(SLUG, value):
+        raise errors.InvalidRequestError("'channel' is not a channel id.", param="channel")
+    return value
 
 
 def _day(value: str | None, param: str) -> date:
@@ -77,8 +90,7 @@ class ReconAdminController(Controller):
         self, request: Request[Any, Any, Any], _admin: None, channel: str | None = None
     ) -> dict[str, Any]:
         """Import a channel's invoice CSV: all lines or none."""
-        if not channel:
-            raise errors.InvalidRequestError("'channel' is required.", param="channel")
+        channel = _channel(channel, required=True)
         async with request.app.state.pool.acquire() as conn:
             if not await conn.fetchval(CHANNEL_EXISTS, channel):
                 raise errors.NotFoundError(f"No channel '{channel}'.", param="channel")
@@ -132,6 +144,7 @@ class ReconAdminController(Controller):
         fmt: str = Parameter(query="format", default="json"),
     ) -> Response[Any]:
         """Booked against reported, per channel and UTC day from ``from`` to ``to`` (inclusive)."""
+        channel = _channel(channel, required=False)
         start = _day(from_, "from")
         end = _day(to, "to") if to is not None else start
         if end < start or (end - start).days >= MAX_DAYS:
@@ -142,8 +155,8 @@ class ReconAdminController(Controller):
             raise errors.InvalidRequestError("'format' must be json or csv.", param="format")
         async with request.app.state.pool.acquire() as conn:
             days = recon.drift(
-                await recon_store.attempts(conn, channel or None, start, end),
-                await recon_store.latest_lines(conn, channel or None, start, end),
+                await recon_store.attempts(conn, channel, start, end),
+                await recon_store.latest_lines(conn, channel, start, end),
             )
         if fmt == "csv":
             name = f"drift-{channel or 'all'}-{start}-{end}.csv"
@@ -153,7 +166,7 @@ class ReconAdminController(Controller):
                 headers={"content-disposition": f'attachment; filename="{name}"'},
             )
         body = {
-            "channel_id": channel or None,
+            "channel_id": channel,
             "from": start.isoformat(),
             "to": end.isoformat(),
             "days": [d.as_json() for d in days],
