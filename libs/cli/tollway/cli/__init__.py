@@ -25,6 +25,10 @@ COMMANDS = {
     "alerts": ("tollway.limits.cli", "Alerts raised by the limits service (tail, follow)."),
     "research": ("tollway.researcher.cli", "Research runs: estimate, run, list, show, cancel."),
     "budgets": ("tollway.edge.cli", "Budgets: define, list and delete spend limits."),
+    "recon": (
+        "tollway.edge.recon_cli",
+        "Reconciliation: import upstream invoices, drift of booked against reported cost.",
+    ),
     "secrets": ("tollway.router.cli", "Channel secrets: re-seal every stored secret (rotate)."),
 }
 

@@ -25,6 +25,7 @@ from tollway.edge.price_table import price_change, publish_price_change
 from tollway.events import topics
 from tollway.events.envelope import encode, make
 from tollway.events.pricing import format_micro, parse_amount
+from tollway.events.recon import DEFAULT_COST_PATH, CostPathError, cost_path_segments
 from tollway.events.routing import RouteTreeChanged
 from tollway.runtime.sealing import ENV as SECRET_KEYS_ENV
 
@@ -113,6 +114,18 @@ class ChannelPatch(BaseModel):
     timeout_ms: int | None = Field(default=None, ge=100, le=600_000)
     max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
     enabled: bool | None = None
+    # Where the upstream's answer says what a call cost ("" resets to usage.cost).
+    reported_cost_path: str | None = None
+
+    @field_validator("reported_cost_path")
+    @classmethod
+    def _cost_path(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                cost_path_segments(value)
+            except CostPathError as exc:
+                raise ValueError(f"Invalid value for 'reported_cost_path': {exc}.") from None
+        return value
 
 
 class NewChannel(ChannelPatch):
@@ -174,6 +187,7 @@ def channel_view(row: Any) -> dict[str, Any]:
         "timeout_ms": row["timeout_ms"],
         "max_concurrency": row["max_concurrency"],
         "enabled": row["enabled"],
+        "reported_cost_path": row.get("reported_cost_path") or DEFAULT_COST_PATH,
     }
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from tollway.ledger import domain
+from tollway.ledger import domain, recon_store
 from tollway.ledger.fold import Effects, Hold, State
 from tollway.ledger.receipt_model import ReceiptRow
 
@@ -124,6 +124,7 @@ async def write(conn: asyncpg.Connection, state: State, effects: Effects) -> Non
     await _journal(conn, effects)
     await _holds(conn, effects)
     await _receipts(conn, state, effects)
+    await recon_store.insert_attempts(conn, effects.recon)
 
 
 async def _journal(conn: asyncpg.Connection, effects: Effects) -> None:

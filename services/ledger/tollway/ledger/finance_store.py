@@ -76,6 +76,23 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
         ),
         "account_id, correction_id, request_id",
     ),
+    # Reconciliation: every attempt's booked and reported cost, every invoice line revision.
+    "recon_attempts": (
+        (
+            "event_id, day, channel_id, account_id, request_id, attempt, outcome,"
+            " upstream_request_id, upstream_model, input_tokens, output_tokens, booked_micro,"
+            " booked_currency, reported_micro, reported_currency, occurred_at"
+        ),
+        "event_id",
+    ),
+    "recon_invoice_lines": (
+        (
+            "channel_id, day, line_key, revision, upstream_request_id, model, requests,"
+            " input_tokens, output_tokens, cost_micro, currency, import_id, line, event_id,"
+            " recorded_at"
+        ),
+        "channel_id, day, line_key, revision",
+    ),
     "tasks": (
         (
             "task_id, account_id, project_id, key_id, name, route_types, fallback, status,"

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from tollway.events.envelope import Envelope, Payload
+    from tollway.ledger.recon import ReconAttempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ class Effects:
     changed: dict[str, Hold] = field(default_factory=dict)
     new_receipts: set[str] = field(default_factory=set)
     changed_receipts: set[str] = field(default_factory=set)
+    recon: list[ReconAttempt] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -113,6 +115,7 @@ class Decision:
     holds: list[Hold] = field(default_factory=list)
     receipts: list[ReceiptRow] = field(default_factory=list)
     new_receipt: ReceiptRow | None = None
+    recon: list[ReconAttempt] = field(default_factory=list)
 
     def journal(self, env: Envelope[Payload]) -> None:
         """Emit ``env`` to the journal (and ledger.events)."""
@@ -153,6 +156,7 @@ def evolve(state: State, effects: Effects, decision: Decision) -> None:
         state.receipts[row.request_id] = row
         if row.request_id not in effects.new_receipts:
             effects.changed_receipts.add(row.request_id)
+    effects.recon.extend(decision.recon)
 
 
 # --- authorize ---------------------------------------------------------------------------------

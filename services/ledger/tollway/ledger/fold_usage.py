@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.events.ledger import HoldReleased, HoldSettled, LateCaptured, UpstreamLossRecorded
 from tollway.events.pricing import cost_micro
-from tollway.ledger import domain, holds, losses, receipts
+from tollway.ledger import domain, holds, losses, receipts, recon
 from tollway.ledger.fold import Decision, Hold, State
 from tollway.ledger.journal import emit
 
@@ -59,7 +59,19 @@ def decide_attempt(state: State, env: Envelope[AttemptFinished]) -> Decision:
         decision.journal(emit(env, event, "upstream_loss"))
     if row is not None and body is not None:
         decision.receipts.append(row.with_body(body))
+    _reconcile(env, decision)
     return decision
+
+
+def _reconcile(env: Envelope[AttemptFinished], decision: Decision) -> None:
+    """Keep the attempt's booked and reported cost; journal what the upstream reported."""
+    row = recon.attempt_row(env)
+    if row is None:
+        return
+    decision.recon.append(row)
+    reported = recon.reported_event(row, env.id)
+    if reported is not None:
+        decision.journal(emit(env, reported, "upstream_cost_reported"))
 
 
 # --- settle ------------------------------------------------------------------------------------
