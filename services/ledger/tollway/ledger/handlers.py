@@ -37,6 +37,7 @@ from tollway.ledger import (
     batch_store,
     budgets,
     corrections,
+    cost_store,
     domain,
     expiry,
     fold,
@@ -306,7 +307,7 @@ def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelop
 
 async def _record_attempt(conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:
     await record_attempt(conn, env)
-    return await losses.record_loss(conn, env)
+    return [*await losses.record_loss(conn, env), *await cost_store.book(conn, env)]
 
 
 UseCase = Callable[["asyncpg.Connection", Envelope[Any]], Awaitable[list[Outgoing]]]
