@@ -29,10 +29,6 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::timestam
     $6::date[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
     $13::text[], $14::boolean[], $15::text[], $16::bigint[])
 """
-SELECT_REQUEST_COSTS = """
-SELECT event_id, attempt, channel_id, served, currency, cost_micro, occurred_at
-FROM ledger.upstream_costs WHERE request_id = $1 ORDER BY attempt
-"""
 
 
 async def insert(conn: asyncpg.Connection, rows: Sequence[CostRow]) -> None:
@@ -68,8 +64,3 @@ async def book(conn: asyncpg.Connection, env: Envelope[AttemptFinished]) -> list
     message = await journal(conn, booked)
     await insert(conn, [row_of(booked)])
     return [message]
-
-
-async def request_costs(conn: asyncpg.Connection, request_id: str) -> list[dict[str, object]]:
-    """A request's booked attempt costs, in attempt order (operators only)."""
-    return [dict(r) for r in await conn.fetch(SELECT_REQUEST_COSTS, request_id)]

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -69,6 +71,13 @@ SELECT {cols}, unit, sum(amount)::bigint AS revenue_micro,
        coalesce(sum(amount) FILTER (WHERE NOT costed), 0)::bigint AS uncosted_micro,
        count(*) AS charges
 FROM facts GROUP BY {cols}, unit
+"""
+
+
+SELECT_RECEIPT = "SELECT body::text FROM ledger.receipts WHERE request_id = $1"
+SELECT_REQUEST_COSTS = """
+SELECT attempt, channel_id, served, currency, cost_micro
+FROM ledger.upstream_costs WHERE request_id = $1 ORDER BY attempt
 """
 
 
@@ -160,6 +169,68 @@ def combine(group_by: tuple[str, ...], revenue: list[Any], costs: list[Any]) -> 
         m.attempts += int(c["attempts"])
         m.failed_attempts += int(c["failed_attempts"])
     return [table[k] for k in sorted(table, key=lambda k: tuple(str(v or "") for v in k))]
+
+
+def total(rows: list[MarginRow]) -> MarginRow:
+    """Every row summed into one (comparable only when the whole is)."""
+    out = MarginRow(group={})
+    for r in rows:
+        for mine, theirs in (
+            (out.revenue, r.revenue),
+            (out.uncosted, r.uncosted),
+            (out.cost, r.cost),
+            (out.failed_cost, r.failed_cost),
+        ):
+            for unit, amount in theirs.items():
+                mine[unit] = mine.get(unit, 0) + amount
+        out.attempts += r.attempts
+        out.failed_attempts += r.failed_attempts
+        out.charges += r.charges
+    return out
+
+
+def receipt_economics(
+    receipt: dict[str, Any], costs: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], MarginRow]:
+    """Each attempt's booked cost and margin, and the request's (pure; operators only).
+
+    A served attempt's margin is the request's net charge (charged minus refunds) minus its
+    cost, when both are in one unit; a failed attempt earned nothing, so its margin is minus
+    its cost. An attempt without a booked cost has none.
+    """
+    by_attempt = {int(c["attempt"]): c for c in costs}
+    unit = receipt.get("unit") or ""
+    net = int(receipt.get("charged_micro") or 0) - int(receipt.get("refunded_micro") or 0)
+    whole = MarginRow(group={"request_id": receipt.get("request_id")})
+    if net:
+        whole.revenue[unit] = net
+    attempts = []
+    served_costed = False
+    for a in receipt.get("attempts") or []:
+        c = by_attempt.get(int(a.get("attempt") or 0))
+        one = MarginRow(group={"attempt": a.get("attempt")})
+        if c is not None:
+            one.cost[c["currency"]] = int(c["cost_micro"])
+            whole.cost[c["currency"]] = whole.cost.get(c["currency"], 0) + int(c["cost_micro"])
+            whole.attempts += 1
+            served_costed = served_costed or bool(c["served"])
+            if c["served"] and net:
+                one.revenue[unit] = net
+        attempts.append({"attempt": a.get("attempt"), "row": one})
+    if net and not served_costed:
+        whole.uncosted[unit] = net
+    return attempts, whole
+
+
+async def operator_receipt(
+    conn: asyncpg.Connection, request_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """A receipt of any account with its booked attempt costs, or None when there is none."""
+    raw = await conn.fetchval(SELECT_RECEIPT, request_id)
+    if raw is None:
+        return None
+    costs = [dict(r) for r in await conn.fetch(SELECT_REQUEST_COSTS, request_id)]
+    return orjson.loads(raw), costs
 
 
 async def report(
