@@ -102,6 +102,7 @@ CHANNELS: tuple[Channel, ...] = (
             "ledger.adjusted",
             "ledger.correction_refused",
             "ledger.upstream_loss_recorded",
+            "ledger.upstream_cost_booked",
             "ledger.price_table_changed",
         ),
     ),
