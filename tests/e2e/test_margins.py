@@ -234,11 +234,32 @@ def test_margins_match_a_hand_computation_and_tenants_never_see_cost(  # noqa: P
     assert costed.json()["economics"]["margin_micro"] == revenue[0] - serve_costs[0] - fail_cost
     assert tenant_denied.status_code == 401
 
+    _operator_pages_show_it(stack, since, receipts[0]["request_id"], failing, direct)
     _tenant_sees_no_cost(stack, tenant.api_key, receipts, [first, *rest, direct_call])
 
     done = _verify(stack, "verify_margins")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok   live_digest_equals_replay" in done.stdout
+
+
+def _operator_pages_show_it(
+    stack: Stack, since: datetime, request_id: str, failing: str, direct: str
+) -> None:
+    with ui_client(stack) as ui:
+        login_operator(ui)
+        page = ui.get("/ui/admin/margins", params={"from": since.isoformat()})
+        receipt = ui.get(f"/ui/admin/receipts/{request_id}")
+    assert page.status_code == 200
+    rows = page.text.split('<table id="margins">')[1]
+    failing_row = next(r for r in rows.split("<tr") if failing in r)
+    assert "data-negative" in failing_row
+    direct_row = next(r for r in rows.split("<tr") if direct in r)
+    assert "not comparable: revenue in credit, cost in USD" in direct_row
+    assert "<svg" in page.text
+    assert 'class="neg"' in page.text  # the failing channel's bar points down
+    assert receipt.status_code == 200
+    assert 'id="margin"' in receipt.text
+    assert "-0.010000 CNY" in receipt.text  # one failed attempt's margin: minus its call cost
 
 
 def _fmt(micro: int) -> str:
@@ -264,6 +285,10 @@ def _tenant_sees_no_cost(
         assert all("cost" not in a for a in own.json()["attempts"])
     with ui_client(stack) as ui:
         login_user(ui, key)
+        overview = ui.get("/ui/")
+        assert overview.status_code == 200
+        assert "ledger.hold_settled" in overview.text  # the tenant's own entries are listed
+        assert "upstream_cost" not in overview.text  # the operator's cost entries are not
         for receipt in receipts:
             page = ui.get(f"/ui/requests/{receipt['request_id']}")
             assert page.status_code == 200

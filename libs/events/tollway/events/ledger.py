@@ -261,6 +261,11 @@ class UpstreamCostBooked(MoneyEvent):
     project_id: str | None = None
 
 
+# Journal events a tenant never sees, though they are journaled under the tenant's account (its
+# partition): what the operator's upstreams cost.
+OPERATOR_ONLY = frozenset({UpstreamCostBooked.TYPE})
+
+
 @register
 class PriceTableChanged(MoneyEvent):
     """A channel's prices changed (or were first set): the journal's record of the price table.

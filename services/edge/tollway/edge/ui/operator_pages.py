@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from litestar import Controller, Request, get, post
 from litestar.di import Provide
@@ -143,6 +143,29 @@ class OperatorPages(Controller):
             ),
             charts=present.margin_charts(groups, views),
         )
+
+    @get("/receipt")
+    async def receipt_lookup(
+        self,
+        session: SessionParam,  # noqa: ARG002 - signed in, or redirected to the login
+        request_id: str = "",
+    ) -> Redirect:
+        """The receipt form's target: on to the receipt's operator page."""
+        refuse_nul(request_id=request_id)
+        return Redirect(path=f"/ui/admin/receipts/{quote(request_id.strip(), safe='')}")
+
+    @get("/receipts/{request_id:str}")
+    async def receipt(
+        self, request: Request[Any, Any, Any], session: SessionParam, request_id: str
+    ) -> Template:
+        """A receipt of any account with each attempt's upstream cost and margin."""
+        refuse_nul(request_id=request_id)
+        async with request.app.state.pool.acquire() as conn:
+            found = await margins.operator_receipt(conn, request_id)
+        if found is None:
+            raise errors.NotFoundError(f"No receipt '{request_id}' (yet).", param="request_id")
+        receipt = margins_admin.costed_receipt(*found)
+        return page("operator_receipt.html", session, nav="margins", receipt=receipt)
 
     @get("/alerts")
     async def alerts(self, request: Request[Any, Any, Any], session: SessionParam) -> Template:
