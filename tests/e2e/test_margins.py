@@ -15,6 +15,7 @@ from tests.conftest import wait_for
 from tests.e2e.route_kit import admin_client, new_channel, new_model, settled_receipt
 from tests.e2e.test_price_table import _verify
 from tests.e2e.ui_kit import login_operator, login_user, ui_client
+from tests.integration import ledger_io as io
 
 if TYPE_CHECKING:
     from tollway.devstack.stack import Stack
@@ -109,6 +110,26 @@ def test_cost_prices_are_set_validated_and_shown_to_operators(stack: Stack) -> N
     assert shown[0]["cost_per_1m"]["output"] == "3.100000"
     assert cleared.status_code == 200
     assert cleared.json()["cost_per_1m"] is None
+    versions = wait_for(
+        lambda: (
+            (
+                rows := io.fetch(
+                    stack.dsn,
+                    "SELECT version, cost_currency, cost_output, cost_per_request"
+                    " FROM ledger.price_versions WHERE channel_id = $1 ORDER BY version",
+                    channel,
+                )
+            )
+            and len(rows) == 3
+            and rows
+        ),
+        what="three price versions of the channel",
+    )
+    assert [tuple(v.values()) for v in versions] == [
+        (1, "CNY", 2_800_000, 10),
+        (2, "CNY", 3_100_000, 10),
+        (3, None, None, None),
+    ]
     with ui_client(stack) as ui:
         login_operator(ui)
         page = ui.get("/ui/admin/routes")
