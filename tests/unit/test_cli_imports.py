@@ -55,6 +55,7 @@ def test_top_level_help_imports_no_service() -> None:
         (("ledger", "--help"), "ledger"),
         (("ledger", "verify", "--help"), "ledger"),
         (("ledger", "statement", "--help"), "ledger"),
+        (("ledger", "rerate", "--help"), "ledger"),
         (("alerts", "--help"), "limits"),
         (("alerts", "tail", "--help"), "limits"),
         (("budgets", "--help"), "edge"),

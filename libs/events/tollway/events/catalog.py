@@ -31,8 +31,8 @@ CHANNELS: tuple[Channel, ...] = (
         topics.REQUESTS,
         "billing account id",
         "Commands for the ledger: requests to authorize, top-ups, budgets and task envelopes,"
-        " channel price changes (key: system:prices); operators' velocity limits for the limits"
-        " service.",
+        " channel price changes (key: system:prices), re-ratings of past charges; operators'"
+        " velocity limits for the limits service.",
         ("edge",),
         ("ledger", "limits"),
         (
@@ -46,6 +46,7 @@ CHANNELS: tuple[Channel, ...] = (
             "reversal.requested",
             "adjustment.requested",
             "price_table.change_requested",
+            "rerate.requested",
         ),
     ),
     Channel(
@@ -84,7 +85,7 @@ CHANNELS: tuple[Channel, ...] = (
         topics.LEDGER_EVENTS,
         "account id",
         "The ledger's journal: holds, settlements, top-ups, budget thresholds and price-table"
-        " versions (key: system:prices). Replayable.",
+        " versions (key: system:prices), re-ratings. Replayable.",
         ("ledger",),
         ("limits",),
         (
@@ -104,6 +105,8 @@ CHANNELS: tuple[Channel, ...] = (
             "ledger.upstream_loss_recorded",
             "ledger.upstream_cost_booked",
             "ledger.price_table_changed",
+            "ledger.rerated",
+            "ledger.rerate_applied",
         ),
     ),
     Channel(

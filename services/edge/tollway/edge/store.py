@@ -81,14 +81,16 @@ USAGE_GROUPS = {
         " ORDER BY (a->>'attempt')::int DESC LIMIT 1)"
     ),
 }
-# ``{day}`` is the day expression for a series over time, or NULL for totals.
+# ``{day}`` is the day expression for a series over time, or NULL for totals. A re-rated request
+# counts what it costs now (``rerated_charge_micro``), so usage adds up to what buckets paid.
 USAGE = """
 SELECT {group} AS grp, {day} AS day, body->>'unit' AS unit, count(*) AS requests,
        sum(COALESCE((body->'usage'->>'input_tokens')::bigint, 0))::bigint AS input_tokens,
        sum(COALESCE((body->'usage'->>'output_tokens')::bigint, 0))::bigint AS output_tokens,
        sum(COALESCE((body->'usage'->>'cached_input_tokens')::bigint, 0))::bigint
            AS cached_input_tokens,
-       sum(COALESCE((body->>'charged_micro')::bigint, 0))::bigint AS charged_micro
+       sum(COALESCE((body->>'rerated_charge_micro')::bigint, (body->>'charged_micro')::bigint,
+                    0))::bigint AS charged_micro
 FROM ledger.receipts
 WHERE account_id = $1
   AND ($2::timestamptz IS NULL OR created_at >= $2)

@@ -78,6 +78,14 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
         "budget_id, hold_id, request_id, at, held, spent, channels",
         "budget_id, hold_id",
     ),
+    # Re-ratings of past charges (their journal entries and postings are covered above).
+    "rerates": (
+        (
+            "account_id, correction_id, request_id, original_event_id, event_id, channel_id,"
+            " unit, charged_before, rerated, amount, at"
+        ),
+        "account_id, correction_id, request_id",
+    ),
     "tasks": (
         (
             "task_id, account_id, project_id, key_id, name, route_types, fallback, status,"

@@ -21,6 +21,7 @@ from tollway.events.gateway import (
     HoldExtensionRequested,
     RequestFinished,
     RequestReceived,
+    RerateRequested,
     ReversalRequested,
     TopUpRequested,
 )
@@ -46,6 +47,7 @@ from tollway.ledger import (
     losses,
     prices,
     receipts,
+    rerating,
     store,
 )
 from tollway.ledger.authorize import authorize
@@ -322,4 +324,5 @@ _USE_CASES: dict[type[Payload], UseCase] = {
     ReversalRequested: corrections.reverse,
     AdjustmentRequested: corrections.adjust,
     PriceTableChangeRequested: prices.change_prices,
+    RerateRequested: rerating.rerate_account,
 }
