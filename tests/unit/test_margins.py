@@ -141,6 +141,25 @@ def test_a_receipt_shows_each_attempts_cost_and_margin() -> None:
     assert shown["economics"]["margin_micro"] == 390
 
 
+def test_a_re_rated_and_refunded_receipt_earns_what_it_costs_the_tenant_now() -> None:
+    receipt = {
+        "request_id": "r2",
+        "unit": "CNY",
+        "charged_micro": 1_000,
+        "rerated_charge_micro": 1_200,
+        "refunded_micro": 100,
+        "attempts": [{"attempt": 1, "channel_id": "s", "outcome": "ok"}],
+    }
+    costs = [
+        {"attempt": 1, "channel_id": "s", "served": True, "currency": "CNY", "cost_micro": 600}
+    ]
+
+    shown = margins_admin.costed_receipt(receipt, costs)
+
+    assert shown["attempts"][0]["upstream_cost"]["margin_micro"] == 1_200 - 100 - 600
+    assert shown["economics"]["margin_micro"] == 500
+
+
 def test_the_chart_draws_comparable_groups_only_with_negative_bars_marked() -> None:
     rows = margins.combine(
         ("channel",),

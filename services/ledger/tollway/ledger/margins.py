@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-# Group key -> (column of the cost rows, column of the revenue facts). Constants only: a client
-# picks a key, never text that reaches the SQL.
+# Group key -> its column, named alike in the cost rows and the revenue facts. Constants only: a
+# client picks a key, never text that reaches the SQL.
 GROUPS: dict[str, str] = {
     "channel": "channel_id",
     "route_type": "route_type",
@@ -194,13 +194,14 @@ def receipt_economics(
 ) -> tuple[list[dict[str, Any]], MarginRow]:
     """Each attempt's booked cost and margin, and the request's (pure; operators only).
 
-    A served attempt's margin is the request's net charge (charged minus refunds) minus its
-    cost, when both are in one unit; a failed attempt earned nothing, so its margin is minus
-    its cost. An attempt without a booked cost has none.
+    A served attempt's margin is the request's net charge (what it costs the tenant now, after
+    any re-rating, minus refunds) minus its cost, when both are in one unit; a failed attempt
+    earned nothing, so its margin is minus its cost. An attempt without a booked cost has none.
     """
     by_attempt = {int(c["attempt"]): c for c in costs}
     unit = receipt.get("unit") or ""
-    net = int(receipt.get("charged_micro") or 0) - int(receipt.get("refunded_micro") or 0)
+    charged = receipt.get("rerated_charge_micro", receipt.get("charged_micro"))
+    net = int(charged or 0) - int(receipt.get("refunded_micro") or 0)
     whole = MarginRow(group={"request_id": receipt.get("request_id")})
     if net:
         whole.revenue[unit] = net
