@@ -105,6 +105,7 @@ CHANNELS: tuple[Channel, ...] = (
             "ledger.adjusted",
             "ledger.correction_refused",
             "ledger.upstream_loss_recorded",
+            "ledger.upstream_cost_booked",
             "ledger.price_table_changed",
             "ledger.rerated",
             "ledger.rerate_applied",

@@ -240,6 +240,38 @@ class UpstreamLossRecorded(MoneyEvent):
 
 
 @register
+class UpstreamCostBooked(MoneyEvent):
+    """What one upstream attempt cost the operator at its channel's cost price, on the books.
+
+    Booked for every attempt whose candidate carries a cost price, served or failed, once per
+    attempt (the id derives from the attempt's event id). The postings move ``amount_micro`` of
+    ``currency`` from ``system/upstream_payable/<channel>`` (owed to the upstream) to
+    ``system/upstream_expense/<channel>`` (the operator's expense); no tenant account moves.
+    The other fields are what margin reports group by, copied from the attempt so a replay
+    rebuilds the same rows from the log alone. ``account_id`` is the tenant's (the partition).
+    """
+
+    TYPE = "ledger.upstream_cost_booked"
+
+    request_id: str
+    attempt: int
+    channel_id: str
+    brand: str
+    route_type: str
+    served: bool
+    currency: str
+    amount_micro: int
+    catalog_model: str | None = None
+    key_id: str | None = None
+    project_id: str | None = None
+
+
+# Journal events a tenant never sees, though they are journaled under the tenant's account (its
+# partition): what the operator's upstreams cost.
+OPERATOR_ONLY = frozenset({UpstreamCostBooked.TYPE})
+
+
+@register
 class PriceTableChanged(MoneyEvent):
     """A channel's prices changed (or were first set): the journal's record of the price table.
 

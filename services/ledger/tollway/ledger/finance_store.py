@@ -51,9 +51,19 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
     "price_versions": (
         (
             "channel_id, version, price_input, price_output, price_cached_input, event_id,"
-            " changed_at, price_cache_write, price_cache_write_1h, price_reasoning"
+            " changed_at, price_cache_write, price_cache_write_1h, price_reasoning,"
+            " cost_currency, cost_input, cost_output, cost_cached_input, cost_cache_write,"
+            " cost_cache_write_1h, cost_reasoning, cost_per_request"
         ),
         "channel_id, version",
+    ),
+    "upstream_costs": (
+        (
+            "event_id, cause_id, request_id, attempt, occurred_at, day, channel_id, brand,"
+            " route_type, catalog_model, account_id, key_id, project_id, served, currency,"
+            " cost_micro"
+        ),
+        "event_id",
     ),
     # Budgets, their usage and task envelopes decide which holds are placed: a replay must
     # rebuild them too.

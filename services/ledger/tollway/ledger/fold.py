@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from tollway.events.envelope import Envelope, Payload
     from tollway.ledger.recon import ReconAttempt
+    from tollway.ledger.upstream_costs import CostRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,8 @@ class Effects:
     ``journal``: emitted events with their encoded form (also their ledger.events message), in
     order; ``outgoing``: every message to publish, in order; ``opened``: holds placed in this
     batch (their final state); ``changed``: holds that existed before and changed; receipt ids
-    created and changed (their final state is in the :class:`State`).
+    created and changed (their final state is in the :class:`State`); ``costs``: booked
+    upstream cost rows, in order.
     """
 
     journal: list[tuple[Envelope[Any], Outgoing]] = field(default_factory=list)
@@ -101,13 +103,15 @@ class Effects:
     new_receipts: set[str] = field(default_factory=set)
     changed_receipts: set[str] = field(default_factory=set)
     recon: list[ReconAttempt] = field(default_factory=list)
+    costs: list[CostRow] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class Decision:
     """What one record decided: events and messages in emission order, and projection changes.
 
-    ``steps`` interleaves journal events (``("journal", envelope)``) and messages for other
+    ``costs`` are the projection rows of upstream costs it booked. ``steps`` interleaves journal
+    events (``("journal", envelope)``) and messages for other
     topics (``("message", outgoing)``) in the order the per-event use cases emitted them.
     """
 
@@ -116,6 +120,7 @@ class Decision:
     receipts: list[ReceiptRow] = field(default_factory=list)
     new_receipt: ReceiptRow | None = None
     recon: list[ReconAttempt] = field(default_factory=list)
+    costs: list[CostRow] = field(default_factory=list)
 
     def journal(self, env: Envelope[Payload]) -> None:
         """Emit ``env`` to the journal (and ledger.events)."""
@@ -157,6 +162,7 @@ def evolve(state: State, effects: Effects, decision: Decision) -> None:
         if row.request_id not in effects.new_receipts:
             effects.changed_receipts.add(row.request_id)
     effects.recon.extend(decision.recon)
+    effects.costs.extend(decision.costs)
 
 
 # --- authorize ---------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from tollway.ledger import (
     batch_store,
     budgets,
     corrections,
+    cost_store,
     domain,
     expiry,
     fold,
@@ -324,7 +325,7 @@ def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelop
 
 async def _record_attempt(conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:
     await record_attempt(conn, env)
-    out = await losses.record_loss(conn, env)
+    out = [*await losses.record_loss(conn, env), *await cost_store.book(conn, env)]
     row = recon.attempt_row(env)
     if row is not None:  # the same reconciliation the fold keeps (fold_usage._reconcile)
         await recon_store.insert_attempts(conn, [row])
