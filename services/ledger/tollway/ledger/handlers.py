@@ -21,6 +21,7 @@ from tollway.events.gateway import (
     HoldExtensionRequested,
     RequestFinished,
     RequestReceived,
+    RerateRequested,
     ReversalRequested,
     TopUpRequested,
 )
@@ -32,11 +33,13 @@ from tollway.events.ledger import (
     TopUpRefused,
 )
 from tollway.events.pricing import cost_micro
+from tollway.events.recon import InvoiceLineImported
 from tollway.events.routing import PriceTableChangeRequested
 from tollway.ledger import (
     batch_store,
     budgets,
     corrections,
+    cost_store,
     domain,
     expiry,
     fold,
@@ -45,6 +48,10 @@ from tollway.ledger import (
     losses,
     prices,
     receipts,
+    recon,
+    recon_apply,
+    recon_store,
+    rerating,
     store,
 )
 from tollway.ledger.authorize import authorize
@@ -72,6 +79,10 @@ class LedgerHandler:
     a time. The two never overlap: a folded run is written before the next record is applied
     the other way, and its state is read again after it, so each sees the other's effects.
     """
+
+    def __init__(self, recon_policy: recon_apply.ReconPolicy | None = None) -> None:
+        """``recon_policy``: when an imported invoice's drift raises an alert."""
+        self._recon = recon_policy or recon_apply.ReconPolicy()
 
     async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply each record once (duplicates by event id are skipped)."""
@@ -106,7 +117,12 @@ class LedgerHandler:
         out: list[Outgoing] = []
         for folded, group in itertools.groupby(run, key=foldable):
             part = list(group)
-            out.extend(await (_fold(conn, part) if folded else self._one_by_one(conn, part)))
+            if folded:
+                effects = await _fold(conn, part)
+                out.extend(effects.outgoing)
+                out.extend(await recon_apply.response_alerts(conn, effects.recon, self._recon))
+            else:
+                out.extend(await self._one_by_one(conn, part))
         return out
 
     async def _one_by_one(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
@@ -122,6 +138,9 @@ class LedgerHandler:
             # The hold remembers where its request sits in the log (see ClockTicked).
             request = cast("Envelope[RequestReceived]", env)
             return await authorize(conn, request, request_offset=record.offset)
+        if isinstance(env.payload, InvoiceLineImported):
+            line = cast("Envelope[InvoiceLineImported]", env)
+            return await recon_apply.import_line(conn, line, self._recon)
         use_case = _USE_CASES.get(type(env.payload))
         if use_case is not None:
             return await use_case(conn, env)
@@ -148,7 +167,7 @@ def decide(state: fold.State, record: Record) -> fold.Decision:
     return fold_usage.decide_finish(state, env)
 
 
-async def _fold(conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
+async def _fold(conn: asyncpg.Connection, run: list[Record]) -> fold.Effects:
     """Load the run's state in bulk, fold every record over it, write the effects at once."""
     accounts = {r.envelope.payload.account_id for r in run}  # type: ignore[attr-defined]
     requests = {r.envelope.payload.request_id for r in run}  # type: ignore[attr-defined]
@@ -160,7 +179,7 @@ async def _fold(conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
             log.warning("finish_without_open_hold", request_id=record.envelope.payload.request_id)
         fold.evolve(state, effects, decision)
     await batch_store.write(conn, state, effects)
-    return effects.outgoing
+    return effects
 
 
 def _fingerprint(p: TopUpRequested) -> str:
@@ -306,7 +325,14 @@ def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelop
 
 async def _record_attempt(conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:
     await record_attempt(conn, env)
-    return await losses.record_loss(conn, env)
+    out = [*await losses.record_loss(conn, env), *await cost_store.book(conn, env)]
+    row = recon.attempt_row(env)
+    if row is not None:  # the same reconciliation the fold keeps (fold_usage._reconcile)
+        await recon_store.insert_attempts(conn, [row])
+        reported = recon.reported_event(row, env.id)
+        if reported is not None:
+            out.append(await _journal(conn, _emit(env, reported, "upstream_cost_reported")))
+    return out
 
 
 UseCase = Callable[["asyncpg.Connection", Envelope[Any]], Awaitable[list[Outgoing]]]
@@ -321,4 +347,5 @@ _USE_CASES: dict[type[Payload], UseCase] = {
     ReversalRequested: corrections.reverse,
     AdjustmentRequested: corrections.adjust,
     PriceTableChangeRequested: prices.change_prices,
+    RerateRequested: rerating.rerate_account,
 }
