@@ -32,6 +32,7 @@ pytestmark = pytest.mark.e2e
 DIRECT = (150_000, 600_000)
 POOL = (1_000_000, 4_000_000)
 POOL_COST = (500_000, 2_000_000)  # the policy's cost price of openai-pool, CNY
+DIRECT_COST = (120_000, 480_000)  # the seeded cost price of openai-direct, USD
 
 
 def _ceil_per_million(tokens_in: int, tokens_out: int, price: tuple[int, int]) -> int:
@@ -109,7 +110,8 @@ def _expected(tokens: list[tuple[int, int]]) -> dict[str, int]:
     direct = sum(_ceil_per_million(i, o, DIRECT) for i, o in tokens)
     pool = sum(_ceil_per_million(i, o, POOL) for i, o in tokens)
     cost = sum(_ceil_per_million(i, o, POOL_COST) for i, o in tokens)
-    return {"direct": direct, "pool": pool, "cost": cost}
+    direct_cost = sum(_ceil_per_million(i, o, DIRECT_COST) for i, o in tokens)
+    return {"direct": direct, "pool": pool, "cost": cost, "direct_cost": direct_cost}
 
 
 def _row(report: dict[str, Any], dim: str, key: str) -> dict[str, Any]:
@@ -133,6 +135,10 @@ def test_moving_a_keys_requests_to_another_channel_gives_the_hand_computed_diffe
     row = _row(report, "key", served["key_id"])
     assert row["current"]["requests"] == row["alternative"]["requests"] == 3
     assert row["current"]["charge_micro"] == {"credit": want["direct"]}
+    assert row["current"]["cost_micro"] == {"USD": want["direct_cost"]}
+    # Credit's unit is not USD (nor given in the policy): no margin is made up across units.
+    assert row["current"]["margin_micro"] == {}
+    assert row["current"]["margin_unknown"] == 3
     assert row["alternative"]["charge_micro"] == {"wallet": want["pool"]}
     assert row["alternative"]["cost_micro"] == {"CNY": want["cost"]}
     assert row["alternative"]["margin_micro"] == {"CNY": want["pool"] - want["cost"]}
