@@ -332,11 +332,12 @@ def run_whatif(
         "--out",
         str(out),
     ]
-    progress(f"load average before the run: {os.getloadavg()[0]:.2f}")
+    load = os.getloadavg()[0]
+    progress(f"load average before the run: {load:.2f}")
     cpu, began = cpu_seconds(), time.perf_counter()
     subprocess.run(cmd, check=True)
     seconds, used = time.perf_counter() - began, cpu_seconds() - cpu
-    return seconds, used, json.loads(out.read_text(encoding="utf-8"))
+    return seconds, used, {**json.loads(out.read_text(encoding="utf-8")), "load": load}
 
 
 def write_report(path: Path, run: dict[str, Any], report: dict[str, Any]) -> None:
@@ -377,7 +378,8 @@ def write_report(path: Path, run: dict[str, Any], report: dict[str, Any]) -> Non
         "",
         (
             "Machine CPU is every core's busy time over the run (`/proc/stat`): the broker's"
-            " and anything else running on the machine included."
+            " and anything else running on the machine included (1-minute load average when"
+            f" the command started: {report['load']:.2f})."
         ),
         "",
         "Policy:",
