@@ -46,7 +46,7 @@ async def serve(settings: LedgerSettings) -> None:
                 bootstrap=settings.kafka_bootstrap_servers,
                 group_id=settings.group_id,
                 topics=[topics.REQUESTS, topics.USAGE],
-                handler=LedgerHandler(),
+                handler=LedgerHandler(resident=True),
                 relay=relay,
                 max_records=settings.batch_size,
             )

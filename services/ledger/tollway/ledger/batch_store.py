@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 import orjson
 
 from tollway.ledger import domain
+from tollway.ledger.expiry import partition_of
 from tollway.ledger.fold import Effects, Hold, State
 from tollway.ledger.receipt_model import ReceiptRow
+from tollway.ledger.resident import Memory
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -40,6 +42,12 @@ FROM ledger.receipts WHERE request_id = ANY($1)
 SELECT_LIMITED = """
 SELECT 'account' AS kind, account_id AS id FROM ledger.budgets WHERE account_id = ANY($1)
 UNION SELECT 'request', request_id FROM ledger.budget_usage WHERE request_id = ANY($2)
+"""
+# A partition's accounts (every account with a bucket; filtered by its key's partition) and
+# the requests in flight among them, loaded when the partition is assigned.
+SELECT_ACCOUNTS = "SELECT DISTINCT account_id FROM ledger.buckets"
+SELECT_OPEN_REQUESTS = """
+SELECT DISTINCT request_id FROM ledger.holds WHERE status = 'open' AND account_id = ANY($1)
 """
 
 INSERT_JOURNAL = """
@@ -117,6 +125,40 @@ async def load(
         fields["body"] = orjson.loads(fields["body"])
         state.receipts[r["request_id"]] = ReceiptRow(**fields)
     return state
+
+
+async def fill(
+    conn: asyncpg.Connection, memory: Memory, accounts: Collection[str], requests: Collection[str]
+) -> None:
+    """Load into ``memory`` the accounts and requests it does not know yet (in bulk)."""
+    new_accounts = sorted({a for a in accounts if a not in memory.accounts})
+    new_requests = sorted({r for r in requests if r not in memory.requests})
+    if not new_accounts and not new_requests:
+        return
+    loaded = await load(conn, new_accounts, new_requests)
+    limited_accounts, limited_requests = await limited(conn, new_accounts, new_requests)
+    state = memory.state
+    state.units.update(loaded.units)
+    state.balances.update(loaded.balances)
+    state.holds.update(loaded.holds)
+    state.receipts.update(loaded.receipts)
+    for a in new_accounts:
+        memory.accounts[a] = a in limited_accounts
+    for r in new_requests:
+        memory.requests[r] = r in limited_requests
+
+
+async def load_partition(conn: asyncpg.Connection, partition: int, partitions: int) -> Memory:
+    """A partition's accounts and requests in flight, read in bulk (on assignment)."""
+    accounts = [
+        r["account_id"]
+        for r in await conn.fetch(SELECT_ACCOUNTS)
+        if partition_of(r["account_id"], partitions) == partition
+    ]
+    requests = [r["request_id"] for r in await conn.fetch(SELECT_OPEN_REQUESTS, accounts)]
+    memory = Memory()
+    await fill(conn, memory, accounts, requests)
+    return memory
 
 
 async def write(conn: asyncpg.Connection, state: State, effects: Effects) -> None:

@@ -42,6 +42,7 @@ from tollway.ledger.receipt_model import ReceiptRow
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
+    from collections.abc import MutableMapping
     from datetime import datetime
 
     from tollway.events.envelope import Envelope, Payload
@@ -73,10 +74,10 @@ class State:
     ``receipts``: request -> its receipt.
     """
 
-    units: dict[tuple[str, str], str] = field(default_factory=dict)
-    balances: dict[tuple[str, str], int] = field(default_factory=dict)
-    holds: dict[str, tuple[Hold, ...]] = field(default_factory=dict)
-    receipts: dict[str, ReceiptRow] = field(default_factory=dict)
+    units: MutableMapping[tuple[str, str], str] = field(default_factory=dict)
+    balances: MutableMapping[tuple[str, str], int] = field(default_factory=dict)
+    holds: MutableMapping[str, tuple[Hold, ...]] = field(default_factory=dict)
+    receipts: MutableMapping[str, ReceiptRow] = field(default_factory=dict)
 
     def available(self, account_id: str, bucket: str, unit: str) -> int:
         """A bucket's spendable balance in ``unit`` (0 when it never moved)."""

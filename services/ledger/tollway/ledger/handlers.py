@@ -50,12 +50,14 @@ from tollway.ledger import (
 from tollway.ledger.authorize import authorize
 from tollway.ledger.journal import emit as _emit
 from tollway.ledger.journal import journal as _journal
+from tollway.ledger.resident import Call, Memory, Resident
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
     import asyncpg
+    from aiokafka import TopicPartition
 
     from tollway.runtime.consumer import Record
 
@@ -66,12 +68,22 @@ class LedgerHandler:
     """Applies gw.requests and gw.usage records; returns the events to publish after commit.
 
     Runs of requests, attempts and finishes are folded in memory (:mod:`tollway.ledger.fold`)
-    over state loaded in bulk for the run, and written back with multi-row statements; the
-    other records (top-ups, budgets and tasks, ticks, extensions, corrections, prices), and
-    the requests of accounts with budgets or task envelopes, go through their use cases one at
-    a time. The two never overlap: a folded run is written before the next record is applied
-    the other way, and its state is read again after it, so each sees the other's effects.
+    over the state of their partition and written back with multi-row statements; the other
+    records (top-ups, budgets and tasks, ticks, extensions, corrections, prices), and the
+    requests of accounts with budgets or task envelopes, go through their use cases one at a
+    time, after which their partition's state is read again from Postgres (inside the same
+    transaction), so each sees the other's effects.
+
+    ``resident``: keep each partition's state in memory across batches
+    (:mod:`tollway.ledger.resident`); the consumer then tells the handler when a batch
+    commits or fails, and which partitions it is assigned or loses. Without it every call
+    loads what it needs from Postgres.
     """
+
+    def __init__(self, *, resident: bool = False) -> None:
+        """``resident``: see the class docstring."""
+        self._resident = Resident() if resident else None
+        self._call: Call = Resident().call()
 
     async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply each record once (duplicates by event id are skipped)."""
@@ -84,16 +96,62 @@ class LedgerHandler:
                 continue
             fresh.discard(env.id)  # a second copy in this batch is a duplicate too
             todo.append(record)
+        owner = self._resident or Resident()
+        # A call that raises leaves its layers behind: nothing it folded reaches memory.
+        self._call = owner.call()
         out: list[Outgoing] = []
-        for folded, group in itertools.groupby(todo, key=_foldable_type):
+        for (_, folded), group in itertools.groupby(todo, key=_partition_and_kind):
             run = list(group)
             out.extend(await (self._fold_run(conn, run) if folded else self._one_by_one(conn, run)))
+        owner.returned(self._call)
         return out
+
+    # --- the consumer's partition-state hooks (:class:`tollway.runtime.consumer.PartitionState`)
+
+    async def assigned(
+        self,
+        conn: asyncpg.Connection,
+        partitions: Collection[TopicPartition],
+        counts: Mapping[str, int],
+    ) -> None:
+        """Load assigned partitions in bulk, in the snapshot their stored offsets were read in."""
+        if self._resident is None:
+            return
+        numbers = {tp.partition: counts.get(tp.topic, 0) for tp in partitions}
+        self._resident.drop(numbers)
+        for partition, count in sorted(numbers.items()):
+            if count > 0:
+                memory = await batch_store.load_partition(conn, partition, count)
+                self._resident.install(partition, memory)
+
+    def revoked(self, partitions: Collection[TopicPartition]) -> None:
+        """Forget revoked partitions (their next owner loads them from Postgres)."""
+        if self._resident is not None:
+            self._resident.drop({tp.partition for tp in partitions})
+
+    def committed(self) -> None:
+        """The batch committed: what it folded is the partitions' state."""
+        if self._resident is not None:
+            self._resident.commit()
+
+    def rolled_back(self) -> None:
+        """The batch failed: drop its state (loaded again from Postgres when next needed)."""
+        if self._resident is not None:
+            self._resident.rollback()
+
+    def memory(self, partition: int) -> Memory | None:
+        """A partition's committed in-memory state (None when not loaded)."""
+        return None if self._resident is None else self._resident.committed(partition)
+
+    # --- applying runs -------------------------------------------------------------------------
 
     async def _fold_run(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
         accounts = {r.envelope.payload.account_id for r in run}  # type: ignore[attr-defined]
         requests = {r.envelope.payload.request_id for r in run}  # type: ignore[attr-defined]
-        limited_accounts, limited_requests = await batch_store.limited(conn, accounts, requests)
+        memory = self._call.memory(run[0].partition)
+        await batch_store.fill(conn, memory, accounts, requests)
+        limited_accounts = {a for a in accounts if memory.accounts.get(a)}
+        limited_requests = {r for r in requests if memory.requests.get(r)}
 
         def foldable(record: Record) -> bool:
             p = record.envelope.payload
@@ -106,7 +164,10 @@ class LedgerHandler:
         out: list[Outgoing] = []
         for folded, group in itertools.groupby(run, key=foldable):
             part = list(group)
-            out.extend(await (_fold(conn, part) if folded else self._one_by_one(conn, part)))
+            if folded:
+                out.extend(await _fold(conn, part, self._call.memory(part[0].partition)))
+            else:
+                out.extend(await self._one_by_one(conn, part))
         return out
 
     async def _one_by_one(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
@@ -114,6 +175,9 @@ class LedgerHandler:
         async with store.receipt_batch(conn):
             for record in run:
                 out.extend(await self._apply(conn, record))
+        # The use cases wrote to Postgres directly: the partition's state is read again.
+        for partition in {r.partition for r in run}:
+            self._call.forget(partition)
         return out
 
     async def _apply(self, conn: asyncpg.Connection, record: Record) -> list[Outgoing]:
@@ -138,6 +202,10 @@ def _foldable_type(record: Record) -> bool:
     return isinstance(record.envelope.payload, _FOLDED)
 
 
+def _partition_and_kind(record: Record) -> tuple[int, bool]:
+    return record.partition, _foldable_type(record)
+
+
 def decide(state: fold.State, record: Record) -> fold.Decision:
     """The fold's decision for one record of a folded run."""
     env: Envelope[Any] = record.envelope
@@ -148,11 +216,12 @@ def decide(state: fold.State, record: Record) -> fold.Decision:
     return fold_usage.decide_finish(state, env)
 
 
-async def _fold(conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
-    """Load the run's state in bulk, fold every record over it, write the effects at once."""
+async def _fold(conn: asyncpg.Connection, run: list[Record], memory: Memory) -> list[Outgoing]:
+    """Fold every record over the partition's state (loading what it lacks), write at once."""
     accounts = {r.envelope.payload.account_id for r in run}  # type: ignore[attr-defined]
     requests = {r.envelope.payload.request_id for r in run}  # type: ignore[attr-defined]
-    state = await batch_store.load(conn, accounts, requests)
+    await batch_store.fill(conn, memory, accounts, requests)
+    state = memory.state
     effects = fold.Effects()
     for record in run:
         decision = decide(state, record)
