@@ -77,8 +77,9 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
     $7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::bigint[])
 """
 UPDATE_HOLDS = """
-UPDATE ledger.holds h SET status = u.status, closed_at = u.closed_at
-FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(hold_id, status, closed_at)
+UPDATE ledger.holds h SET status = u.status, closed_at = u.closed_at, deadline_at = u.deadline_at
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+    AS u(hold_id, status, closed_at, deadline_at)
 WHERE h.hold_id = u.hold_id
 """
 INSERT_RECEIPTS = """
@@ -111,11 +112,13 @@ async def load(
 ) -> State:
     """The state a batch over ``accounts`` and ``requests`` decides on, in four statements."""
     state = State()
-    for r in await conn.fetch(SELECT_BUCKETS, list(accounts)):
+    for r in await conn.fetch(SELECT_BUCKETS, list(accounts)) if accounts else ():
         state.units[(r["account_id"], r["bucket"])] = r["unit"]
     names = [domain.bucket_account(a, b) for a, b in state.units]
-    for r in await conn.fetch(SELECT_BALANCES, names):
+    for r in await conn.fetch(SELECT_BALANCES, names) if names else ():
         state.balances[(r["account"], r["unit"])] = int(r["amount"])
+    if not requests:
+        return state
     by_request: dict[str, list[Hold]] = defaultdict(list)
     for r in await conn.fetch(SELECT_HOLDS, list(requests)):
         by_request[r["request_id"]].append(Hold(**dict(r)))
@@ -135,9 +138,19 @@ async def fill(
     new_requests = sorted({r for r in requests if r not in memory.requests})
     if not new_accounts and not new_requests:
         return
-    loaded = await load(conn, new_accounts, new_requests)
-    limited_accounts, limited_requests = await limited(conn, new_accounts, new_requests)
     state = memory.state
+    if new_requests:
+        # A request without a receipt has no holds and no budget usage either (they are
+        # written together): new requests, the usual case, cost this one statement.
+        for r in await conn.fetch(SELECT_RECEIPTS, new_requests):
+            fields = dict(r)
+            fields["body"] = orjson.loads(fields["body"])
+            state.receipts[r["request_id"]] = ReceiptRow(**fields)
+    existing = [r for r in new_requests if r in state.receipts]
+    loaded = await load(conn, new_accounts, existing) if new_accounts or existing else State()
+    limited_accounts, limited_requests = (
+        await limited(conn, new_accounts, existing) if new_accounts or existing else (set(), set())
+    )
     state.units.update(loaded.units)
     state.balances.update(loaded.balances)
     state.holds.update(loaded.holds)
@@ -222,7 +235,11 @@ async def _holds(conn: asyncpg.Connection, effects: Effects) -> None:
     if effects.changed:
         hs = list(effects.changed.values())
         await conn.execute(
-            UPDATE_HOLDS, [h.hold_id for h in hs], [h.status for h in hs], [h.closed_at for h in hs]
+            UPDATE_HOLDS,
+            [h.hold_id for h in hs],
+            [h.status for h in hs],
+            [h.closed_at for h in hs],
+            [h.deadline_at for h in hs],
         )
 
 

@@ -141,9 +141,12 @@ def evolve(state: State, effects: Effects, decision: Decision) -> None:
         else:
             effects.outgoing.append(item)
     for hold in decision.holds:
-        others = [h for h in state.holds.get(hold.request_id, ()) if h.hold_id != hold.hold_id]
+        before = state.holds.get(hold.request_id, ())
+        others = [h for h in before if h.hold_id != hold.hold_id]
         state.holds[hold.request_id] = tuple(sorted([*others, hold], key=lambda h: h.hold_id))
-        if hold.hold_id in effects.opened or hold.status == "open":
+        # New to the state (placed now) or placed earlier in this batch: inserted in its final
+        # state. Anything else (closed, or extended while open) is an update.
+        if hold.hold_id in effects.opened or len(others) == len(before):
             effects.opened[hold.hold_id] = hold
         else:
             effects.changed[hold.hold_id] = hold

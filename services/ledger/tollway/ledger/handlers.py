@@ -40,6 +40,7 @@ from tollway.ledger import (
     domain,
     expiry,
     fold,
+    fold_expiry,
     fold_usage,
     limits_store,
     losses,
@@ -139,6 +140,11 @@ class LedgerHandler:
         if self._resident is not None:
             self._resident.rollback()
 
+    def forget(self) -> None:
+        """Forget every partition's state (before applying a log to another database)."""
+        if self._resident is not None:
+            self._resident.clear()
+
     def memory(self, partition: int) -> Memory | None:
         """A partition's committed in-memory state (None when not loaded)."""
         return None if self._resident is None else self._resident.committed(partition)
@@ -146,8 +152,9 @@ class LedgerHandler:
     # --- applying runs -------------------------------------------------------------------------
 
     async def _fold_run(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
-        accounts = {r.envelope.payload.account_id for r in run}  # type: ignore[attr-defined]
-        requests = {r.envelope.payload.request_id for r in run}  # type: ignore[attr-defined]
+        usage = [r for r in run if not _is_tick(r)]
+        accounts = {r.envelope.payload.account_id for r in usage}  # type: ignore[attr-defined]
+        requests = {r.envelope.payload.request_id for r in usage}  # type: ignore[attr-defined]
         memory = self._call.memory(run[0].partition)
         await batch_store.fill(conn, memory, accounts, requests)
         limited_accounts = {a for a in accounts if memory.accounts.get(a)}
@@ -164,11 +171,43 @@ class LedgerHandler:
         out: list[Outgoing] = []
         for folded, group in itertools.groupby(run, key=foldable):
             part = list(group)
-            if folded:
-                out.extend(await _fold(conn, part, self._call.memory(part[0].partition)))
-            else:
+            if not folded:
                 out.extend(await self._one_by_one(conn, part))
+                continue
+            # A tick is decided alone: the holds it may expire include the ones placed just
+            # before it, which the run written before it put in Postgres.
+            for ticks, pieces in itertools.groupby(part, key=_is_tick):
+                piece = list(pieces)
+                for tick in piece if ticks else ():
+                    out.extend(await self._tick(conn, tick))
+                if not ticks:
+                    out.extend(await _fold(conn, piece, self._call.memory(piece[0].partition)))
         return out
+
+    async def _tick(self, conn: asyncpg.Connection, record: Record) -> list[Outgoing]:
+        """Expire the partition's overdue holds in the fold (read first, decide, write)."""
+        env = cast("Envelope[ClockTicked]", record.envelope)
+        tick = env.payload
+        due = [
+            h
+            for h in await store.expirable_holds(conn, tick.expire_before, tick.requests_before)
+            if expiry.partition_of(h["account_id"], tick.partitions) == tick.partition
+        ]
+        if not due:
+            return []
+        memory = self._call.memory(record.partition)
+        requests = {h["request_id"] for h in due}
+        await batch_store.fill(conn, memory, {h["account_id"] for h in due}, requests)
+        if any(memory.requests.get(r) for r in requests):
+            return await self._one_by_one(conn, [record])  # holds counted against a budget
+        state = memory.state
+        held = {h.hold_id: h for r in requests for h in state.holds.get(r, ())}
+        decision = fold_expiry.decide_tick(state, env, [held[h["hold_id"]] for h in due])
+        effects = fold.Effects()
+        fold.evolve(state, effects, decision)
+        await batch_store.write(conn, state, effects)
+        log.info("holds_expired", count=len(due), partition=tick.partition)
+        return effects.outgoing
 
     async def _one_by_one(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -195,11 +234,15 @@ class LedgerHandler:
         return []
 
 
-_FOLDED = (RequestReceived, AttemptFinished, RequestFinished)
+_FOLDED = (RequestReceived, AttemptFinished, RequestFinished, ClockTicked, HoldExtensionRequested)
 
 
 def _foldable_type(record: Record) -> bool:
     return isinstance(record.envelope.payload, _FOLDED)
+
+
+def _is_tick(record: Record) -> bool:
+    return isinstance(record.envelope.payload, ClockTicked)
 
 
 def _partition_and_kind(record: Record) -> tuple[int, bool]:
@@ -213,6 +256,8 @@ def decide(state: fold.State, record: Record) -> fold.Decision:
         return fold.decide_request(state, env, record.offset)
     if isinstance(env.payload, AttemptFinished):
         return fold_usage.decide_attempt(state, env)
+    if isinstance(env.payload, HoldExtensionRequested):
+        return fold_expiry.decide_extension(state, env)
     return fold_usage.decide_finish(state, env)
 
 

@@ -111,6 +111,7 @@ class Call:
 
     def forget(self, partition: int) -> None:
         """Records were applied to Postgres directly: what memory held may be stale."""
+        self.owner.enter(partition)
         self.layers[partition] = Memory()
         self.reset.add(partition)
 
@@ -123,6 +124,10 @@ class Resident:
         self._committed: dict[int, Memory] = {}
         self._txn: dict[int, Memory] = {}
         self._txn_reset: set[int] = set()
+        # Bumped whenever a partition's committed memory is dropped or replaced: a transaction
+        # whose partition changed under it (revoked, assigned again mid-batch) keeps nothing.
+        self._epoch: dict[int, int] = {}
+        self._txn_epoch: dict[int, int] = {}
 
     def call(self) -> Call:
         """Layers for one handler call."""
@@ -133,6 +138,7 @@ class Resident:
         layer = self._txn.get(partition)
         if layer is None:
             base = self._committed.get(partition)
+            self.enter(partition)
             if base is None:
                 layer = Memory()
                 self._txn_reset.add(partition)
@@ -140,6 +146,10 @@ class Resident:
                 layer = child(base)
             self._txn[partition] = layer
         return layer
+
+    def enter(self, partition: int) -> None:
+        """The transaction uses ``partition``: note which memory of it the transaction began on."""
+        self._txn_epoch.setdefault(partition, self._epoch.get(partition, 0))
 
     def returned(self, call: Call) -> None:
         """A call returned: its layers join the transaction's."""
@@ -153,30 +163,43 @@ class Resident:
     def commit(self) -> None:
         """The transaction committed: its layers become the partitions' memory."""
         for partition, layer in self._txn.items():
+            if self._epoch.get(partition, 0) != self._txn_epoch.get(partition):
+                self.drop([partition])  # changed hands meanwhile: loaded again when next used
+                continue
             if partition in self._txn_reset:
                 memory = self._committed[partition] = layer
             else:
                 memory = self._committed[partition]
                 absorb(memory, layer)
             _evict(memory, _touched(layer), list(_top(layer.state.balances)))
+        self._end()
+
+    def _end(self) -> None:
         self._txn.clear()
         self._txn_reset.clear()
+        self._txn_epoch.clear()
 
     def rollback(self) -> None:
         """The transaction failed: drop its layers and what it touched (loaded again later)."""
-        for partition in self._txn:
-            self._committed.pop(partition, None)
-        self._txn.clear()
-        self._txn_reset.clear()
+        self.drop(list(self._txn))
+        self._end()
 
     def drop(self, partitions: Iterable[int]) -> None:
         """Forget ``partitions`` (revoked, or about to be loaded again)."""
         for partition in partitions:
             self._committed.pop(partition, None)
+            self._epoch[partition] = self._epoch.get(partition, 0) + 1
+
+    def clear(self) -> None:
+        """Forget every partition."""
+        self.drop(list(self._committed))
+        self.drop(list(self._txn))
+        self._end()
 
     def install(self, partition: int, memory: Memory) -> None:
         """``memory`` (loaded in bulk) is the partition's committed state."""
         self._committed[partition] = memory
+        self._epoch[partition] = self._epoch.get(partition, 0) + 1
 
     def committed(self, partition: int) -> Memory | None:
         """The partition's committed memory, if any (read-only use: tests, digests)."""
