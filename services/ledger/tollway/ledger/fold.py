@@ -1,10 +1,10 @@
 """The ledger's hot path as a pure fold: authorize, record an attempt, settle.
 
 A batch's state (the accounts' buckets and balances, the requests' holds and receipts) is
-loaded once, in bulk, by :mod:`tollway.ledger.batch_store`; each record is then decided against
-that state in memory and its events are folded back into it, so the next record of the batch
-sees them. Nothing here awaits, reads a clock or touches a database: the same records over the
-same state always give the same events, byte for byte, live or in a replay.
+loaded in bulk by :mod:`tollway.ledger.batch_store` when not already in memory; each record is
+then decided against that state and its events are folded back into it, so the next record
+of the batch sees them. Nothing here awaits, reads a clock or touches a database: the same
+records over the same state always give the same events, byte for byte, live or in a replay.
 
 ``decide_*`` read the state and return a :class:`Decision` (journal events, messages for other
 topics, projection changes); :func:`evolve` folds a decision into the state and into the
@@ -13,8 +13,10 @@ batch's :class:`Effects`, which the store writes in one transaction with multi-r
 :mod:`tollway.ledger.fold_usage` decides attempts and finishes over the same state.
 
 The fold covers what the hot path does for accounts without budgets or task envelopes (the
-router's plans, attempts and finishes); budgets, tasks, top-ups, ticks, extensions and
-corrections go through the per-event use cases (see :mod:`tollway.ledger.handlers`).
+router's plans, attempts and finishes), and the clock's ticks and hold extensions
+(:mod:`tollway.ledger.fold_expiry`); budgets, tasks, top-ups and corrections go through the
+per-event use cases (see :mod:`tollway.ledger.handlers`). The state a batch decides over is
+kept per partition across batches (:mod:`tollway.ledger.resident`).
 """
 
 from __future__ import annotations

@@ -12,8 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 if TYPE_CHECKING:
     from datetime import datetime
+
+
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
 @dataclass(slots=True)
@@ -35,18 +40,14 @@ class ReceiptRow:
         return str(self.body["status"])
 
     def edit(self) -> dict[str, Any]:
-        """A copy of the body to change (this row's own body is never changed)."""
-        return {k: _copy(v) for k, v in self.body.items()}
+        """A copy of the body to change (this row's own body is never changed).
+
+        Copied through its JSON form, the form it is stored in (C speed; a Python deep copy
+        was a tenth of a replay's time).
+        """
+        copied: dict[str, Any] = orjson.loads(orjson.dumps(self.body, option=_JSON_OPTIONS))
+        return copied
 
     def with_body(self, body: dict[str, Any]) -> ReceiptRow:
         """The same row with ``body``."""
         return replace(self, body=body)
-
-
-def _copy(value: Any) -> Any:
-    """A deep copy of a JSON document (dicts and lists; leaves are immutable)."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value

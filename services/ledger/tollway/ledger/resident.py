@@ -106,7 +106,7 @@ class Call:
         """The partition's memory as this call sees it (its own layer over the batch's)."""
         layer = self.layers.get(partition)
         if layer is None:
-            layer = self.layers[partition] = child(self.owner.working(partition))
+            layer = self.layers[partition] = child(self.owner.base(partition))
         return layer
 
     def forget(self, partition: int) -> None:
@@ -133,18 +133,19 @@ class Resident:
         """Layers for one handler call."""
         return Call(self)
 
-    def working(self, partition: int) -> Memory:
-        """The transaction's layer of ``partition`` (created over its committed memory)."""
+    def base(self, partition: int) -> Memory:
+        """What a call's layer of ``partition`` goes over.
+
+        The transaction's layer, else the committed memory (the first call's layer then
+        becomes the transaction's), else a new empty memory.
+        """
+        self.enter(partition)
         layer = self._txn.get(partition)
         if layer is None:
-            base = self._committed.get(partition)
-            self.enter(partition)
-            if base is None:
-                layer = Memory()
-                self._txn_reset.add(partition)
-            else:
-                layer = child(base)
-            self._txn[partition] = layer
+            layer = self._committed.get(partition)
+        if layer is None:
+            layer = self._txn[partition] = Memory()
+            self._txn_reset.add(partition)
         return layer
 
     def enter(self, partition: int) -> None:
@@ -157,8 +158,10 @@ class Resident:
             if partition in call.reset:
                 self._txn[partition] = layer
                 self._txn_reset.add(partition)
+            elif partition in self._txn:
+                absorb(self._txn[partition], layer)
             else:
-                absorb(self.working(partition), layer)
+                self._txn[partition] = layer  # over the committed memory: its changes on top
 
     def commit(self) -> None:
         """The transaction committed: its layers become the partitions' memory."""
