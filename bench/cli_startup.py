@@ -26,6 +26,7 @@ COMMANDS = (
     ["--help"],
     ["ledger", "--help"],
     ["ledger", "verify", "--help"],
+    ["ledger", "rerate", "--help"],
     ["alerts", "tail", "--help"],
     ["budgets", "--help"],
     ["research", "--help"],

@@ -138,6 +138,13 @@ MONEY: dict[str, tuple[str, str, Callable[[str, str], dict[str, Any]], str, str]
         "prices.output",
         "admin",
     ),
+    "channel_cost_patch": (
+        "PATCH",
+        "/admin/v1/channels/openai-direct",
+        lambda _acct, amount: {"cost": {"currency": "USD", "input": amount, "output": "1"}},
+        "cost.input",
+        "admin",
+    ),
     "task_budget": (
         "POST",
         "/v1/tasks",

@@ -74,9 +74,12 @@ def test_statement_entries_and_balances_tell_the_same_story(stack, tenant_factor
     assert balances.get(f"{credit}/held", 0) == 0
     types = [e["type"] for e in entries["entries"] + older["entries"]]
     # The demo model's pool backup is paid from wallet, which this tenant lacks: that refused
-    # hold is journaled (no postings) beside the credit hold.
+    # hold is journaled (no postings) beside the credit hold. The served attempt's upstream cost
+    # (the demo channel has a cost price) is journaled under the account too, moving only the
+    # operator's accounts.
     assert types == [
         "ledger.hold_settled",
+        "ledger.upstream_cost_booked",
         "ledger.hold_rejected",
         "ledger.hold_placed",
         "ledger.topped_up",

@@ -55,10 +55,14 @@ def test_top_level_help_imports_no_service() -> None:
         (("ledger", "--help"), "ledger"),
         (("ledger", "verify", "--help"), "ledger"),
         (("ledger", "statement", "--help"), "ledger"),
+        (("ledger", "rerate", "--help"), "ledger"),
         (("alerts", "--help"), "limits"),
         (("alerts", "tail", "--help"), "limits"),
         (("budgets", "--help"), "edge"),
         (("budgets", "set", "--help"), "edge"),
+        (("recon", "--help"), "edge"),
+        (("recon", "import", "--help"), "edge"),
+        (("recon", "drift", "--help"), "edge"),
         (("research", "--help"), "researcher"),
         (("research", "run", "--help"), "researcher"),
         (("secrets", "--help"), "router"),
@@ -70,6 +74,11 @@ def test_a_subcommand_help_imports_only_its_own_cli_module(
 ) -> None:
     modules = _modules(*argv)
     assert not _heavy(modules)
-    own = {f"tollway.{service}", f"tollway.{service}.cli", "tollway.events.topics"}
+    own = {
+        f"tollway.{service}",
+        f"tollway.{service}.cli",
+        f"tollway.{service}.recon_cli",
+        "tollway.events.topics",
+    }
     assert {m for m in modules if m.startswith("tollway")} <= LIGHT_TOLLWAY | own
     assert len(modules) < MAX_MODULES, len(modules)

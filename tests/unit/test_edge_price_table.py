@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tollway.edge.price_table import price_change
-from tollway.events.pricing import Price
+from tollway.events.pricing import CostPrice, Price
 
 
 def _view(input_: str, output: str, cached: str | None = None) -> dict[str, Any]:
@@ -48,3 +48,23 @@ def test_changes_to_anything_but_a_channel_report_nothing() -> None:
 
     assert price_change("ops", "model.update", 8, None, view) is None
     assert price_change("ops", "routes.set", 9, None, view) is None
+
+
+def test_setting_or_changing_a_cost_price_reports_both_versions_of_it() -> None:
+    cost = {
+        "currency": "USD",
+        "input": "0.120000",
+        "output": "0.480000",
+        "per_request": "0.002000",
+    }
+    before = _view("1.000000", "2.000000")
+    after = {**_view("1.000000", "2.000000"), "cost_per_1m": cost}
+
+    command = price_change("ops", "channel.update", 10, before, after)
+
+    assert command is not None
+    assert command.previous_cost is None
+    assert command.cost == CostPrice(
+        currency="USD", input=120_000, output=480_000, per_request=2_000
+    )
+    assert price_change("ops", "channel.update", 11, after, dict(after)) is None

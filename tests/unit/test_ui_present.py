@@ -1,4 +1,4 @@
-"""How the dashboard presents receipts, ledger entries and margins (pure functions)."""
+"""How the dashboard presents receipts and ledger entries (pure functions)."""
 
 from __future__ import annotations
 
@@ -58,25 +58,6 @@ def test_movements_are_the_tenants_own_accounts_netted_per_entry() -> None:
     assert present.movements(payload, "acme") == [
         {"account": "credit/held", "unit": "credit", "amount": -618},
         {"account": "credit", "unit": "credit", "amount": 595},
-    ]
-
-
-def test_margins_set_charged_against_upstream_cost_per_channel_and_unit() -> None:
-    revenue = [
-        {"account": "system/revenue/a", "unit": "credit", "amount": 1_000},
-        {"account": "system/revenue/b", "unit": "CNY", "amount": 50},
-    ]
-    costs = [
-        {"account": "system/upstream_cost/a", "unit": "credit", "amount": 300},
-        {"account": "system/upstream_cost/c", "unit": "credit", "amount": 7},
-    ]
-
-    rows = present.margins(revenue, costs)
-
-    assert [(r["channel_id"], r["unit"], r["margin_micro"]) for r in rows] == [
-        ("a", "credit", 700),
-        ("b", "CNY", 50),
-        ("c", "credit", -7),
     ]
 
 

@@ -21,10 +21,14 @@ if TYPE_CHECKING:
 
 # name -> (module, one-line help); the help is here so that listing commands imports none.
 COMMANDS = {
-    "ledger": ("tollway.ledger.cli", "Ledger finance: replay, verify, statements, past balances."),
+    "ledger": ("tollway.ledger.cli", "Ledger: replay, verify, statements, balances, re-rating."),
     "alerts": ("tollway.limits.cli", "Alerts raised by the limits service (tail, follow)."),
     "research": ("tollway.researcher.cli", "Research runs: estimate, run, list, show, cancel."),
     "budgets": ("tollway.edge.cli", "Budgets: define, list and delete spend limits."),
+    "recon": (
+        "tollway.edge.recon_cli",
+        "Reconciliation: import upstream invoices, drift of booked against reported cost.",
+    ),
     "secrets": ("tollway.router.cli", "Channel secrets: re-seal every stored secret (rotate)."),
 }
 

@@ -31,6 +31,20 @@ CHANNELS: tuple[tuple[str, str, str, str, int, int], ...] = (
     ("anthropic-pool", "anthropic", "pool", "wallet", 5_000_000, 25_000_000),
     ("anthropic-pool-backup", "anthropic", "pool", "wallet", 5_000_000, 25_000_000),
 )
+# channel -> upstream cost price: currency, cost in / out (micro-units per 1M tokens). Below the
+# sell prices. Pool channels sell from the Wallet, whose unit is CNY, and cost CNY: their margin
+# is meaningful. Direct channels sell Credit and cost USD: the margin report shows both sides
+# and says they are not comparable (it never converts).
+COSTS: dict[str, tuple[str, int, int]] = {
+    "openai-direct": ("USD", 120_000, 480_000),
+    "openai-backup": ("USD", 120_000, 480_000),
+    "openai-pool": ("CNY", 700_000, 2_800_000),
+    "openai-pool-backup": ("CNY", 750_000, 3_000_000),
+    "anthropic-direct": ("USD", 640_000, 3_200_000),
+    "anthropic-backup": ("USD", 640_000, 3_200_000),
+    "anthropic-pool": ("CNY", 3_500_000, 17_500_000),
+    "anthropic-pool-backup": ("CNY", 3_750_000, 18_750_000),
+}
 # catalog model -> [(channel, upstream model, tier)]
 ROUTES: dict[str, list[tuple[str, str, int]]] = {
     "gpt-4o-mini": [
@@ -73,10 +87,12 @@ async def seed_routes(dsn: str, upstream_url: str, ring: KeyRing | None = None) 
     try:
         async with conn.transaction():
             for name, brand, route_type, bucket, p_in, p_out in CHANNELS:
+                currency, c_in, c_out = COSTS[name]
                 await conn.execute(
                     "INSERT INTO router.channels (id, name, route_type, brand, bucket, base_url,"
-                    " secret, price_input, price_output, adapter)"
-                    " VALUES ($1,$1,$2,$3,$4,$5,$6,$7,$8,$3)"
+                    " secret, price_input, price_output, adapter, cost_currency, cost_input,"
+                    " cost_output, cost_per_request)"
+                    " VALUES ($1,$1,$2,$3,$4,$5,$6,$7,$8,$3,$9,$10,$11,0)"
                     " ON CONFLICT (id) DO UPDATE SET base_url = EXCLUDED.base_url,"
                     " adapter = EXCLUDED.adapter",
                     name,
@@ -87,6 +103,9 @@ async def seed_routes(dsn: str, upstream_url: str, ring: KeyRing | None = None) 
                     ring.seal(f"sk-demo-{name}", f"channel:{name}"),
                     p_in,
                     p_out,
+                    currency,
+                    c_in,
+                    c_out,
                 )
             for model, routes in ROUTES.items():
                 await conn.execute(

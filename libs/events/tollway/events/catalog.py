@@ -31,8 +31,8 @@ CHANNELS: tuple[Channel, ...] = (
         topics.REQUESTS,
         "billing account id",
         "Commands for the ledger: requests to authorize, top-ups, budgets and task envelopes,"
-        " channel price changes (key: system:prices); operators' velocity limits for the limits"
-        " service.",
+        " channel price changes (key: system:prices), re-ratings of past charges; imported invoice"
+        " lines (key: system:recon); operators' velocity limits for the limits service.",
         ("edge",),
         ("ledger", "limits"),
         (
@@ -46,6 +46,8 @@ CHANNELS: tuple[Channel, ...] = (
             "reversal.requested",
             "adjustment.requested",
             "price_table.change_requested",
+            "rerate.requested",
+            "recon.invoice_line_imported",
         ),
     ),
     Channel(
@@ -84,7 +86,8 @@ CHANNELS: tuple[Channel, ...] = (
         topics.LEDGER_EVENTS,
         "account id",
         "The ledger's journal: holds, settlements, top-ups, budget thresholds and price-table"
-        " versions (key: system:prices). Replayable.",
+        " versions (key: system:prices), re-ratings, invoice line revisions (key: system:recon),"
+        " costs the upstreams reported. Replayable.",
         ("ledger",),
         ("limits",),
         (
@@ -102,7 +105,12 @@ CHANNELS: tuple[Channel, ...] = (
             "ledger.adjusted",
             "ledger.correction_refused",
             "ledger.upstream_loss_recorded",
+            "ledger.upstream_cost_booked",
             "ledger.price_table_changed",
+            "ledger.rerated",
+            "ledger.rerate_applied",
+            "ledger.recon_invoice_line_revised",
+            "ledger.upstream_cost_reported",
         ),
     ),
     Channel(
@@ -142,8 +150,8 @@ CHANNELS: tuple[Channel, ...] = (
         topics.ALERTS,
         "scope:scope id",
         "Alerts for operators: velocity, error rate, fallback spikes, model mix, spend, lag,"
-        " budget thresholds (see docs/limits.md).",
-        ("limits",),
+        " budget thresholds (see docs/limits.md); reconciliation drift (from the ledger).",
+        ("limits", "ledger"),
         ("ops",),
         ("limits.alert",),
     ),

@@ -119,6 +119,7 @@ PAYLOAD_MODULES = (
     "tollway.events.ledger",
     "tollway.events.limits",
     "tollway.events.routing",
+    "tollway.events.recon",
 )
 
 

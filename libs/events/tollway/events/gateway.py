@@ -355,3 +355,35 @@ class AdjustmentRequested(Payload):
     amount_micro: int
     reason: str = Field(min_length=1)
     idempotency_key: str
+
+
+RerateSide = Literal["sell", "cost"]
+
+
+@register
+class RerateRequested(Payload):
+    """An operator re-rates one account's past charges on a channel (gw.requests, key: account).
+
+    ``side`` ``"sell"`` corrects what tenants were charged: every charge (a settlement or a late
+    capture) of ``account_id`` in ``bucket`` earned by ``channel_id`` whose settlement time (the
+    journal's ``occurred_at``) is in ``[period_from, period_to)`` is re-rated at ``prices``, the
+    ledger choosing them from its own projections at this command's place in the log, so a
+    replay chooses the same. ``"cost"`` (re-rating what upstreams cost the operator) is reserved:
+    the ledger refuses it (``not_supported``). One ``correction_id`` is applied at most once per
+    account; ``allow_negative`` lets a correction take the bucket's available balance below zero
+    (otherwise the account is refused, ``balance_below_owed``).
+    """
+
+    TYPE = "rerate.requested"
+
+    account_id: str
+    correction_id: str = Field(min_length=1)
+    side: RerateSide = "sell"
+    channel_id: str
+    bucket: str
+    period_from: datetime
+    period_to: datetime
+    prices: Price
+    reason: str = Field(min_length=1)
+    allow_negative: bool = False
+    actor: str = ""

@@ -7,6 +7,7 @@ sum to zero per unit (double entry), and a reader can rebuild balances from this
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -211,7 +212,11 @@ class Adjusted(MoneyEvent):
 
 @register
 class CorrectionRefused(MoneyEvent):
-    """A reversal or adjustment was refused; ``reason`` says why and what to do instead."""
+    """A reversal, adjustment or re-rating was refused; ``reason`` says why, ``code`` is stable.
+
+    For a re-rating (``idempotency_key`` is its correction id): ``balance_below_owed``,
+    ``idempotency_key_reused``, ``not_supported`` (the cost side).
+    """
 
     TYPE = "ledger.correction_refused"
 
@@ -235,6 +240,38 @@ class UpstreamLossRecorded(MoneyEvent):
 
 
 @register
+class UpstreamCostBooked(MoneyEvent):
+    """What one upstream attempt cost the operator at its channel's cost price, on the books.
+
+    Booked for every attempt whose candidate carries a cost price, served or failed, once per
+    attempt (the id derives from the attempt's event id). The postings move ``amount_micro`` of
+    ``currency`` from ``system/upstream_payable/<channel>`` (owed to the upstream) to
+    ``system/upstream_expense/<channel>`` (the operator's expense); no tenant account moves.
+    The other fields are what margin reports group by, copied from the attempt so a replay
+    rebuilds the same rows from the log alone. ``account_id`` is the tenant's (the partition).
+    """
+
+    TYPE = "ledger.upstream_cost_booked"
+
+    request_id: str
+    attempt: int
+    channel_id: str
+    brand: str
+    route_type: str
+    served: bool
+    currency: str
+    amount_micro: int
+    catalog_model: str | None = None
+    key_id: str | None = None
+    project_id: str | None = None
+
+
+# Journal events a tenant never sees, though they are journaled under the tenant's account (its
+# partition): what the operator's upstreams cost.
+OPERATOR_ONLY = frozenset({UpstreamCostBooked.TYPE})
+
+
+@register
 class PriceTableChanged(MoneyEvent):
     """A channel's prices changed (or were first set): the journal's record of the price table.
 
@@ -255,3 +292,62 @@ class PriceTableChanged(MoneyEvent):
     audit_id: int
     previous_cost: CostPrice | None = None
     cost: CostPrice | None = None
+
+
+@register
+class Rerated(MoneyEvent):
+    """A re-rating entry next to one original charge: the charge re-priced at a corrected price.
+
+    The original entry (``original_event_id``, a settlement or late capture) stays; this one
+    moves ``amount_micro`` (re-rated minus charged before; positive: the tenant pays more)
+    from the tenant's bucket to the channel's revenue, or back when negative. ``rerated_micro``
+    is the request's tokens at ``price``, rounded once (the hold's cap is not applied).
+    ``charged_before_micro`` includes earlier re-ratings of the same charge.
+    """
+
+    TYPE = "ledger.rerated"
+
+    correction_id: str
+    side: Literal["sell", "cost"] = "sell"
+    original_event_id: str
+    request_id: str
+    channel_id: str
+    bucket: str
+    unit: str
+    price: Price
+    charged_before_micro: int
+    rerated_micro: int
+    amount_micro: int
+    reason: str
+
+
+@register
+class RerateApplied(MoneyEvent):
+    """One account's share of a re-rating is booked: what it matched, changed and moved.
+
+    No money moves here (each receipt's entry is a ``Rerated``); journaled even when nothing
+    matched, so the command holds its place in the account's journal and a replay decides at
+    the same place. ``difference_micro`` is the sum of the entries (positive: the tenant paid
+    more); ``skipped`` counts charges left alone (already refunded, no usage on the receipt).
+    """
+
+    TYPE = "ledger.rerate_applied"
+
+    correction_id: str
+    side: Literal["sell", "cost"] = "sell"
+    channel_id: str
+    bucket: str
+    unit: str | None = None
+    period_from: datetime
+    period_to: datetime
+    price: Price
+    requests: int
+    changed: int
+    skipped: int = 0
+    charged_micro: int
+    rerated_micro: int
+    difference_micro: int
+    balance_after_micro: int
+    allow_negative: bool = False
+    actor: str = ""
+    reason: str

@@ -4,7 +4,10 @@ This is its contract (schema version :data:`RECEIPT_VERSION`). The ledger opens 
 through :class:`Receipt` and stores ``Receipt.model_dump(mode="json")``; a reader validates a
 stored body with :meth:`Receipt.model_validate`. Fields the ledger adds as the request's story
 unfolds (attempts, the settlement, refunds, upstream losses, token classes...) are kept as
-extra fields, so a body written by any earlier ledger still validates. Only add fields with
+extra fields, so a body written by any earlier ledger still validates. A re-rated request keeps
+its original ``charged_micro`` and adds ``rerates`` (one entry per re-rating: event and
+correction ids, the price per 1M of each token class, charged before, re-rated, the difference)
+and ``rerated_charge_micro``, what it costs the tenant now. Only add fields with
 defaults; a breaking change is a new version.
 """
 

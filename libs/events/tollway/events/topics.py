@@ -23,6 +23,9 @@ DLQ_SUFFIX = ".dlq"
 # The price table's partition key on gw.requests (and its journal account on ledger.events): one
 # partition, hence one ledger consumer, orders every price change and numbers its versions.
 PRICE_TABLE_KEY = "system:prices"
+# Imported invoice lines (gw.requests) and their revisions (ledger.events): one partition orders
+# every import, so the ledger numbers a line's revisions the same way live and in a replay.
+RECON_KEY = "system:recon"
 
 FOREVER_MS = -1
 SHORT_MS = 60 * 60 * 1000

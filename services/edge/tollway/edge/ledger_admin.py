@@ -24,7 +24,8 @@ from tollway.ledger import finance_store, statements
 MAX_ENTRIES = 500
 
 
-def _instant(value: str | None, param: str, default: datetime | None = None) -> datetime:
+def instant(value: str | None, param: str, default: datetime | None = None) -> datetime:
+    """An ISO 8601 query instant (UTC when it names no zone); 400 naming ``param`` otherwise."""
     if value is None:
         if default is None:
             raise errors.InvalidRequestError(
@@ -117,8 +118,8 @@ class LedgerAdminController(Controller):
         fmt: str = Parameter(query="format", default="json"),
     ) -> Response[Any]:
         """Postings between ``from`` and ``to`` with opening, running and closing balances."""
-        start = _instant(from_, "from")
-        end = _instant(to, "to", datetime.now(UTC))
+        start = instant(from_, "from")
+        end = instant(to, "to", datetime.now(UTC))
         if fmt not in {"json", "csv"}:
             raise errors.InvalidRequestError("'format' must be json or csv.", param="format")
         await _known(request, account_id)
@@ -138,7 +139,7 @@ class LedgerAdminController(Controller):
         self, request: Request[Any, Any, Any], account_id: str, _admin: None, at: str | None = None
     ) -> dict[str, Any]:
         """Balances as of an instant in event time (default: now)."""
-        when = _instant(at, "at", datetime.now(UTC))
+        when = instant(at, "at", datetime.now(UTC))
         await _known(request, account_id)
         async with request.app.state.pool.acquire() as conn:
             found = await statements.balance_at(conn, account_id, when)

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import structlog
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-from tollway.edge import audit, errors
+from tollway.edge import amounts, audit, errors
 from tollway.edge.price_table import price_change, publish_price_change
 from tollway.events import topics
 from tollway.events.envelope import encode, make
-from tollway.events.pricing import format_micro, parse_amount
+from tollway.events.pricing import UNIT_PATTERN, format_micro, parse_amount
+from tollway.events.recon import DEFAULT_COST_PATH, CostPathError, cost_path_segments
 from tollway.events.routing import RouteTreeChanged
 from tollway.runtime.sealing import ENV as SECRET_KEYS_ENV
 
@@ -100,8 +101,41 @@ class Prices(BaseModel):
         }
 
 
+class CostPrices(BaseModel):
+    """The channel's upstream cost price: decimal strings of ``currency`` (``"0.12"``).
+
+    Per 1M tokens of each class (an unset class falls back like the sell price's), and
+    ``per_request`` per upstream call. Operators only: never on a tenant's receipt. Amounts are
+    parsed by the one parser when the change is applied (400 ``invalid_amount`` naming
+    ``cost.<field>``).
+    """
+
+    currency: str = Field(pattern=UNIT_PATTERN)
+    input: str
+    output: str
+    cached_input: str | None = None
+    cache_write: str | None = None
+    cache_write_1h: str | None = None
+    reasoning: str | None = None
+    per_request: str | None = None
+
+    def micro(self) -> dict[str, int | str | None]:
+        """The ``cost_*`` columns: the currency, and each amount in micro-units."""
+        columns: dict[str, int | str | None] = {"cost_currency": self.currency}
+        for name in COST_AMOUNTS:
+            value = getattr(self, name)
+            columns[f"cost_{name}"] = (
+                None
+                if value is None
+                else amounts.amount(value, field=f"cost.{name}", sign="non_negative")
+            )
+        if columns["cost_per_request"] is None:
+            columns["cost_per_request"] = 0
+        return columns
+
+
 class ChannelPatch(BaseModel):
-    """Fields an operator may change on a channel (absent = unchanged)."""
+    """Fields an operator may change on a channel (absent = unchanged; ``cost: null`` clears)."""
 
     name: str | None = Field(default=None, min_length=1, max_length=100)
     brand: str | None = Field(default=None, pattern=SLUG)
@@ -110,9 +144,22 @@ class ChannelPatch(BaseModel):
     adapter: Literal["openai", "anthropic"] | None = None
     secret: str | None = Field(default=None, min_length=1, max_length=4096)
     prices: Prices | None = None
+    cost: CostPrices | None = None
     timeout_ms: int | None = Field(default=None, ge=100, le=600_000)
     max_concurrency: int | None = Field(default=None, ge=1, le=100_000)
     enabled: bool | None = None
+    # Where the upstream's answer says what a call cost ("" resets to usage.cost).
+    reported_cost_path: str | None = None
+
+    @field_validator("reported_cost_path")
+    @classmethod
+    def _cost_path(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                cost_path_segments(value)
+            except CostPathError as exc:
+                raise ValueError(f"Invalid value for 'reported_cost_path': {exc}.") from None
+        return value
 
 
 class NewChannel(ChannelPatch):
@@ -171,13 +218,30 @@ def channel_view(row: Any) -> dict[str, Any]:
             "output": format_micro(row["price_output"]),
             **{name: _optional_price(row, name) for name in OPTIONAL_PRICES},
         },
+        "cost_per_1m": cost_view(row),
         "timeout_ms": row["timeout_ms"],
         "max_concurrency": row["max_concurrency"],
         "enabled": row["enabled"],
+        "reported_cost_path": row.get("reported_cost_path") or DEFAULT_COST_PATH,
     }
 
 
 OPTIONAL_PRICES = ("cached_input", "cache_write", "cache_write_1h", "reasoning")
+COST_AMOUNTS = ("input", "output", *OPTIONAL_PRICES, "per_request")
+COST_COLUMNS = ("cost_currency", *(f"cost_{name}" for name in COST_AMOUNTS))
+
+
+def cost_view(row: Any) -> dict[str, str | None] | None:
+    """The channel's cost price as decimals of its currency, or None when it has none."""
+    if row.get("cost_currency") is None:
+        return None
+    return {
+        "currency": row["cost_currency"],
+        **{
+            name: None if row[f"cost_{name}"] is None else format_micro(row[f"cost_{name}"])
+            for name in COST_AMOUNTS
+        },
+    }
 
 
 def _optional_price(row: Any, name: str) -> str | None:
@@ -197,10 +261,18 @@ def _health(row: Any) -> dict[str, Any]:
 
 
 def channel_columns(data: ChannelPatch) -> dict[str, Any]:
-    """The patch as column values (prices in micro-units per 1M tokens)."""
-    columns = data.model_dump(exclude_none=True, exclude={"prices"})
+    """The patch as column values (prices in micro-units per 1M tokens).
+
+    A cost price replaces the whole previous one (classes left out fall back again); an
+    explicit ``"cost": null`` removes it.
+    """
+    columns = data.model_dump(exclude_none=True, exclude={"prices", "cost"})
     if data.prices is not None:
         columns.update({f"price_{name}": v for name, v in data.prices.micro().items()})
+    if data.cost is not None:
+        columns.update(data.cost.micro())
+    elif "cost" in data.model_fields_set:
+        columns.update(dict.fromkeys(COST_COLUMNS))
     return columns
 
 

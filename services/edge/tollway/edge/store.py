@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tollway.events.gateway import Candidate
-from tollway.events.pricing import Price
+from tollway.events.pricing import CostPrice, Price
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -37,7 +37,9 @@ WHERE name = $1 AND enabled
 SELECT_PLAN = """
 SELECT c.id, c.name, c.brand, c.route_type, c.bucket, r.upstream_model, r.tier, r.weight,
        c.price_input, c.price_output, c.price_cached_input, c.price_cache_write,
-       c.price_cache_write_1h, c.price_reasoning
+       c.price_cache_write_1h, c.price_reasoning, c.cost_currency, c.cost_input, c.cost_output,
+       c.cost_cached_input, c.cost_cache_write, c.cost_cache_write_1h, c.cost_reasoning,
+       c.cost_per_request
 FROM router.routes r JOIN router.channels c ON c.id = r.channel_id
 WHERE r.catalog_model = $1 AND c.enabled
 ORDER BY r.tier, r.weight DESC, c.name
@@ -79,14 +81,16 @@ USAGE_GROUPS = {
         " ORDER BY (a->>'attempt')::int DESC LIMIT 1)"
     ),
 }
-# ``{day}`` is the day expression for a series over time, or NULL for totals.
+# ``{day}`` is the day expression for a series over time, or NULL for totals. A re-rated request
+# counts what it costs now (``rerated_charge_micro``), so usage adds up to what buckets paid.
 USAGE = """
 SELECT {group} AS grp, {day} AS day, body->>'unit' AS unit, count(*) AS requests,
        sum(COALESCE((body->'usage'->>'input_tokens')::bigint, 0))::bigint AS input_tokens,
        sum(COALESCE((body->'usage'->>'output_tokens')::bigint, 0))::bigint AS output_tokens,
        sum(COALESCE((body->'usage'->>'cached_input_tokens')::bigint, 0))::bigint
            AS cached_input_tokens,
-       sum(COALESCE((body->>'charged_micro')::bigint, 0))::bigint AS charged_micro
+       sum(COALESCE((body->>'rerated_charge_micro')::bigint, (body->>'charged_micro')::bigint,
+                    0))::bigint AS charged_micro
 FROM ledger.receipts
 WHERE account_id = $1
   AND ($2::timestamptz IS NULL OR created_at >= $2)
@@ -308,4 +312,21 @@ def _candidate(row: Any) -> Candidate:
             cache_write_1h=row["price_cache_write_1h"],
             reasoning=row["price_reasoning"],
         ),
+        cost=_cost(row),
+    )
+
+
+def _cost(row: Any) -> CostPrice | None:
+    """The channel's upstream cost price, copied onto the candidate (operators only)."""
+    if row["cost_currency"] is None:
+        return None
+    return CostPrice(
+        currency=row["cost_currency"],
+        input=row["cost_input"],
+        output=row["cost_output"],
+        cached_input=row["cost_cached_input"],
+        cache_write=row["cost_cache_write"],
+        cache_write_1h=row["cost_cache_write_1h"],
+        reasoning=row["cost_reasoning"],
+        per_request=row["cost_per_request"] or 0,
     )

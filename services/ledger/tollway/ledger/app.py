@@ -12,6 +12,8 @@ from tollway.events.logging import configure_logging
 from tollway.ledger import store
 from tollway.ledger.clock import run_clock
 from tollway.ledger.handlers import LedgerHandler
+from tollway.ledger.recon import parse_threshold
+from tollway.ledger.recon_apply import ReconPolicy
 from tollway.ledger.settings import LedgerSettings
 from tollway.runtime import metrics
 from tollway.runtime.consumer import TransactionalConsumer
@@ -46,7 +48,9 @@ async def serve(settings: LedgerSettings) -> None:
                 bootstrap=settings.kafka_bootstrap_servers,
                 group_id=settings.group_id,
                 topics=[topics.REQUESTS, topics.USAGE],
-                handler=LedgerHandler(resident=True),
+                handler=LedgerHandler(
+                    ReconPolicy(parse_threshold(settings.recon_drift_threshold)), resident=True
+                ),
                 relay=relay,
                 max_records=settings.batch_size,
             )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from tollway.ledger import domain
+from tollway.ledger import cost_store, domain, recon_store
 from tollway.ledger.expiry import partition_of
 from tollway.ledger.fold import Effects, Hold, State
 from tollway.ledger.receipt_model import ReceiptRow
@@ -177,8 +177,10 @@ async def load_partition(conn: asyncpg.Connection, partition: int, partitions: i
 async def write(conn: asyncpg.Connection, state: State, effects: Effects) -> None:
     """Write a folded batch: one multi-row statement per table it changed."""
     await _journal(conn, effects)
+    await cost_store.insert(conn, effects.costs)  # after their journal rows (foreign key)
     await _holds(conn, effects)
     await _receipts(conn, state, effects)
+    await recon_store.insert_attempts(conn, effects.recon)
 
 
 async def _journal(conn: asyncpg.Connection, effects: Effects) -> None:

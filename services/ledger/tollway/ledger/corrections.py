@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tollway.events.ledger import Adjusted, CorrectionRefused, Reversed
-from tollway.ledger import domain, store
+from tollway.ledger import domain, rerate_store, store
 from tollway.ledger.journal import emit, journal
 
 if TYPE_CHECKING:
@@ -119,6 +119,9 @@ async def reverse(conn: asyncpg.Connection, env: Envelope[ReversalRequested]) ->
         reason = "the original is not a charge or a top-up of this account"
         return await _refuse(conn, env, reason, p.original_event_id)
     left = leg.amount - await store.reversed_so_far(conn, p.original_event_id)
+    if entry["type"] in CHARGES:
+        # A re-rated charge costs the tenant its original plus its re-ratings: refund that.
+        left += await rerate_store.rerated_so_far(conn, p.original_event_id)
     if p.amount_micro > left:
         reason = f"only {left} micro-{leg.unit} of the original are left to reverse"
         return await _refuse(conn, env, reason, p.original_event_id)

@@ -51,9 +51,19 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
     "price_versions": (
         (
             "channel_id, version, price_input, price_output, price_cached_input, event_id,"
-            " changed_at, price_cache_write, price_cache_write_1h, price_reasoning"
+            " changed_at, price_cache_write, price_cache_write_1h, price_reasoning,"
+            " cost_currency, cost_input, cost_output, cost_cached_input, cost_cache_write,"
+            " cost_cache_write_1h, cost_reasoning, cost_per_request"
         ),
         "channel_id, version",
+    ),
+    "upstream_costs": (
+        (
+            "event_id, cause_id, request_id, attempt, occurred_at, day, channel_id, brand,"
+            " route_type, catalog_model, account_id, key_id, project_id, served, currency,"
+            " cost_micro"
+        ),
+        "event_id",
     ),
     # Budgets, their usage and task envelopes decide which holds are placed: a replay must
     # rebuild them too.
@@ -67,6 +77,31 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
     "budget_usage": (
         "budget_id, hold_id, request_id, at, held, spent, channels",
         "budget_id, hold_id",
+    ),
+    # Re-ratings of past charges (their journal entries and postings are covered above).
+    "rerates": (
+        (
+            "account_id, correction_id, request_id, original_event_id, event_id, channel_id,"
+            " unit, charged_before, rerated, amount, at"
+        ),
+        "account_id, correction_id, request_id",
+    ),
+    # Reconciliation: every attempt's booked and reported cost, every invoice line revision.
+    "recon_attempts": (
+        (
+            "event_id, day, channel_id, account_id, request_id, attempt, outcome,"
+            " upstream_request_id, upstream_model, input_tokens, output_tokens, booked_micro,"
+            " booked_currency, reported_micro, reported_currency, occurred_at"
+        ),
+        "event_id",
+    ),
+    "recon_invoice_lines": (
+        (
+            "channel_id, day, line_key, revision, upstream_request_id, model, requests,"
+            " input_tokens, output_tokens, cost_micro, currency, import_id, line, event_id,"
+            " recorded_at"
+        ),
+        "channel_id, day, line_key, revision",
     ),
     "tasks": (
         (

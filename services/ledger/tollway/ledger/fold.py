@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from tollway.events.envelope import Envelope, Payload
+    from tollway.ledger.recon import ReconAttempt
+    from tollway.ledger.upstream_costs import CostRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,8 @@ class Effects:
     ``journal``: emitted events with their encoded form (also their ledger.events message), in
     order; ``outgoing``: every message to publish, in order; ``opened``: holds placed in this
     batch (their final state); ``changed``: holds that existed before and changed; receipt ids
-    created and changed (their final state is in the :class:`State`).
+    created and changed (their final state is in the :class:`State`); ``costs``: booked
+    upstream cost rows, in order.
     """
 
     journal: list[tuple[Envelope[Any], Outgoing]] = field(default_factory=list)
@@ -102,13 +105,16 @@ class Effects:
     changed: dict[str, Hold] = field(default_factory=dict)
     new_receipts: set[str] = field(default_factory=set)
     changed_receipts: set[str] = field(default_factory=set)
+    recon: list[ReconAttempt] = field(default_factory=list)
+    costs: list[CostRow] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class Decision:
     """What one record decided: events and messages in emission order, and projection changes.
 
-    ``steps`` interleaves journal events (``("journal", envelope)``) and messages for other
+    ``costs`` are the projection rows of upstream costs it booked. ``steps`` interleaves journal
+    events (``("journal", envelope)``) and messages for other
     topics (``("message", outgoing)``) in the order the per-event use cases emitted them.
     """
 
@@ -116,6 +122,8 @@ class Decision:
     holds: list[Hold] = field(default_factory=list)
     receipts: list[ReceiptRow] = field(default_factory=list)
     new_receipt: ReceiptRow | None = None
+    recon: list[ReconAttempt] = field(default_factory=list)
+    costs: list[CostRow] = field(default_factory=list)
 
     def journal(self, env: Envelope[Payload]) -> None:
         """Emit ``env`` to the journal (and ledger.events)."""
@@ -159,6 +167,8 @@ def evolve(state: State, effects: Effects, decision: Decision) -> None:
         state.receipts[row.request_id] = row
         if row.request_id not in effects.new_receipts:
             effects.changed_receipts.add(row.request_id)
+    effects.recon.extend(decision.recon)
+    effects.costs.extend(decision.costs)
 
 
 # --- authorize ---------------------------------------------------------------------------------

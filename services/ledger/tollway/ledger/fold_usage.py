@@ -1,7 +1,8 @@
 """The fold's share of gw.usage: an attempt recorded, a request settled (pure, like the rest).
 
 Decisions over :class:`tollway.ledger.fold.State`, folded by :func:`tollway.ledger.fold.evolve`:
-an attempt joins its receipt (a failed one's tokens journaled as upstream loss); a finish settles
+an attempt joins its receipt and its upstream cost is booked at its channel's cost price (without
+one, a failed attempt's tokens are journaled as upstream loss at the sell price); a finish settles
 the served bucket's hold (or releases it; captures it late once expired), releases the request's
 other holds and closes the receipt's story. No IO, no clock.
 """
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.events.ledger import HoldReleased, HoldSettled, LateCaptured, UpstreamLossRecorded
 from tollway.events.pricing import cost_micro
-from tollway.ledger import domain, holds, losses, receipts
+from tollway.ledger import domain, holds, losses, receipts, recon, upstream_costs
 from tollway.ledger.fold import Decision, Hold, State
 from tollway.ledger.journal import emit
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def decide_attempt(state: State, env: Envelope[AttemptFinished]) -> Decision:
-    """Add the attempt to its receipt; journal a failed attempt's tokens as upstream loss."""
+    """Add the attempt to its receipt; book its upstream cost, or a failed one's loss."""
     attempt, decision = env.payload, Decision()
     row = state.receipts.get(attempt.request_id)
     body = None if row is None else row.edit()
@@ -57,9 +58,25 @@ def decide_attempt(state: State, env: Envelope[AttemptFinished]) -> Decision:
             body["upstream_losses"] = lost
             body["upstream_loss_micro"] = sum(lost.values())
         decision.journal(emit(env, event, "upstream_loss"))
+    booked = upstream_costs.decide(env)
+    if booked is not None:
+        decision.journal(booked)
+        decision.costs.append(upstream_costs.row_of(booked))
     if row is not None and body is not None:
         decision.receipts.append(row.with_body(body))
+    _reconcile(env, decision)
     return decision
+
+
+def _reconcile(env: Envelope[AttemptFinished], decision: Decision) -> None:
+    """Keep the attempt's booked and reported cost; journal what the upstream reported."""
+    row = recon.attempt_row(env)
+    if row is None:
+        return
+    decision.recon.append(row)
+    reported = recon.reported_event(row, env.id)
+    if reported is not None:
+        decision.journal(emit(env, reported, "upstream_cost_reported"))
 
 
 # --- settle ------------------------------------------------------------------------------------

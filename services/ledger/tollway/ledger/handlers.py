@@ -21,6 +21,7 @@ from tollway.events.gateway import (
     HoldExtensionRequested,
     RequestFinished,
     RequestReceived,
+    RerateRequested,
     ReversalRequested,
     TopUpRequested,
 )
@@ -32,11 +33,13 @@ from tollway.events.ledger import (
     TopUpRefused,
 )
 from tollway.events.pricing import cost_micro
+from tollway.events.recon import InvoiceLineImported
 from tollway.events.routing import PriceTableChangeRequested
 from tollway.ledger import (
     batch_store,
     budgets,
     corrections,
+    cost_store,
     domain,
     expiry,
     fold,
@@ -46,6 +49,10 @@ from tollway.ledger import (
     losses,
     prices,
     receipts,
+    recon,
+    recon_apply,
+    recon_store,
+    rerating,
     store,
 )
 from tollway.ledger.authorize import authorize
@@ -81,8 +88,14 @@ class LedgerHandler:
     loads what it needs from Postgres.
     """
 
-    def __init__(self, *, resident: bool = False) -> None:
-        """``resident``: see the class docstring."""
+    def __init__(
+        self, recon_policy: recon_apply.ReconPolicy | None = None, *, resident: bool = False
+    ) -> None:
+        """``recon_policy``: when an imported invoice's drift raises an alert.
+
+        ``resident``: see the class docstring.
+        """
+        self._recon = recon_policy or recon_apply.ReconPolicy()
         self._resident = Resident() if resident else None
         self._call: Call = Resident().call()
 
@@ -181,7 +194,9 @@ class LedgerHandler:
                 for tick in piece if ticks else ():
                     out.extend(await self._tick(conn, tick))
                 if not ticks:
-                    out.extend(await _fold(conn, piece, self._call.memory(piece[0].partition)))
+                    effects = await _fold(conn, piece, self._call.memory(piece[0].partition))
+                    out.extend(effects.outgoing)
+                    out.extend(await recon_apply.response_alerts(conn, effects.recon, self._recon))
         return out
 
     async def _tick(self, conn: asyncpg.Connection, record: Record) -> list[Outgoing]:
@@ -225,6 +240,9 @@ class LedgerHandler:
             # The hold remembers where its request sits in the log (see ClockTicked).
             request = cast("Envelope[RequestReceived]", env)
             return await authorize(conn, request, request_offset=record.offset)
+        if isinstance(env.payload, InvoiceLineImported):
+            line = cast("Envelope[InvoiceLineImported]", env)
+            return await recon_apply.import_line(conn, line, self._recon)
         use_case = _USE_CASES.get(type(env.payload))
         if use_case is not None:
             return await use_case(conn, env)
@@ -261,7 +279,7 @@ def decide(state: fold.State, record: Record) -> fold.Decision:
     return fold_usage.decide_finish(state, env)
 
 
-async def _fold(conn: asyncpg.Connection, run: list[Record], memory: Memory) -> list[Outgoing]:
+async def _fold(conn: asyncpg.Connection, run: list[Record], memory: Memory) -> fold.Effects:
     """Fold every record over the partition's state (loading what it lacks), write at once."""
     accounts = {r.envelope.payload.account_id for r in run}  # type: ignore[attr-defined]
     requests = {r.envelope.payload.request_id for r in run}  # type: ignore[attr-defined]
@@ -274,7 +292,7 @@ async def _fold(conn: asyncpg.Connection, run: list[Record], memory: Memory) -> 
             log.warning("finish_without_open_hold", request_id=record.envelope.payload.request_id)
         fold.evolve(state, effects, decision)
     await batch_store.write(conn, state, effects)
-    return effects.outgoing
+    return effects
 
 
 def _fingerprint(p: TopUpRequested) -> str:
@@ -420,7 +438,14 @@ def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelop
 
 async def _record_attempt(conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:
     await record_attempt(conn, env)
-    return await losses.record_loss(conn, env)
+    out = [*await losses.record_loss(conn, env), *await cost_store.book(conn, env)]
+    row = recon.attempt_row(env)
+    if row is not None:  # the same reconciliation the fold keeps (fold_usage._reconcile)
+        await recon_store.insert_attempts(conn, [row])
+        reported = recon.reported_event(row, env.id)
+        if reported is not None:
+            out.append(await _journal(conn, _emit(env, reported, "upstream_cost_reported")))
+    return out
 
 
 UseCase = Callable[["asyncpg.Connection", Envelope[Any]], Awaitable[list[Outgoing]]]
@@ -435,4 +460,5 @@ _USE_CASES: dict[type[Payload], UseCase] = {
     ReversalRequested: corrections.reverse,
     AdjustmentRequested: corrections.adjust,
     PriceTableChangeRequested: prices.change_prices,
+    RerateRequested: rerating.rerate_account,
 }

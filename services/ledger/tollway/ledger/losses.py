@@ -7,7 +7,8 @@ tokens it got (the settlement books them as revenue), so they are booked once, n
 
 The ledger records a loss as a movement from ``system/upstream_loss`` (the operator's expense)
 to ``system/upstream_cost/<channel>`` (what is owed to the channel), in the unit of the bucket
-the attempt would have paid from, and shows it on the receipt.
+the attempt would have paid from, and shows it on the receipt. A channel with an upstream cost
+price books a failed attempt's real cost instead (:mod:`tollway.ledger.upstream_costs`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ def upstream_cost_account(channel_id: str) -> str:
 
 
 def loss_of(attempt: AttemptFinished) -> int:
-    """The cost of a failed attempt's reported tokens; 0 for the served (delivered) one."""
-    if attempt.outcome == "ok" or attempt.delivered:
+    """The sell-price cost of a failed attempt's reported tokens.
+
+    0 for the served (delivered) attempt, and 0 when the channel has a cost price: then the
+    attempt's real cost is booked by :mod:`tollway.ledger.upstream_costs` instead, never both.
+    """
+    if attempt.outcome == "ok" or attempt.delivered or attempt.candidate.cost is not None:
         return 0
     return cost_micro(attempt.usage, attempt.candidate.price)
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
         RequestFinished,
         RequestReceived,
     )
-    from tollway.events.ledger import HoldExpired, HoldExtended, LateCaptured
+    from tollway.events.ledger import HoldExpired, HoldExtended, LateCaptured, Rerated
 
 
 def opened(
@@ -221,3 +221,26 @@ def annotate_finish(receipt: dict[str, Any], fin: RequestFinished, settled: str,
     if not fin.served and refused and receipt.get("limit") is None:
         receipt["limit"] = refused[0]["limit"]
         receipt["error"] = refused[0]["message"]
+
+
+def rerated(receipt: dict[str, Any], event_id: str, event: Rerated, at: str) -> None:
+    """A re-rating entry next to the original charge, which the receipt keeps as it was.
+
+    ``charged_micro`` stays the original charge; ``rerates`` lists each entry (correction id,
+    the price used per 1M of every token class, before, after, the difference) and
+    ``rerated_charge_micro`` is what the request costs the tenant now.
+    """
+    entry = {
+        "event_id": event_id,
+        "correction_id": event.correction_id,
+        "side": event.side,
+        "original_event_id": event.original_event_id,
+        "at": at,
+        "price_per_1m_micro": event.price.per_class(),
+        "charged_before_micro": event.charged_before_micro,
+        "rerated_micro": event.rerated_micro,
+        "amount_micro": event.amount_micro,
+        "reason": event.reason,
+    }
+    receipt["rerates"] = [*receipt.get("rerates", []), entry]
+    receipt["rerated_charge_micro"] = event.rerated_micro

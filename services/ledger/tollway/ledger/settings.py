@@ -20,3 +20,7 @@ class LedgerSettings(CommonSettings):
     # normally wins).
     tick_seconds: float = 1.0
     hold_grace_seconds: float = 30.0
+    # Reconciliation: a channel-day whose upstream-reported cost (its answers' or its imported
+    # invoice's) differs from the booked cost by more than this fraction raises one alert on
+    # limits.alerts ("0.01" = 1 %; "0" alerts on any difference).
+    recon_drift_threshold: str = "0.01"

@@ -387,8 +387,10 @@ LATEST_PRICE_VERSION = "SELECT max(version) FROM ledger.price_versions WHERE cha
 INSERT_PRICE_VERSION = """
 INSERT INTO ledger.price_versions
     (channel_id, version, price_input, price_output, price_cached_input, event_id, changed_at,
-     price_cache_write, price_cache_write_1h, price_reasoning)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     price_cache_write, price_cache_write_1h, price_reasoning, cost_currency, cost_input,
+     cost_output, cost_cached_input, cost_cache_write, cost_cache_write_1h, cost_reasoning,
+     cost_per_request)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 """
 
 
@@ -414,4 +416,22 @@ async def record_price_version(
         changed.prices.cache_write,
         changed.prices.cache_write_1h,
         changed.prices.reasoning,
+        *_cost_columns(changed),
+    )
+
+
+def _cost_columns(changed: PriceTableChanged) -> tuple[object, ...]:
+    """The version's cost price as its columns (all NULL when the channel has none)."""
+    cost = changed.cost
+    if cost is None:
+        return (None,) * 8
+    return (
+        cost.currency,
+        cost.input,
+        cost.output,
+        cost.cached_input,
+        cost.cache_write,
+        cost.cache_write_1h,
+        cost.reasoning,
+        cost.per_request,
     )

@@ -119,6 +119,7 @@ async def call_json(
         usage=dialect.read_usage(body) if body.get("usage") else estimate_usage(req, body, call),
         latency_ms=ms_since(started),
         upstream_request_id=upstream_id(response),
+        reported_cost_micro=channel.cost_reader.body(response.content),
     )
 
 

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from tollway.events import topics
+from tollway.router import reported_cost
 from tollway.router.secrets import open_secret
 from tollway.runtime.kafka import IDLE_POLL_MS, consumer_options, partitions_of
 from tollway.runtime.sealing import SecretKeyError, key_id_of
@@ -25,6 +26,7 @@ from tollway.runtime.sealing import SecretKeyError, key_id_of
 if TYPE_CHECKING:
     from tollway.events.envelope import Envelope
     from tollway.events.routing import ChannelHealthChanged
+    from tollway.router.reported_cost import CostReader
     from tollway.runtime.sealing import KeyRing
 
 log = structlog.get_logger(__name__)
@@ -46,7 +48,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING
 """
 MISS_REFRESH_SECONDS = 0.2
 SELECT_CHANNELS = """
-SELECT id, name, base_url, adapter, secret, timeout_ms, max_concurrency, enabled
+SELECT id, name, base_url, adapter, secret, timeout_ms, max_concurrency, enabled,
+       reported_cost_path
 FROM router.channels
 """
 
@@ -65,6 +68,13 @@ class Channel:
     enabled: bool
     client: httpx.AsyncClient = field(repr=False)
     slots: asyncio.Semaphore = field(repr=False)
+    # Where the upstream's answer says what the call cost (None: ``usage.cost``).
+    reported_cost_path: str | None = None
+
+    @property
+    def cost_reader(self) -> CostReader:
+        """Reads the cost this channel's upstream reports."""
+        return reported_cost.reader(self.id, self.reported_cost_path)
 
 
 class ChannelCache:

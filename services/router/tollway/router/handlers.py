@@ -368,11 +368,20 @@ def _attempt_event(
         usage=result.usage,
         usage_estimated=result.usage.estimated,
         upstream_request_id=result.upstream_request_id,
+        reported_cost_micro=result.reported_cost_micro,
+        reported_cost_currency=_cost_currency(candidate, result),
         delivered=result.delivered,
         key_id=req.key_id,
         project_id=req.project_id,
         catalog_model=req.catalog_model,
     )
+
+
+def _cost_currency(candidate: Candidate, result: UpstreamResult) -> str | None:
+    """The reported cost is in the channel's cost currency (unknown without a cost price)."""
+    if result.reported_cost_micro is None or candidate.cost is None:
+        return None
+    return candidate.cost.currency
 
 
 def _reply_body(request_id: str, run: _Run, *, expired: bool) -> tuple[int, dict[str, Any]]:

@@ -71,6 +71,7 @@ class _Progress:
     clean: bool = False
     error: str | None = None
     refused: UpstreamResult | None = None
+    reported_cost_micro: int | None = None
 
 
 class StreamAttempt:
@@ -148,7 +149,11 @@ class StreamAttempt:
                 body = await response.aread()
                 progress.refused = error_result(response, _json(body), progress.started)
                 return
+            reader = channel.cost_reader
             async for frame in sse_frames(response):
+                reported = reader.event(frame.data)
+                if reported is not None:  # the last value the stream reports wins
+                    progress.reported_cost_micro = reported
                 deltas = progress.decoder.decode(frame)
                 for delta in deltas:
                     progress.meter.see(delta)
@@ -236,6 +241,7 @@ class StreamAttempt:
             upstream_request_id=progress.upstream_id,
             ttft_ms=progress.ttft_ms,
             delivered=True,
+            reported_cost_micro=progress.reported_cost_micro,
         )
 
 

@@ -39,6 +39,8 @@ class UpstreamResult:
     retry_after: float | None = None
     ttft_ms: int | None = None
     delivered: bool = False
+    # What the upstream said the attempt cost (micro-units of the channel's cost currency).
+    reported_cost_micro: int | None = None
 
     @property
     def ok(self) -> bool:

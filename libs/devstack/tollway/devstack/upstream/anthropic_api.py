@@ -30,6 +30,7 @@ from tollway.devstack.upstream.content import (
     shape,
     tool_turn,
 )
+from tollway.devstack.upstream.cost import with_cost
 from tollway.devstack.upstream.protocol import (
     JsonReply,
     RenderContext,
@@ -83,6 +84,9 @@ def messages(body: bytes, ctx: RenderContext) -> Reply:
         turn.output.tokens,
         _cache(request, tools, ctx),
     )
+    billed_input = usage["input_tokens"] + usage["cache_creation_input_tokens"]
+    billed_input += usage["cache_read_input_tokens"]
+    with_cost(usage, request.model, billed_input, usage["output_tokens"])
     message: dict[str, Any] = {
         "id": f"msg_{ctx.request_id}",
         "type": "message",
@@ -208,6 +212,8 @@ def _stream(message: dict[str, Any], turn: Turn, usage: dict[str, Any] | None) -
     }
     if usage is not None:
         closing["usage"] = {"output_tokens": usage["output_tokens"]}
+        if "cost" in usage:  # OpenRouter-style: the final usage says what the call cost
+            closing["usage"]["cost"] = usage["cost"]
     tail = (
         sse_event({"type": "content_block_stop", "index": 0}),
         sse_event(closing),

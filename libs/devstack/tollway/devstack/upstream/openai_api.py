@@ -33,6 +33,7 @@ from tollway.devstack.upstream.content import (
     shape,
     tool_turn,
 )
+from tollway.devstack.upstream.cost import with_cost
 from tollway.devstack.upstream.protocol import (
     SSE_DONE,
     JsonReply,
@@ -120,6 +121,7 @@ def chat_completions(body: bytes, ctx: RenderContext) -> Reply:
         cached=_cached_prefix(request, tools, ctx),
         reasoning=reasoning_tokens(request.model, visible, limit),
     )
+    with_cost(usage, request.model, usage["prompt_tokens"], usage["completion_tokens"])
     frames = _Frames(f"chatcmpl-{ctx.request_id}", ctx.created, request.model)
     if request.stream:
         wants_usage = bool((request.stream_options or {}).get("include_usage"))

@@ -158,3 +158,58 @@ def _legend(names: list[str], width: int, height: int) -> list[str]:
             f'<text class="legend" x="{x + 14:.1f}" y="{y}">{escape(short)}</text>'
         )
     return out
+
+
+def signed_bars(  # noqa: PLR0913 - a chart's labels and sizes are distinct facts
+    labels: Sequence[str],
+    values: Sequence[int],
+    *,
+    title: str,
+    value_format: Callable[[int], str] = str,
+    width: int = 960,
+    height: int = 260,
+) -> str:
+    """One bar per label around a zero line: positive up, negative down (flagged ``neg``)."""
+    out = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width}'
+            f' {height}" width="100%" role="img" aria-label="{escape(title)}">'
+        ),
+        f"<title>{escape(title)}</title>",
+    ]
+    if not labels or not any(values):
+        out.append(
+            f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" text-anchor="middle"'
+            ' class="chart-empty">Nothing in this period</text></svg>'
+        )
+        return "".join(out)
+    up = nice_ceiling(max(0, *values))
+    down = nice_ceiling(-min(0, *values)) if min(values) < 0 else 0
+    plot_w = width - MARGIN_LEFT - MARGIN_RIGHT
+    plot_h = height - MARGIN_TOP - MARGIN_BOTTOM
+    zero = MARGIN_TOP + plot_h * up / (up + down)
+    scale = plot_h / (up + down)
+    for value in (up, 0, -down) if down else (up, 0):
+        y = zero - value * scale
+        out.append(
+            f'<line class="grid" x1="{MARGIN_LEFT}" x2="{MARGIN_LEFT + plot_w}"'
+            f' y1="{y:.1f}" y2="{y:.1f}"/>'
+            f'<text class="tick" x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
+            f"{escape(value_format(value))}</text>"
+        )
+    slot = plot_w / len(labels)
+    bar_w = max(1.0, slot * 0.7)
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        x = MARGIN_LEFT + slot * i + (slot - bar_w) / 2
+        h = max(abs(value) * scale, MIN_BAR)
+        y = zero - h if value >= 0 else zero
+        kind = "neg" if value < 0 else "pos"
+        fill = PALETTE[5] if value < 0 else PALETTE[0]
+        out.append(
+            f'<rect class="{kind}" x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}"'
+            f' fill="{fill}" data-value="{value}">'
+            f"<title>{escape(label)}: {escape(value_format(value))}</title></rect>"
+        )
+    out += _x_labels(labels, plot_w, plot_h)
+    out.append("</svg>")
+    return "".join(out)

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import uuid
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode
 
 from litestar import Controller, Request, get, post
 from litestar.di import Provide
+from litestar.params import Parameter
 
 # Litestar reads handler signatures at run time: these types must be importable then.
 from litestar.response import (
@@ -23,13 +25,22 @@ from litestar.response import (
 )
 from pydantic import ValidationError
 
-from tollway.edge import admin, audit, budgets, errors, limits_admin, tenants, topups
+from tollway.edge import (
+    admin,
+    audit,
+    budgets,
+    errors,
+    limits_admin,
+    margins_admin,
+    tenants,
+    topups,
+)
 from tollway.edge import limits_store as ls
 from tollway.edge.listing import decode_cursor, encode_cursor, refuse_nul
 from tollway.edge.ui import present
 from tollway.edge.ui.guards import SessionParam, form, operator_session, page
 from tollway.events.envelope import utcnow
-from tollway.ledger import finance_store
+from tollway.ledger import finance_store, margins
 
 if TYPE_CHECKING:
     from tollway.edge.route_tree import RouteTreeStore
@@ -102,24 +113,59 @@ class OperatorPages(Controller):
         return page("channel.html", session, nav="routes", channel_id=channel_id, history=history)
 
     @get("/margins")
-    async def margins(self, request: Request[Any, Any, Any], session: SessionParam) -> Template:
-        """Charged against upstream cost per channel, from the ledger's system accounts."""
-        async with request.app.state.pool.acquire() as conn:
-            revenue = await finance_store.current_balances(conn, "system/revenue")
-            costs = await finance_store.current_balances(conn, "system/upstream_cost")
-        tree = await _tree(request).tree()
-        channels = {
-            c["id"]: c for rt in tree["route_types"] for b in rt["brands"] for c in b["channels"]
-        }
-        rows = present.margins(revenue, costs)
-        totals: dict[str, dict[str, int]] = {}
-        for r in rows:
-            t = totals.setdefault(r["unit"], {"charged_micro": 0, "upstream_cost_micro": 0})
-            t["charged_micro"] += r["charged_micro"]
-            t["upstream_cost_micro"] += r["upstream_cost_micro"]
+    async def margins(
+        self,
+        request: Request[Any, Any, Any],
+        session: SessionParam,
+        group_by: str = "channel",
+        from_: str | None = Parameter(query="from", default=None),
+        to: str | None = None,
+    ) -> Template:
+        """Revenue against upstream cost per group, as ``GET /admin/v1/margins`` reports it."""
+        refuse_nul(group_by=group_by, from_=from_, to=to)
+        groups = margins_admin.parse_groups(group_by)
+        start, end = margins_admin.window(from_ or None, to or None)
+        rows = await margins_admin.margin_report(request, groups, start, end)
+        views = [margins_admin.row_view(r) for r in rows]
+        total = margins_admin.row_view(margins.total(rows))
         return page(
-            "margins.html", session, nav="margins", rows=rows, channels=channels, totals=totals
+            "margins.html",
+            session,
+            nav="margins",
+            rows=views,
+            total=total,
+            group_by=groups,
+            group_keys=list(margins.GROUPS),
+            start=start,
+            end=end,
+            csv_query=urlencode(
+                {"group_by": ",".join(groups), "from": start.isoformat(), "to": end.isoformat()}
+            ),
+            charts=present.margin_charts(groups, views),
         )
+
+    @get("/receipt")
+    async def receipt_lookup(
+        self,
+        session: SessionParam,  # noqa: ARG002 - signed in, or redirected to the login
+        request_id: str = "",
+    ) -> Redirect:
+        """The receipt form's target: on to the receipt's operator page."""
+        refuse_nul(request_id=request_id)
+        return Redirect(path=f"/ui/admin/receipts/{quote(request_id.strip(), safe='')}")
+
+    @get("/receipts/{request_id:str}")
+    async def receipt(
+        self, request: Request[Any, Any, Any], session: SessionParam, request_id: str
+    ) -> Template:
+        """A receipt of any account with each attempt's upstream cost and margin."""
+        refuse_nul(request_id=request_id)
+        async with request.app.state.pool.acquire() as conn:
+            found = await margins.operator_receipt(conn, request_id)
+        if found is None:
+            raise errors.NotFoundError(f"No receipt '{request_id}' (yet).", param="request_id")
+        receipt = margins_admin.costed_receipt(*found)
+        return page("operator_receipt.html", session, nav="margins", receipt=receipt)
 
     @get("/alerts")
     async def alerts(self, request: Request[Any, Any, Any], session: SessionParam) -> Template:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from tollway.edge.ui import charts
 from tollway.events.pricing import format_micro
 
 # What a usage chart can show, and the usage row field it reads (tokens add input and output).
@@ -140,33 +141,23 @@ def movements(payload: dict[str, Any], account_id: str) -> list[dict[str, Any]]:
     ]
 
 
-def margins(revenue: list[dict[str, Any]], costs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Charged against upstream cost per channel and unit, from the system ledger accounts.
+def margin_charts(groups: tuple[str, ...], rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """One chart per unit: the margin of each comparable group (negative bars point down).
 
-    ``revenue`` rows are ``system/revenue/<channel>`` balances (what tenants were charged for the
-    channel's answers); ``costs`` rows are ``system/upstream_cost/<channel>`` (tokens of failed
-    attempts the operator owes the channel and nobody paid for).
+    Groups whose two sides are not in one unit have no margin, so no bar: the table shows both
+    sides and says why.
     """
-    table: dict[tuple[str, str], dict[str, Any]] = {}
-    for rows, field in ((revenue, "charged_micro"), (costs, "upstream_cost_micro")):
-        for r in rows:
-            channel = r["account"].rsplit("/", 1)[-1]
-            entry = table.setdefault(
-                (channel, r["unit"]),
-                {
-                    "channel_id": channel,
-                    "unit": r["unit"],
-                    "charged_micro": 0,
-                    "upstream_cost_micro": 0,
-                },
-            )
-            entry[field] += int(r["amount"])
-    out = []
-    for key in sorted(table):
-        entry = table[key]
-        entry["margin_micro"] = entry["charged_micro"] - entry["upstream_cost_micro"]
-        out.append(entry)
-    return out
+    by_unit: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["comparable"]:
+            by_unit.setdefault(r["unit"], []).append(r)
+    drawn = []
+    for unit, comparable in sorted(by_unit.items()):
+        labels = [" · ".join(str(r.get(g) or "—") for g in groups) for r in comparable]
+        title = f"Margin per {' · '.join(groups)} ({unit})"
+        values = [int(r["margin_micro"]) for r in comparable]
+        drawn.append((title, charts.signed_bars(labels, values, title=title, value_format=money)))
+    return drawn
 
 
 def safe_next(target: str | None, default: str) -> str:

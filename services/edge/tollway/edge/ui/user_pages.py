@@ -24,6 +24,7 @@ from tollway.edge.listing import decode_cursor, encode_cursor, refuse_nul
 from tollway.edge.store import ReceiptQuery
 from tollway.edge.ui import charts, present
 from tollway.edge.ui.guards import SessionParam, form, page, user_session
+from tollway.events.ledger import OPERATOR_ONLY
 from tollway.ledger import finance_store
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class UserPages(Controller):
             rows = await finance_store.entries(conn, account_id, 2**62, ENTRIES)
         entries = []
         for r in rows:
+            if r["type"] in OPERATOR_ONLY:
+                continue  # the operator's upstream cost: journaled under the account, not its own
             payload = _payload(r["payload"])
             movements = present.movements(payload, account_id)
             entries.append({**r, "payload": payload, "movements": movements})
