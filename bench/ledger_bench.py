@@ -1,6 +1,7 @@
 """Ledger throughput: settle (Kafka -> Postgres, batched) and replay, in events per second.
 
     python bench/ledger_bench.py [--requests N] [--batch B] [--durable] [--per-event]
+                                 [--no-resident]
 
 Starts an embedded Postgres and broker (no other service), publishes N top-ups-backed requests
 and then their attempts and finishes, and runs the ledger's own consumer (the exactly-once
@@ -17,8 +18,10 @@ goes. Writes a Markdown report to bench/results/ledger.md (``--out`` to name ano
 Measures only; asserts nothing.
 
 ``--durable``: Postgres with fsync and synchronous commit on (the default is the throwaway
-test cluster's fsync off). ``--per-event``: the handler with every record through its per-event
-use case, as the ledger applied all of them before runs were folded (the same-run "before").
+test cluster's fsync off). ``--no-resident``: folded runs over state loaded from Postgres for
+each batch (nothing kept in memory across batches). ``--per-event``: the handler with every
+record through its per-event use case, as the ledger applied all of them before runs were
+folded (the same-run "before").
 """
 
 from __future__ import annotations
@@ -69,6 +72,22 @@ CHANNEL = Candidate(
     upstream_model="m",
     price=Price(input=150_000, output=600_000),
 )
+
+
+def handler_for(args: argparse.Namespace) -> LedgerHandler:
+    """The handler the options name (the production one by default)."""
+    if args.per_event:
+        return PerEventHandler()
+    return LedgerHandler(resident=not args.no_resident)
+
+
+def mode(args: argparse.Namespace) -> str:
+    """The handler's mode, as the report names it."""
+    if args.per_event:
+        return "per event (nothing folded)"
+    if args.no_resident:
+        return "folded runs, state loaded per batch"
+    return "folded runs, partition state kept in memory across batches"
 
 
 class PerEventHandler(LedgerHandler):
@@ -233,7 +252,7 @@ async def ledger_phase(stack: Stack, args: argparse.Namespace) -> dict[str, Any]
         bootstrap=stack.bootstrap,
         group_id="ledger",
         topics=[topics.REQUESTS, topics.USAGE],
-        handler=PerEventHandler() if args.per_event else LedgerHandler(),
+        handler=handler_for(args),
         relay=relay,
         max_records=args.batch,
     )
@@ -307,7 +326,7 @@ def report(
             f" {args.accounts} accounts, consumer batch {args.batch}, embedded Postgres"
             f" ({'fsync on' if args.durable else 'fsync off'}) and broker, everything in one"
             " process on this machine; handler: "
-            f"{'per event (nothing folded)' if args.per_event else 'folded runs'}."
+            f"{mode(args)}."
         ),
         "",
         "| measure | events/s | vs. batched INSERT baseline |",
@@ -361,7 +380,7 @@ async def main_async(args: argparse.Namespace) -> str:
             progress("baselines")
             base = await baselines(stack.dsn, 50_000)
             led = await ledger_phase(stack, args)
-            handler = PerEventHandler() if args.per_event else LedgerHandler()
+            handler = handler_for(args)
             rep, profile = await replay_phase(stack, handler)
         finally:
             stack.stop()
@@ -376,6 +395,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--durable", action="store_true", help="fsync and synchronous commit on")
     parser.add_argument("--per-event", action="store_true", help="nothing folded (the before)")
+    parser.add_argument(
+        "--no-resident", action="store_true", help="folded, but state loaded for each batch"
+    )
     parser.add_argument("--out", default="ledger.md", help="report file under bench/results")
     args = parser.parse_args()
     text = asyncio.run(main_async(args))

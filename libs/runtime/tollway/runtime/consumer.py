@@ -23,7 +23,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import asyncpg
 import orjson
@@ -46,7 +46,7 @@ from tollway.runtime.outbox import Outgoing, write_outbox
 from tollway.runtime.tracing import TRACE_HEADERS, with_causes
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
     from tollway.runtime.outbox import OutboxRelay
 
@@ -81,6 +81,38 @@ class BatchHandler(Protocol):
 
     async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply ``records`` in order."""
+        ...
+
+
+@runtime_checkable
+class PartitionState(Protocol):
+    """A handler that keeps state in memory per partition across batches.
+
+    The consumer tells it what its memory may hold: a partition assigned (called inside the
+    repeatable-read snapshot its stored offsets are read in, so what it loads is the state
+    those offsets describe), a partition revoked, a batch's transaction committed or failed
+    (fenced, retried, poisoned: anything the batch folded must then be forgotten).
+    """
+
+    async def assigned(
+        self,
+        conn: asyncpg.Connection,
+        partitions: Collection[TopicPartition],
+        counts: Mapping[str, int],
+    ) -> None:
+        """``partitions`` are this consumer's now (``counts``: partitions per topic, 0 unknown)."""
+        ...
+
+    def revoked(self, partitions: Collection[TopicPartition]) -> None:
+        """``partitions`` are no longer this consumer's."""
+        ...
+
+    def committed(self) -> None:
+        """The batch the handler was last called for committed."""
+        ...
+
+    def rolled_back(self) -> None:
+        """The batch the handler was last called for did not commit."""
         ...
 
 
@@ -147,6 +179,7 @@ class TransactionalConsumer:
         self._group = group_id
         self._topics = list(topics)
         self._handler = handler
+        self._state = handler if isinstance(handler, PartitionState) else None
         self._relay = relay
         self._max_records = max_records
         # A group reading another service's topic leaves dead-lettering to the topic's owner, so
@@ -210,16 +243,31 @@ class TransactionalConsumer:
     async def load_stored(
         self, partitions: Collection[TopicPartition]
     ) -> dict[tuple[str, int], int]:
-        """Read ``partitions``' stored offsets from Postgres into memory (-1: none stored yet)."""
-        rows = await self._pool.fetch(self._select_offsets, self._group, self._topics)
+        """Read ``partitions``' stored offsets from Postgres into memory (-1: none stored yet).
+
+        A handler that keeps partition state loads it in the same snapshot.
+        """
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            rows = await conn.fetch(self._select_offsets, self._group, self._topics)
+            if self._state is not None:
+                await self._state.assigned(conn, partitions, self._partition_counts())
         stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
         for tp in partitions:
             self._stored[(tp.topic, tp.partition)] = stored.get((tp.topic, tp.partition), -1)
             self._skipped.pop((tp.topic, tp.partition), None)
         return self._stored
 
+    def _partition_counts(self) -> dict[str, int]:
+        """Partitions per consumed topic, as far as the broker's metadata says (0: unknown)."""
+        return {t: len(self._consumer.partitions_for_topic(t) or ()) for t in self._topics}
+
     def forget(self, partitions: Collection[TopicPartition]) -> None:
         """Drop what this consumer knew of ``partitions``' stored offsets (they were revoked)."""
+        if self._state is not None:
+            self._state.revoked(partitions)
         for tp in partitions:
             self._stored.pop((tp.topic, tp.partition), None)
             self._skipped.pop((tp.topic, tp.partition), None)
@@ -300,8 +348,33 @@ class TransactionalConsumer:
         ends = self._with_skipped(ends)
         if not ends:
             return []
+        try:
+            committed = await self._transact(records, fresh, outgoing, ends, isolate=isolate)
+        except BaseException:
+            # Whatever the handler folded in memory did not commit (a failed COMMIT included).
+            if self._state is not None:
+                self._state.rolled_back()
+            raise
+        if self._state is not None:
+            self._state.committed()
+        for tp, _, next_offset in ends:
+            self._stored[(tp.topic, tp.partition)] = next_offset
+        self._skipped.clear()
+        self._observe(records, ends)
+        return committed
+
+    async def _transact(
+        self,
+        records: list[Record],
+        fresh: list[Any],
+        outgoing: list[Outgoing],
+        ends: list[tuple[TopicPartition, int, int]],
+        *,
+        isolate: bool,
+    ) -> list[tuple[int, Outgoing]]:
+        """One transaction: the handler's effects, the outbox rows, the fenced offsets."""
         async with self._pool.acquire() as conn, conn.transaction():
-            outgoing.extend(await self._handle(conn, records, isolate=isolate))
+            outgoing = [*outgoing, *await self._handle(conn, records, isolate=isolate)]
             outgoing = with_causes(outgoing, _trace_causes(fresh, records))
             committed = await write_outbox(conn, self._schema, outgoing)
             moved = await conn.fetchval(
@@ -314,10 +387,6 @@ class TransactionalConsumer:
             )
             if moved != len(ends):
                 raise FencedError([tp for tp, _, _ in ends])
-        for tp, _, next_offset in ends:
-            self._stored[(tp.topic, tp.partition)] = next_offset
-        self._skipped.clear()
-        self._observe(records, ends)
         return committed
 
     def _skip(self, ends: list[tuple[TopicPartition, int, int]]) -> bool:

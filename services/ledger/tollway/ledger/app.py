@@ -48,7 +48,9 @@ async def serve(settings: LedgerSettings) -> None:
                 bootstrap=settings.kafka_bootstrap_servers,
                 group_id=settings.group_id,
                 topics=[topics.REQUESTS, topics.USAGE],
-                handler=LedgerHandler(ReconPolicy(parse_threshold(settings.recon_drift_threshold))),
+                handler=LedgerHandler(
+                    ReconPolicy(parse_threshold(settings.recon_drift_threshold)), resident=True
+                ),
                 relay=relay,
                 max_records=settings.batch_size,
             )

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 import orjson
 
 from tollway.ledger import cost_store, domain, recon_store
+from tollway.ledger.expiry import partition_of
 from tollway.ledger.fold import Effects, Hold, State
 from tollway.ledger.receipt_model import ReceiptRow
+from tollway.ledger.resident import Memory
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -40,6 +42,12 @@ FROM ledger.receipts WHERE request_id = ANY($1)
 SELECT_LIMITED = """
 SELECT 'account' AS kind, account_id AS id FROM ledger.budgets WHERE account_id = ANY($1)
 UNION SELECT 'request', request_id FROM ledger.budget_usage WHERE request_id = ANY($2)
+"""
+# A partition's accounts (every account with a bucket; filtered by its key's partition) and
+# the requests in flight among them, loaded when the partition is assigned.
+SELECT_ACCOUNTS = "SELECT DISTINCT account_id FROM ledger.buckets"
+SELECT_OPEN_REQUESTS = """
+SELECT DISTINCT request_id FROM ledger.holds WHERE status = 'open' AND account_id = ANY($1)
 """
 
 INSERT_JOURNAL = """
@@ -69,8 +77,9 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
     $7::text[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::bigint[])
 """
 UPDATE_HOLDS = """
-UPDATE ledger.holds h SET status = u.status, closed_at = u.closed_at
-FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(hold_id, status, closed_at)
+UPDATE ledger.holds h SET status = u.status, closed_at = u.closed_at, deadline_at = u.deadline_at
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+    AS u(hold_id, status, closed_at, deadline_at)
 WHERE h.hold_id = u.hold_id
 """
 INSERT_RECEIPTS = """
@@ -103,11 +112,13 @@ async def load(
 ) -> State:
     """The state a batch over ``accounts`` and ``requests`` decides on, in four statements."""
     state = State()
-    for r in await conn.fetch(SELECT_BUCKETS, list(accounts)):
+    for r in await conn.fetch(SELECT_BUCKETS, list(accounts)) if accounts else ():
         state.units[(r["account_id"], r["bucket"])] = r["unit"]
     names = [domain.bucket_account(a, b) for a, b in state.units]
-    for r in await conn.fetch(SELECT_BALANCES, names):
+    for r in await conn.fetch(SELECT_BALANCES, names) if names else ():
         state.balances[(r["account"], r["unit"])] = int(r["amount"])
+    if not requests:
+        return state
     by_request: dict[str, list[Hold]] = defaultdict(list)
     for r in await conn.fetch(SELECT_HOLDS, list(requests)):
         by_request[r["request_id"]].append(Hold(**dict(r)))
@@ -117,6 +128,50 @@ async def load(
         fields["body"] = orjson.loads(fields["body"])
         state.receipts[r["request_id"]] = ReceiptRow(**fields)
     return state
+
+
+async def fill(
+    conn: asyncpg.Connection, memory: Memory, accounts: Collection[str], requests: Collection[str]
+) -> None:
+    """Load into ``memory`` the accounts and requests it does not know yet (in bulk)."""
+    new_accounts = sorted({a for a in accounts if a not in memory.accounts})
+    new_requests = sorted({r for r in requests if r not in memory.requests})
+    if not new_accounts and not new_requests:
+        return
+    state = memory.state
+    if new_requests:
+        # A request without a receipt has no holds and no budget usage either (they are
+        # written together): new requests, the usual case, cost this one statement.
+        for r in await conn.fetch(SELECT_RECEIPTS, new_requests):
+            fields = dict(r)
+            fields["body"] = orjson.loads(fields["body"])
+            state.receipts[r["request_id"]] = ReceiptRow(**fields)
+    existing = [r for r in new_requests if r in state.receipts]
+    loaded = await load(conn, new_accounts, existing) if new_accounts or existing else State()
+    limited_accounts, limited_requests = (
+        await limited(conn, new_accounts, existing) if new_accounts or existing else (set(), set())
+    )
+    state.units.update(loaded.units)
+    state.balances.update(loaded.balances)
+    state.holds.update(loaded.holds)
+    state.receipts.update(loaded.receipts)
+    for a in new_accounts:
+        memory.accounts[a] = a in limited_accounts
+    for r in new_requests:
+        memory.requests[r] = r in limited_requests
+
+
+async def load_partition(conn: asyncpg.Connection, partition: int, partitions: int) -> Memory:
+    """A partition's accounts and requests in flight, read in bulk (on assignment)."""
+    accounts = [
+        r["account_id"]
+        for r in await conn.fetch(SELECT_ACCOUNTS)
+        if partition_of(r["account_id"], partitions) == partition
+    ]
+    requests = [r["request_id"] for r in await conn.fetch(SELECT_OPEN_REQUESTS, accounts)]
+    memory = Memory()
+    await fill(conn, memory, accounts, requests)
+    return memory
 
 
 async def write(conn: asyncpg.Connection, state: State, effects: Effects) -> None:
@@ -182,7 +237,11 @@ async def _holds(conn: asyncpg.Connection, effects: Effects) -> None:
     if effects.changed:
         hs = list(effects.changed.values())
         await conn.execute(
-            UPDATE_HOLDS, [h.hold_id for h in hs], [h.status for h in hs], [h.closed_at for h in hs]
+            UPDATE_HOLDS,
+            [h.hold_id for h in hs],
+            [h.status for h in hs],
+            [h.closed_at for h in hs],
+            [h.deadline_at for h in hs],
         )
 
 

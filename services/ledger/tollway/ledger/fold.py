@@ -1,10 +1,10 @@
 """The ledger's hot path as a pure fold: authorize, record an attempt, settle.
 
 A batch's state (the accounts' buckets and balances, the requests' holds and receipts) is
-loaded once, in bulk, by :mod:`tollway.ledger.batch_store`; each record is then decided against
-that state in memory and its events are folded back into it, so the next record of the batch
-sees them. Nothing here awaits, reads a clock or touches a database: the same records over the
-same state always give the same events, byte for byte, live or in a replay.
+loaded in bulk by :mod:`tollway.ledger.batch_store` when not already in memory; each record is
+then decided against that state and its events are folded back into it, so the next record
+of the batch sees them. Nothing here awaits, reads a clock or touches a database: the same
+records over the same state always give the same events, byte for byte, live or in a replay.
 
 ``decide_*`` read the state and return a :class:`Decision` (journal events, messages for other
 topics, projection changes); :func:`evolve` folds a decision into the state and into the
@@ -13,8 +13,10 @@ batch's :class:`Effects`, which the store writes in one transaction with multi-r
 :mod:`tollway.ledger.fold_usage` decides attempts and finishes over the same state.
 
 The fold covers what the hot path does for accounts without budgets or task envelopes (the
-router's plans, attempts and finishes); budgets, tasks, top-ups, ticks, extensions and
-corrections go through the per-event use cases (see :mod:`tollway.ledger.handlers`).
+router's plans, attempts and finishes), and the clock's ticks and hold extensions
+(:mod:`tollway.ledger.fold_expiry`); budgets, tasks, top-ups and corrections go through the
+per-event use cases (see :mod:`tollway.ledger.handlers`). The state a batch decides over is
+kept per partition across batches (:mod:`tollway.ledger.resident`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from tollway.ledger.receipt_model import ReceiptRow
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
+    from collections.abc import MutableMapping
     from datetime import datetime
 
     from tollway.events.envelope import Envelope, Payload
@@ -75,10 +78,10 @@ class State:
     ``receipts``: request -> its receipt.
     """
 
-    units: dict[tuple[str, str], str] = field(default_factory=dict)
-    balances: dict[tuple[str, str], int] = field(default_factory=dict)
-    holds: dict[str, tuple[Hold, ...]] = field(default_factory=dict)
-    receipts: dict[str, ReceiptRow] = field(default_factory=dict)
+    units: MutableMapping[tuple[str, str], str] = field(default_factory=dict)
+    balances: MutableMapping[tuple[str, str], int] = field(default_factory=dict)
+    holds: MutableMapping[str, tuple[Hold, ...]] = field(default_factory=dict)
+    receipts: MutableMapping[str, ReceiptRow] = field(default_factory=dict)
 
     def available(self, account_id: str, bucket: str, unit: str) -> int:
         """A bucket's spendable balance in ``unit`` (0 when it never moved)."""
@@ -148,9 +151,12 @@ def evolve(state: State, effects: Effects, decision: Decision) -> None:
         else:
             effects.outgoing.append(item)
     for hold in decision.holds:
-        others = [h for h in state.holds.get(hold.request_id, ()) if h.hold_id != hold.hold_id]
+        before = state.holds.get(hold.request_id, ())
+        others = [h for h in before if h.hold_id != hold.hold_id]
         state.holds[hold.request_id] = tuple(sorted([*others, hold], key=lambda h: h.hold_id))
-        if hold.hold_id in effects.opened or hold.status == "open":
+        # New to the state (placed now) or placed earlier in this batch: inserted in its final
+        # state. Anything else (closed, or extended while open) is an update.
+        if hold.hold_id in effects.opened or len(others) == len(before):
             effects.opened[hold.hold_id] = hold
         else:
             effects.changed[hold.hold_id] = hold

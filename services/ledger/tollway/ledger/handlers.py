@@ -43,6 +43,7 @@ from tollway.ledger import (
     domain,
     expiry,
     fold,
+    fold_expiry,
     fold_usage,
     limits_store,
     losses,
@@ -57,12 +58,14 @@ from tollway.ledger import (
 from tollway.ledger.authorize import authorize
 from tollway.ledger.journal import emit as _emit
 from tollway.ledger.journal import journal as _journal
+from tollway.ledger.resident import Call, Memory, Resident
 from tollway.runtime.outbox import Outgoing
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Mapping, Sequence
 
     import asyncpg
+    from aiokafka import TopicPartition
 
     from tollway.runtime.consumer import Record
 
@@ -73,16 +76,28 @@ class LedgerHandler:
     """Applies gw.requests and gw.usage records; returns the events to publish after commit.
 
     Runs of requests, attempts and finishes are folded in memory (:mod:`tollway.ledger.fold`)
-    over state loaded in bulk for the run, and written back with multi-row statements; the
-    other records (top-ups, budgets and tasks, ticks, extensions, corrections, prices), and
-    the requests of accounts with budgets or task envelopes, go through their use cases one at
-    a time. The two never overlap: a folded run is written before the next record is applied
-    the other way, and its state is read again after it, so each sees the other's effects.
+    over the state of their partition and written back with multi-row statements; the other
+    records (top-ups, budgets and tasks, ticks, extensions, corrections, prices), and the
+    requests of accounts with budgets or task envelopes, go through their use cases one at a
+    time, after which their partition's state is read again from Postgres (inside the same
+    transaction), so each sees the other's effects.
+
+    ``resident``: keep each partition's state in memory across batches
+    (:mod:`tollway.ledger.resident`); the consumer then tells the handler when a batch
+    commits or fails, and which partitions it is assigned or loses. Without it every call
+    loads what it needs from Postgres.
     """
 
-    def __init__(self, recon_policy: recon_apply.ReconPolicy | None = None) -> None:
-        """``recon_policy``: when an imported invoice's drift raises an alert."""
+    def __init__(
+        self, recon_policy: recon_apply.ReconPolicy | None = None, *, resident: bool = False
+    ) -> None:
+        """``recon_policy``: when an imported invoice's drift raises an alert.
+
+        ``resident``: see the class docstring.
+        """
         self._recon = recon_policy or recon_apply.ReconPolicy()
+        self._resident = Resident() if resident else None
+        self._call: Call = Resident().call()
 
     async def __call__(self, conn: asyncpg.Connection, records: Sequence[Record]) -> list[Outgoing]:
         """Apply each record once (duplicates by event id are skipped)."""
@@ -95,16 +110,68 @@ class LedgerHandler:
                 continue
             fresh.discard(env.id)  # a second copy in this batch is a duplicate too
             todo.append(record)
+        owner = self._resident or Resident()
+        # A call that raises leaves its layers behind: nothing it folded reaches memory.
+        self._call = owner.call()
         out: list[Outgoing] = []
-        for folded, group in itertools.groupby(todo, key=_foldable_type):
+        for (_, folded), group in itertools.groupby(todo, key=_partition_and_kind):
             run = list(group)
             out.extend(await (self._fold_run(conn, run) if folded else self._one_by_one(conn, run)))
+        owner.returned(self._call)
         return out
 
+    # --- the consumer's partition-state hooks (:class:`tollway.runtime.consumer.PartitionState`)
+
+    async def assigned(
+        self,
+        conn: asyncpg.Connection,
+        partitions: Collection[TopicPartition],
+        counts: Mapping[str, int],
+    ) -> None:
+        """Load assigned partitions in bulk, in the snapshot their stored offsets were read in."""
+        if self._resident is None:
+            return
+        numbers = {tp.partition: counts.get(tp.topic, 0) for tp in partitions}
+        self._resident.drop(numbers)
+        for partition, count in sorted(numbers.items()):
+            if count > 0:
+                memory = await batch_store.load_partition(conn, partition, count)
+                self._resident.install(partition, memory)
+
+    def revoked(self, partitions: Collection[TopicPartition]) -> None:
+        """Forget revoked partitions (their next owner loads them from Postgres)."""
+        if self._resident is not None:
+            self._resident.drop({tp.partition for tp in partitions})
+
+    def committed(self) -> None:
+        """The batch committed: what it folded is the partitions' state."""
+        if self._resident is not None:
+            self._resident.commit()
+
+    def rolled_back(self) -> None:
+        """The batch failed: drop its state (loaded again from Postgres when next needed)."""
+        if self._resident is not None:
+            self._resident.rollback()
+
+    def forget(self) -> None:
+        """Forget every partition's state (before applying a log to another database)."""
+        if self._resident is not None:
+            self._resident.clear()
+
+    def memory(self, partition: int) -> Memory | None:
+        """A partition's committed in-memory state (None when not loaded)."""
+        return None if self._resident is None else self._resident.committed(partition)
+
+    # --- applying runs -------------------------------------------------------------------------
+
     async def _fold_run(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
-        accounts = {r.envelope.payload.account_id for r in run}  # type: ignore[attr-defined]
-        requests = {r.envelope.payload.request_id for r in run}  # type: ignore[attr-defined]
-        limited_accounts, limited_requests = await batch_store.limited(conn, accounts, requests)
+        usage = [r for r in run if not _is_tick(r)]
+        accounts = {r.envelope.payload.account_id for r in usage}  # type: ignore[attr-defined]
+        requests = {r.envelope.payload.request_id for r in usage}  # type: ignore[attr-defined]
+        memory = self._call.memory(run[0].partition)
+        await batch_store.fill(conn, memory, accounts, requests)
+        limited_accounts = {a for a in accounts if memory.accounts.get(a)}
+        limited_requests = {r for r in requests if memory.requests.get(r)}
 
         def foldable(record: Record) -> bool:
             p = record.envelope.payload
@@ -117,19 +184,54 @@ class LedgerHandler:
         out: list[Outgoing] = []
         for folded, group in itertools.groupby(run, key=foldable):
             part = list(group)
-            if folded:
-                effects = await _fold(conn, part)
-                out.extend(effects.outgoing)
-                out.extend(await recon_apply.response_alerts(conn, effects.recon, self._recon))
-            else:
+            if not folded:
                 out.extend(await self._one_by_one(conn, part))
+                continue
+            # A tick is decided alone: the holds it may expire include the ones placed just
+            # before it, which the run written before it put in Postgres.
+            for ticks, pieces in itertools.groupby(part, key=_is_tick):
+                piece = list(pieces)
+                for tick in piece if ticks else ():
+                    out.extend(await self._tick(conn, tick))
+                if not ticks:
+                    effects = await _fold(conn, piece, self._call.memory(piece[0].partition))
+                    out.extend(effects.outgoing)
+                    out.extend(await recon_apply.response_alerts(conn, effects.recon, self._recon))
         return out
+
+    async def _tick(self, conn: asyncpg.Connection, record: Record) -> list[Outgoing]:
+        """Expire the partition's overdue holds in the fold (read first, decide, write)."""
+        env = cast("Envelope[ClockTicked]", record.envelope)
+        tick = env.payload
+        due = [
+            h
+            for h in await store.expirable_holds(conn, tick.expire_before, tick.requests_before)
+            if expiry.partition_of(h["account_id"], tick.partitions) == tick.partition
+        ]
+        if not due:
+            return []
+        memory = self._call.memory(record.partition)
+        requests = {h["request_id"] for h in due}
+        await batch_store.fill(conn, memory, {h["account_id"] for h in due}, requests)
+        if any(memory.requests.get(r) for r in requests):
+            return await self._one_by_one(conn, [record])  # holds counted against a budget
+        state = memory.state
+        held = {h.hold_id: h for r in requests for h in state.holds.get(r, ())}
+        decision = fold_expiry.decide_tick(state, env, [held[h["hold_id"]] for h in due])
+        effects = fold.Effects()
+        fold.evolve(state, effects, decision)
+        await batch_store.write(conn, state, effects)
+        log.info("holds_expired", count=len(due), partition=tick.partition)
+        return effects.outgoing
 
     async def _one_by_one(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
         out: list[Outgoing] = []
         async with store.receipt_batch(conn):
             for record in run:
                 out.extend(await self._apply(conn, record))
+        # The use cases wrote to Postgres directly: the partition's state is read again.
+        for partition in {r.partition for r in run}:
+            self._call.forget(partition)
         return out
 
     async def _apply(self, conn: asyncpg.Connection, record: Record) -> list[Outgoing]:
@@ -150,11 +252,19 @@ class LedgerHandler:
         return []
 
 
-_FOLDED = (RequestReceived, AttemptFinished, RequestFinished)
+_FOLDED = (RequestReceived, AttemptFinished, RequestFinished, ClockTicked, HoldExtensionRequested)
 
 
 def _foldable_type(record: Record) -> bool:
     return isinstance(record.envelope.payload, _FOLDED)
+
+
+def _is_tick(record: Record) -> bool:
+    return isinstance(record.envelope.payload, ClockTicked)
+
+
+def _partition_and_kind(record: Record) -> tuple[int, bool]:
+    return record.partition, _foldable_type(record)
 
 
 def decide(state: fold.State, record: Record) -> fold.Decision:
@@ -164,14 +274,17 @@ def decide(state: fold.State, record: Record) -> fold.Decision:
         return fold.decide_request(state, env, record.offset)
     if isinstance(env.payload, AttemptFinished):
         return fold_usage.decide_attempt(state, env)
+    if isinstance(env.payload, HoldExtensionRequested):
+        return fold_expiry.decide_extension(state, env)
     return fold_usage.decide_finish(state, env)
 
 
-async def _fold(conn: asyncpg.Connection, run: list[Record]) -> fold.Effects:
-    """Load the run's state in bulk, fold every record over it, write the effects at once."""
+async def _fold(conn: asyncpg.Connection, run: list[Record], memory: Memory) -> fold.Effects:
+    """Fold every record over the partition's state (loading what it lacks), write at once."""
     accounts = {r.envelope.payload.account_id for r in run}  # type: ignore[attr-defined]
     requests = {r.envelope.payload.request_id for r in run}  # type: ignore[attr-defined]
-    state = await batch_store.load(conn, accounts, requests)
+    await batch_store.fill(conn, memory, accounts, requests)
+    state = memory.state
     effects = fold.Effects()
     for record in run:
         decision = decide(state, record)

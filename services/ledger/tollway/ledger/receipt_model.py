@@ -1,17 +1,24 @@
 """A receipt as the ledger keeps it while a batch is folded: its row's columns and its body.
 
 The body is the JSON document the edge serves (see :mod:`tollway.ledger.receipts` for its
-fields). It is edited in place by the batch that owns it; the batch's state is discarded
-whole when its transaction fails, so no half-applied edit outlives it.
+fields). A row may be kept in memory across batches (:mod:`tollway.ledger.resident`), so it
+is never edited in place: :meth:`ReceiptRow.edit` hands out a copy of the body and
+:meth:`ReceiptRow.with_body` returns a new row, which the fold keeps only once its batch
+commits. A batch that fails leaves every row it read exactly as it was.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 if TYPE_CHECKING:
     from datetime import datetime
+
+
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
 @dataclass(slots=True)
@@ -33,10 +40,14 @@ class ReceiptRow:
         return str(self.body["status"])
 
     def edit(self) -> dict[str, Any]:
-        """The body to change (the batch owns it: see the module docstring)."""
-        return self.body
+        """A copy of the body to change (this row's own body is never changed).
+
+        Copied through its JSON form, the form it is stored in (C speed; a Python deep copy
+        was a tenth of a replay's time).
+        """
+        copied: dict[str, Any] = orjson.loads(orjson.dumps(self.body, option=_JSON_OPTIONS))
+        return copied
 
     def with_body(self, body: dict[str, Any]) -> ReceiptRow:
-        """Replace the body (the row itself, returned for chaining)."""
-        self.body = body
-        return self
+        """The same row with ``body``."""
+        return replace(self, body=body)

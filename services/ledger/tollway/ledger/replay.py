@@ -225,12 +225,20 @@ async def apply_records(
     handler: LedgerHandler | None = None,
 ) -> int:
     """Run ``records`` through the live handler, ``batch`` per transaction; return poison count."""
-    handler = handler or LedgerHandler()
+    # The live ledger's handler, keeping its state in memory across chunks: a chunk decides
+    # over what the chunks before it left, and only writes (in bulk) to the database.
+    handler = handler or LedgerHandler(resident=True)
+    handler.forget()  # a fresh database: nothing it knew of another one holds here
     failed = 0
     for start in range(0, len(records), batch):
         chunk = records[start : start + batch]
-        async with pool.acquire() as conn, conn.transaction():
-            failed += await _apply_chunk(conn, handler, chunk)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                failed += await _apply_chunk(conn, handler, chunk)
+        except BaseException:
+            handler.rolled_back()
+            raise
+        handler.committed()
         if progress is not None:
             progress("apply", start + len(chunk), len(records))
     return failed

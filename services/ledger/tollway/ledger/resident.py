@@ -1,0 +1,209 @@
+"""The ledger's state kept in memory per owned partition, across batches.
+
+gw.requests and gw.usage are co-partitioned by billing account, so partition N of both is one
+set of accounts with one writer. For each partition it owns, the ledger keeps a
+:class:`Memory`: the fold's :class:`~tollway.ledger.fold.State` (buckets, balances, open holds,
+receipts in progress) and what of it is known (which accounts and requests were loaded, and
+whether budgets limit them). A batch decides over it without reading Postgres again.
+
+What the memory holds is always what Postgres holds as of the offsets this consumer last
+stored, because it only ever changes with a commit:
+
+- a handler call folds into its own layer (``ChainMap`` over the partition's memory); the layer
+  joins the transaction's layers when the call returns, and is dropped when it raises (a poison
+  record applied alone in a savepoint leaves nothing in memory either);
+- :meth:`Resident.commit` (the consumer committed the batch) folds the transaction's layers
+  into the partitions' memory; :meth:`Resident.rollback` (the transaction failed, or was
+  fenced) drops them and the memory of every partition the batch touched, which is then
+  loaded again from Postgres;
+- records applied per event (their use cases write to Postgres directly) reset their
+  partition's layer to an empty one, loaded again from Postgres inside the same transaction;
+- a partition assigned is loaded in bulk from the projections in the snapshot its stored
+  offsets are read from; a partition revoked is forgotten.
+
+Requests without an open hold are evicted at commit (a later record of one loads it again), so
+memory holds the accounts and the requests in flight. Nothing here does IO.
+"""
+
+from __future__ import annotations
+
+from collections import ChainMap
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tollway.ledger import domain
+from tollway.ledger.fold import State
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, MutableMapping
+
+
+@dataclass(slots=True)
+class Memory:
+    """One partition's state and what of it is known.
+
+    ``accounts``: account -> whether budgets or tasks limit it (present: its buckets and
+    balances are in ``state``); ``requests``: request -> whether it counts against a budget
+    (present: its holds and receipt, if any, are in ``state``).
+    """
+
+    state: State = field(default_factory=State)
+    accounts: MutableMapping[str, bool] = field(default_factory=dict)
+    requests: MutableMapping[str, bool] = field(default_factory=dict)
+
+
+def _maps(memory: Memory) -> tuple[MutableMapping[Any, Any], ...]:
+    s = memory.state
+    return (s.units, s.balances, s.holds, s.receipts, memory.accounts, memory.requests)
+
+
+def child(memory: Memory) -> Memory:
+    """A layer over ``memory``: reads fall through, writes stay in the layer."""
+    units, balances, holds, receipts, accounts, requests = (ChainMap({}, m) for m in _maps(memory))
+    return Memory(State(units, balances, holds, receipts), accounts, requests)
+
+
+def _top(mapping: MutableMapping[Any, Any]) -> MutableMapping[Any, Any]:
+    return mapping.maps[0] if isinstance(mapping, ChainMap) else mapping
+
+
+def absorb(into: Memory, layer: Memory) -> None:
+    """Write ``layer``'s own changes into ``into`` (``layer`` must be a child of it)."""
+    for target, source in zip(_maps(into), _maps(layer), strict=True):
+        target.update(_top(source))
+
+
+def _touched(layer: Memory) -> set[str]:
+    """Requests a layer loaded or changed."""
+    return (
+        set(_top(layer.requests)) | set(_top(layer.state.holds)) | set(_top(layer.state.receipts))
+    )
+
+
+def _evict(memory: Memory, requests: Iterable[str], balances: Iterable[tuple[str, str]]) -> None:
+    """Forget requests without an open hold, and balances that are not a known bucket's."""
+    s = memory.state
+    for request_id in requests:
+        if not any(h.status == "open" for h in s.holds.get(request_id, ())):
+            s.holds.pop(request_id, None)
+            s.receipts.pop(request_id, None)
+            memory.requests.pop(request_id, None)
+    for key in balances:
+        account, _, bucket = key[0].rpartition("/")
+        if (account, bucket) not in s.units or domain.bucket_account(account, bucket) != key[0]:
+            s.balances.pop(key, None)
+
+
+@dataclass(slots=True)
+class Call:
+    """One handler call's layers, per partition."""
+
+    owner: Resident
+    layers: dict[int, Memory] = field(default_factory=dict)
+    reset: set[int] = field(default_factory=set)
+
+    def memory(self, partition: int) -> Memory:
+        """The partition's memory as this call sees it (its own layer over the batch's)."""
+        layer = self.layers.get(partition)
+        if layer is None:
+            layer = self.layers[partition] = child(self.owner.base(partition))
+        return layer
+
+    def forget(self, partition: int) -> None:
+        """Records were applied to Postgres directly: what memory held may be stale."""
+        self.owner.enter(partition)
+        self.layers[partition] = Memory()
+        self.reset.add(partition)
+
+
+class Resident:
+    """Committed memory per partition, and the layers of the transaction in progress."""
+
+    def __init__(self) -> None:
+        """Nothing known yet: every partition loads from Postgres when first used."""
+        self._committed: dict[int, Memory] = {}
+        self._txn: dict[int, Memory] = {}
+        self._txn_reset: set[int] = set()
+        # Bumped whenever a partition's committed memory is dropped or replaced: a transaction
+        # whose partition changed under it (revoked, assigned again mid-batch) keeps nothing.
+        self._epoch: dict[int, int] = {}
+        self._txn_epoch: dict[int, int] = {}
+
+    def call(self) -> Call:
+        """Layers for one handler call."""
+        return Call(self)
+
+    def base(self, partition: int) -> Memory:
+        """What a call's layer of ``partition`` goes over.
+
+        The transaction's layer, else the committed memory (the first call's layer then
+        becomes the transaction's), else a new empty memory.
+        """
+        self.enter(partition)
+        layer = self._txn.get(partition)
+        if layer is None:
+            layer = self._committed.get(partition)
+        if layer is None:
+            layer = self._txn[partition] = Memory()
+            self._txn_reset.add(partition)
+        return layer
+
+    def enter(self, partition: int) -> None:
+        """The transaction uses ``partition``: note which memory of it the transaction began on."""
+        self._txn_epoch.setdefault(partition, self._epoch.get(partition, 0))
+
+    def returned(self, call: Call) -> None:
+        """A call returned: its layers join the transaction's."""
+        for partition, layer in call.layers.items():
+            if partition in call.reset:
+                self._txn[partition] = layer
+                self._txn_reset.add(partition)
+            elif partition in self._txn:
+                absorb(self._txn[partition], layer)
+            else:
+                self._txn[partition] = layer  # over the committed memory: its changes on top
+
+    def commit(self) -> None:
+        """The transaction committed: its layers become the partitions' memory."""
+        for partition, layer in self._txn.items():
+            if self._epoch.get(partition, 0) != self._txn_epoch.get(partition):
+                self.drop([partition])  # changed hands meanwhile: loaded again when next used
+                continue
+            if partition in self._txn_reset:
+                memory = self._committed[partition] = layer
+            else:
+                memory = self._committed[partition]
+                absorb(memory, layer)
+            _evict(memory, _touched(layer), list(_top(layer.state.balances)))
+        self._end()
+
+    def _end(self) -> None:
+        self._txn.clear()
+        self._txn_reset.clear()
+        self._txn_epoch.clear()
+
+    def rollback(self) -> None:
+        """The transaction failed: drop its layers and what it touched (loaded again later)."""
+        self.drop(list(self._txn))
+        self._end()
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        """Forget ``partitions`` (revoked, or about to be loaded again)."""
+        for partition in partitions:
+            self._committed.pop(partition, None)
+            self._epoch[partition] = self._epoch.get(partition, 0) + 1
+
+    def clear(self) -> None:
+        """Forget every partition."""
+        self.drop(list(self._committed))
+        self.drop(list(self._txn))
+        self._end()
+
+    def install(self, partition: int, memory: Memory) -> None:
+        """``memory`` (loaded in bulk) is the partition's committed state."""
+        self._committed[partition] = memory
+        self._epoch[partition] = self._epoch.get(partition, 0) + 1
+
+    def committed(self, partition: int) -> Memory | None:
+        """The partition's committed memory, if any (read-only use: tests, digests)."""
+        return self._committed.get(partition)
