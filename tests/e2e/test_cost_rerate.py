@@ -20,10 +20,11 @@ import pytest
 from tests.conftest import wait_for
 from tests.e2e.route_kit import admin_client, new_channel, new_model, settled_receipt
 from tests.e2e.test_rerate import _done, _fence, _post, _verify
+from tests.e2e.ui_kit import login_operator, login_user, ui_client
 from tests.integration import ledger_io as io
 from tollway.events import topics
 from tollway.events.envelope import decode, make
-from tollway.events.pricing import CostPrice, Usage, upstream_cost_micro
+from tollway.events.pricing import CostPrice, Usage, format_micro, upstream_cost_micro
 from tollway.ledger import replay
 
 if TYPE_CHECKING:
@@ -260,6 +261,12 @@ def test_a_cost_rerating_changes_exactly_the_period_costs_of_the_channel_once(  
     assert attempt["upstream_cost"]["cost"][0]["amount_micro"] == rerated[inside[0]["request_id"]]
     assert attempt["upstream_cost"]["booked_micro"] == booked[inside[0]["request_id"]]
     assert [r["correction_id"] for r in attempt["upstream_cost"]["rerates"]] == [correction]
+    with ui_client(stack) as ui:
+        login_operator(ui)
+        page = ui.get(f"/ui/admin/receipts/{inside[0]['request_id']}")
+    assert page.status_code == 200
+    # The operator's page strikes the cost as first booked through, next to the re-rated one.
+    assert f"{format_micro(booked[inside[0]['request_id']])} CNY</s>" in page.text
 
     # Tenants: balances and receipts exactly as they were.
     for account_id in tenants:
@@ -268,6 +275,11 @@ def test_a_cost_rerating_changes_exactly_the_period_costs_of_the_channel_once(  
         shown = _tenant_receipt(stack, tenants[r["account_id"]], r["request_id"])
         assert shown.json() == receipts[r["request_id"]]
         assert not any(word in shown.text for word in TENANT_HIDDEN)
+    with ui_client(stack) as ui:
+        login_user(ui, first.api_key)
+        overview = ui.get("/ui/")
+    assert overview.status_code == 200
+    assert "upstream_cost" not in overview.text  # the cost re-rating's entries are the operator's
 
     done = _verify(stack, "verify_cost_rerate")
     assert done.returncode == 0, done.stdout + done.stderr

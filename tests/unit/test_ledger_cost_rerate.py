@@ -12,7 +12,15 @@ import pytest
 
 from tollway.edge import cost_rerates
 from tollway.edge.route_tree import CostPrices
+from tollway.events.ledger import (
+    OPERATOR_ONLY,
+    UpstreamCostBooked,
+    UpstreamCostRerateApplied,
+    UpstreamCostRerated,
+    UpstreamCostRerateRefused,
+)
 from tollway.events.pricing import CostPrice, Usage
+from tollway.events.recon import UpstreamCostReported
 from tollway.ledger import cost_rerate
 
 AT = datetime(2026, 11, 2, 12, tzinfo=UTC)
@@ -170,3 +178,13 @@ def test_the_dry_run_totals_add_up_per_channel_and_currency() -> None:
     assert (total["accounts"], total["attempts"]) == (2, 2)
     assert total["difference_micro"] == 2 * -2_110
     assert total["difference"] == "-0.004220"
+
+
+def test_every_operator_cost_entry_type_is_kept_from_tenants() -> None:
+    assert {
+        UpstreamCostBooked.TYPE,
+        UpstreamCostRerated.TYPE,
+        UpstreamCostRerateApplied.TYPE,
+        UpstreamCostRerateRefused.TYPE,
+        UpstreamCostReported.TYPE,
+    } <= OPERATOR_ONLY

@@ -339,13 +339,15 @@ class UpstreamCostRerateRefused(MoneyEvent):
 
 
 # Journal events a tenant never sees, though they are journaled under the tenant's account (its
-# partition): what the operator's upstreams cost, and its re-ratings.
+# partition): what the operator's upstreams cost, its re-ratings, and what the upstream said an
+# attempt cost (``tollway.events.recon.UpstreamCostReported``, which imports this module).
 OPERATOR_ONLY = frozenset(
     {
         UpstreamCostBooked.TYPE,
         UpstreamCostRerated.TYPE,
         UpstreamCostRerateApplied.TYPE,
         UpstreamCostRerateRefused.TYPE,
+        "ledger.upstream_cost_reported",
     }
 )
 
