@@ -114,11 +114,25 @@ def _entries(stack: Stack, correction: str) -> list[dict[str, Any]]:
 
 
 def _resend(stack: Stack, correction: str) -> None:
-    """The recorded commands on the log again under new event ids (the same payloads)."""
+    """The recorded commands on the log again under new event ids: as they were, and changed."""
     texts = io.fetchval(
         stack.dsn, "SELECT envelopes FROM edge.rerate_requests WHERE correction_id = $1", correction
     )
-    io.publish(stack.bootstrap, [make(decode(t.encode()).payload) for t in texts], topics.REQUESTS)
+    commands = [decode(t.encode()).payload for t in texts]
+    changed = [
+        c.model_copy(update={"cost": c.cost.model_copy(update={"input": 1})}) for c in commands
+    ]
+    io.publish(stack.bootstrap, [make(c) for c in (*commands, *changed)], topics.REQUESTS)
+
+
+def _refusals(stack: Stack, correction: str) -> list[dict[str, Any]]:
+    return io.fetch(
+        stack.dsn,
+        "SELECT account_id, body -> 'payload' ->> 'code' AS code FROM ledger.journal"
+        " WHERE type = 'ledger.upstream_cost_rerate_refused'"
+        " AND body -> 'payload' ->> 'correction_id' = $1",
+        correction,
+    )
 
 
 def _routes(stack: Stack) -> tuple[str, str, str, str]:
@@ -214,6 +228,10 @@ def test_a_cost_rerating_changes_exactly_the_period_costs_of_the_channel_once(  
     assert conflict.status_code == 409
     assert conflict.json()["error"]["code"] == "idempotency_key_reused"
     assert conflict.json()["error"]["original"]["cost_per_1m_micro"]["input"] == 1_400_000
+    # The same commands again changed nothing; changed ones under the same id were refused.
+    assert sorted((r["account_id"], r["code"]) for r in _refusals(stack, correction)) == sorted(
+        (a, "idempotency_key_reused") for a in tenants
+    )
     results = {a["account_id"]: a for a in outcome["accounts"]}
     for account_id in tenants:
         assert results[account_id]["status"] == "applied"
