@@ -399,8 +399,10 @@ def test_a_rerating_below_zero_is_flagged_and_skipped_unless_the_operator_allows
     assert skipped["status"] == "refused"
     assert skipped["code"] == "balance_below_owed"
     assert io.balance(stack.dsn, poor.account_id) == balance
+    # The cost side takes a cost price, not a bucket and sell prices: said, never guessed.
     assert cost.status_code == 400
-    assert cost.json()["error"]["code"] == "not_supported"
+    assert cost.json()["error"]["param"] == "bucket"
+    assert "cost side takes 'cost'" in cost.json()["error"]["message"]
 
     allowed = _cli(
         stack,

@@ -67,3 +67,10 @@ def test_derived_ids_are_deterministic_distinct_and_keep_the_cause_time() -> Non
     assert first == derived_id(cause, "hold")
     assert first != derived_id(cause, "settle")
     assert uuid.UUID(first).int >> 80 == uuid.UUID(cause.removeprefix("req_")).int >> 80
+
+
+def test_a_decoded_envelope_encodes_its_whole_payload() -> None:
+    env = make(_topup())
+    again = decode(encode(env))  # an Envelope[Payload]: the payload is declared as the base
+    assert encode(again) == encode(env)
+    assert orjson.loads(encode(again))["payload"]["amount_micro"] == 5

@@ -53,3 +53,29 @@ def test_allow_negative_is_for_all_accounts_or_the_named_ones(
 def test_dry_run_and_apply_exclude_each_other() -> None:
     with pytest.raises(SystemExit):
         _args("--dry-run", "--apply")
+
+
+def test_the_cost_side_sends_a_cost_price_and_no_bucket() -> None:
+    parser = argparse.ArgumentParser()
+    cli.register(parser)
+    args = parser.parse_args(
+        [
+            "rerate", "--side", "cost", "--correction-id", "cost-1", "--channel", "openai-pool",
+            "--from", "2026-11-02T00:00Z", "--to", "2026-11-03T00:00Z", "--currency", "CNY",
+            "--input", "0.7", "--output", "2.8", "--per-request", "0.00001",
+            "--reason", "the upstream's new price list", "--dry-run",
+        ]
+    )  # fmt: skip
+
+    body = rerate_cli.body(args)
+
+    assert body["side"] == "cost"
+    assert body["cost"] == {
+        "currency": "CNY",
+        "input": "0.7",
+        "output": "2.8",
+        "per_request": "0.00001",
+    }
+    assert "bucket" not in body
+    assert "prices" not in body
+    assert "allow_negative" not in body

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import orjson
 
 from tollway.cli import build_parser
-from tollway.events.envelope import make
+from tollway.events.envelope import decode, encode, make
 from tollway.events.limits import Alert
 from tollway.limits.cli import matches, render
 
@@ -51,3 +51,12 @@ def test_the_tollway_command_has_alerts_tail() -> None:
     assert args.follow
     assert args.scope == ["route"]
     assert callable(args.run)
+
+
+def test_json_lines_of_a_decoded_alert_keep_its_payload() -> None:
+    # The tail reads alerts off the topic: decoded, they are Envelope[Payload].
+    env = decode(encode(make(ALERT, occurred_at=ALERT.window_end)))
+    payload = orjson.loads(render(env, as_json=True))["payload"]
+    assert payload["metric"] == "error_rate"
+    assert payload["scope_id"] == "openai-direct"
+    assert payload["example_request_ids"] == ["req_1"]

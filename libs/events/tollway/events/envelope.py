@@ -90,9 +90,21 @@ def make(
     )
 
 
+def to_data(envelope: Envelope[Any]) -> dict[str, Any]:
+    """The envelope as JSON data, its payload serialized as its own registered type.
+
+    A decoded envelope is an ``Envelope[Payload]``: dumped as declared, its payload would be
+    serialized as the bare base class (``{}``). Dumping the payload by its own class keeps
+    every field, and is byte-identical for an envelope made with its concrete type.
+    """
+    data = envelope.model_dump(mode="json", exclude={"payload"})
+    data["payload"] = envelope.payload.model_dump(mode="json")
+    return data
+
+
 def encode(envelope: Envelope[Any]) -> bytes:
-    """Serialize to compact JSON bytes."""
-    return orjson.dumps(envelope.model_dump(mode="json"))
+    """Serialize to compact JSON bytes (a decoded envelope keeps its whole payload)."""
+    return orjson.dumps(to_data(envelope))
 
 
 def decode(raw: bytes) -> Envelope[Payload]:

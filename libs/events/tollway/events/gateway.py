@@ -368,10 +368,10 @@ class RerateRequested(Payload):
     capture) of ``account_id`` in ``bucket`` earned by ``channel_id`` whose settlement time (the
     journal's ``occurred_at``) is in ``[period_from, period_to)`` is re-rated at ``prices``, the
     ledger choosing them from its own projections at this command's place in the log, so a
-    replay chooses the same. ``"cost"`` (re-rating what upstreams cost the operator) is reserved:
-    the ledger refuses it (``not_supported``). One ``correction_id`` is applied at most once per
-    account; ``allow_negative`` lets a correction take the bucket's available balance below zero
-    (otherwise the account is refused, ``balance_below_owed``).
+    replay chooses the same. The cost side travels as :class:`CostRerateRequested`; a
+    ``"cost"`` here is refused by the ledger (``not_supported``). One ``correction_id`` is
+    applied at most once per account; ``allow_negative`` lets a correction take the bucket's
+    available balance below zero (otherwise the account is refused, ``balance_below_owed``).
     """
 
     TYPE = "rerate.requested"
@@ -386,4 +386,30 @@ class RerateRequested(Payload):
     prices: Price
     reason: str = Field(min_length=1)
     allow_negative: bool = False
+    actor: str = ""
+
+
+@register
+class CostRerateRequested(Payload):
+    """An operator corrects a channel's upstream cost price for a past period, for one account.
+
+    gw.requests, key: ``account_id``, the tenant whose requests the attempts served: each
+    attempt's cost is booked on the tenant's partition (``ledger.upstream_cost_booked``), so
+    one ledger consumer decides on it. Every booked attempt cost of ``channel_id`` whose attempt
+    time (the booking's ``occurred_at``) is in ``[period_from, period_to)`` is re-rated at
+    ``cost``: the attempt's tokens at its class prices, rounded up once, plus ``per_request``;
+    a compensating entry moves the difference between the channel's operator accounts (never a
+    tenant's). ``cost.currency`` must be the bookings' currency: a re-rating corrects amounts,
+    not the currency. One ``correction_id`` is applied at most once per account.
+    """
+
+    TYPE = "rerate.cost_requested"
+
+    account_id: str
+    correction_id: str = Field(min_length=1)
+    channel_id: str
+    period_from: datetime
+    period_to: datetime
+    cost: CostPrice
+    reason: str = Field(min_length=1)
     actor: str = ""

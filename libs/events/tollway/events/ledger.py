@@ -215,7 +215,8 @@ class CorrectionRefused(MoneyEvent):
     """A reversal, adjustment or re-rating was refused; ``reason`` says why, ``code`` is stable.
 
     For a re-rating (``idempotency_key`` is its correction id): ``balance_below_owed``,
-    ``idempotency_key_reused``, ``not_supported`` (the cost side).
+    ``idempotency_key_reused``, ``not_supported`` (a ``rerate.requested`` of the cost side; the
+    cost side is ``rerate.cost_requested``).
     """
 
     TYPE = "ledger.correction_refused"
@@ -266,9 +267,89 @@ class UpstreamCostBooked(MoneyEvent):
     project_id: str | None = None
 
 
+@register
+class UpstreamCostRerated(MoneyEvent):
+    """A compensating entry next to one booked attempt cost: the cost re-rated at a corrected price.
+
+    The original ``ledger.upstream_cost_booked`` (``original_event_id``, caused by the attempt
+    ``attempt_event_id``) stays; this one moves ``amount_micro`` of ``currency`` (re-rated minus
+    booked before; positive: the attempt cost the operator more) from
+    ``system/upstream_payable/<channel>`` to ``system/upstream_expense/<channel>``, or back when
+    negative. ``rerated_micro`` is the attempt's tokens at ``cost``, rounded up once, plus its
+    ``per_request``; ``booked_before_micro`` includes earlier cost re-ratings of the same
+    booking. No tenant account moves; ``account_id`` is the tenant's (the partition).
+    """
+
+    TYPE = "ledger.upstream_cost_rerated"
+
+    correction_id: str
+    original_event_id: str
+    attempt_event_id: str
+    request_id: str
+    attempt: int
+    channel_id: str
+    currency: str
+    cost: CostPrice
+    booked_before_micro: int
+    rerated_micro: int
+    amount_micro: int
+    reason: str
+
+
+@register
+class UpstreamCostRerateApplied(MoneyEvent):
+    """One account's share of a cost re-rating is booked: what it matched, changed and moved.
+
+    No money moves here (each booking's entry is an ``UpstreamCostRerated``); journaled even
+    when nothing matched, so the command holds its place among the account's cost bookings and
+    a replay decides at the same place. ``skipped`` counts bookings left alone (booked in
+    another currency, or no tokens on the receipt).
+    """
+
+    TYPE = "ledger.upstream_cost_rerate_applied"
+
+    correction_id: str
+    channel_id: str
+    currency: str
+    period_from: datetime
+    period_to: datetime
+    cost: CostPrice
+    attempts: int
+    changed: int
+    skipped: int = 0
+    booked_micro: int
+    rerated_micro: int
+    difference_micro: int
+    actor: str = ""
+    reason: str
+
+
+@register
+class UpstreamCostRerateRefused(MoneyEvent):
+    """One account's share of a cost re-rating was refused; ``code`` is stable.
+
+    ``idempotency_key_reused``: the correction id was applied with another payload.
+    """
+
+    TYPE = "ledger.upstream_cost_rerate_refused"
+
+    correction_id: str
+    reason: str
+    code: str
+
+
 # Journal events a tenant never sees, though they are journaled under the tenant's account (its
-# partition): what the operator's upstreams cost.
-OPERATOR_ONLY = frozenset({UpstreamCostBooked.TYPE})
+# partition): what the operator's upstreams cost, its re-ratings, and what the upstream said an
+# attempt cost (``tollway.events.recon.UpstreamCostReported``, which imports this module).
+OPERATOR_ONLY = frozenset(
+    {
+        UpstreamCostBooked.TYPE,
+        UpstreamCostRerated.TYPE,
+        UpstreamCostRerateApplied.TYPE,
+        UpstreamCostRerateRefused.TYPE,
+        "ledger.upstream_cost_reported",
+    }
+)
 
 
 @register

@@ -131,14 +131,40 @@ async def margin_report(
         return await margins.report(conn, groups, start, end)
 
 
+def _cost_rerates(cost: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """An attempt's cost re-rating entries as the operator receipt lists them."""
+    return [
+        {
+            "event_id": r["event_id"],
+            "correction_id": r["correction_id"],
+            "currency": r["currency"],
+            "at": r["at"].isoformat(),
+            "booked_before_micro": r["booked_before"],
+            "rerated_micro": r["rerated"],
+            "amount_micro": r["amount"],
+            "amount": format_micro(r["amount"]),
+        }
+        for r in (cost or {}).get("rerates") or []
+    ]
+
+
 def costed_receipt(receipt: dict[str, Any], costs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The receipt with each attempt's upstream cost and margin, and the request's."""
+    """The receipt with each attempt's upstream cost (re-rated) and margin, and the request's.
+
+    An attempt's ``upstream_cost`` is what it costs the operator now; a re-rated one also shows
+    ``booked_micro`` (as first booked) and ``rerates`` (the compensating entries).
+    """
     attempts, whole = margins.receipt_economics(receipt, costs)
     by_attempt = {a["attempt"]: a["row"] for a in attempts}
+    cost_of = {c["attempt"]: c for c in costs}
     shown = []
     for a in receipt.get("attempts") or []:
         row = by_attempt.get(a.get("attempt"))
         economics = row_view(row) if row is not None and row.cost else None
+        cost = cost_of.get(a.get("attempt"))
+        if economics is not None and cost is not None and cost.get("rerates"):
+            economics["booked_micro"] = cost["booked_micro"]
+            economics["rerates"] = _cost_rerates(cost)
         shown.append({**a, "upstream_cost": economics})
     return {**receipt, "attempts": shown, "economics": row_view(whole)}
 

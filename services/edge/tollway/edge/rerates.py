@@ -18,8 +18,9 @@ A dry run and the ledger decide with the same function (:mod:`tollway.ledger.rer
 same rows, so the dry run's figures are what the apply books while no new charge of the period
 arrives. An account the correction would take below zero (its available balance, holds
 excluded) is flagged; applying skips it (the ledger journals ``balance_below_owed``) unless
-``allow_negative`` is ``true`` or lists it. ``side: "cost"`` is reserved for re-rating upstream
-cost and answered 400 ``not_supported``.
+``allow_negative`` is ``true`` or lists it. ``side: "cost"`` re-rates what upstreams cost the
+operator (``cost`` instead of ``bucket`` and ``prices``; :mod:`tollway.edge.cost_rerates`),
+recorded, fingerprinted and published the same way.
 """
 
 from __future__ import annotations
@@ -33,17 +34,19 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from pydantic import BaseModel, ConfigDict, Field
 
-from tollway.edge import audit, errors
+from tollway.edge import audit, cost_rerates, errors
 from tollway.edge.admin_auth import require_admin
 from tollway.edge.listing import refuse_nul
 from tollway.edge.publish import publish_request
-from tollway.edge.route_tree import Prices
+from tollway.edge.route_tree import CostPrices, Prices
 from tollway.events.envelope import Envelope, decode, encode, make
 from tollway.events.gateway import RerateRequested
 from tollway.events.pricing import BUCKET_PATTERN, Price, format_micro
 from tollway.ledger import rerate, rerate_store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import asyncpg
 
 TEXT = r"^[^\x00]*$"  # Postgres text cannot hold NUL
@@ -65,17 +68,22 @@ WHERE correction_id = $1 AND published_at IS NULL
 
 
 class NewRerate(BaseModel):
-    """Re-rate a channel's charges in a bucket, settled in ``[from, to)``, at ``prices``."""
+    """Re-rate a channel's charges in a bucket, settled in ``[from, to)``, at ``prices``.
+
+    ``side: "cost"``: re-rate the channel's booked upstream costs of attempts in ``[from, to)``
+    at ``cost`` (no ``bucket``, ``prices`` or ``allow_negative``: no tenant account moves).
+    """
 
     model_config = ConfigDict(populate_by_name=True)
 
     correction_id: str = Field(min_length=1, max_length=200, pattern=TEXT)
     side: Literal["sell", "cost"] = "sell"
     channel_id: str = Field(min_length=1, max_length=200, pattern=TEXT)
-    bucket: str = Field(pattern=BUCKET_PATTERN)
+    bucket: str | None = Field(default=None, pattern=BUCKET_PATTERN)
     period_from: str = Field(alias="from", max_length=64)
     period_to: str = Field(alias="to", max_length=64)
-    prices: Prices
+    prices: Prices | None = None
+    cost: CostPrices | None = None
     reason: str = Field(min_length=1, max_length=500, pattern=TEXT)
     dry_run: bool = False
     # True: every account may go below zero; a list: those accounts only.
@@ -94,7 +102,7 @@ def _instant(value: str, param: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _selection(data: NewRerate) -> rerate.Selection:
+def _period(data: NewRerate) -> tuple[datetime, datetime]:
     start, end = _instant(data.period_from, "from"), _instant(data.period_to, "to")
     if start >= end:
         raise errors.InvalidRequestError("'to' must be after 'from'.", param="to")
@@ -102,10 +110,38 @@ def _selection(data: NewRerate) -> rerate.Selection:
         raise errors.InvalidRequestError(
             "'to' is in the future: re-rate a period that has ended.", param="to"
         )
-    return rerate.Selection(data.channel_id, data.bucket, start, end)
+    return start, end
+
+
+def _need(value: object, param: str, side: str) -> None:
+    if value is None:
+        raise errors.InvalidRequestError(f"The {side} side needs '{param}'.", param=param)
+
+
+def _refuse_for_cost(data: NewRerate) -> None:
+    """The cost side moves no tenant account: the sell side's fields have no meaning there."""
+    for param, given in (
+        ("bucket", data.bucket is not None),
+        ("prices", data.prices is not None),
+        ("allow_negative", data.allow_negative is not False),
+    ):
+        if given:
+            raise errors.InvalidRequestError(
+                f"'{param}' is for the sell side; the cost side takes 'cost' (the corrected cost"
+                " price) and moves no tenant account.",
+                param=param,
+            )
+
+
+def _selection(data: NewRerate) -> rerate.Selection:
+    _need(data.bucket, "bucket", "sell")
+    _need(data.prices, "prices", "sell")
+    start, end = _period(data)
+    return rerate.Selection(data.channel_id, data.bucket or "", start, end)
 
 
 def _price(data: NewRerate) -> Price:
+    assert data.prices is not None  # checked by _selection
     return Price.model_validate(data.prices.micro())
 
 
@@ -208,11 +244,7 @@ def status_url(correction_id: str) -> str:
 async def request_rerate(request: Request[Any, Any, Any], data: NewRerate) -> Response[Any]:
     """Dry run (200) or apply (202): see the module docstring."""
     if data.side == "cost":
-        raise errors.InvalidRequestError(
-            "Re-rating upstream cost is not supported yet; re-rate the sell side.",
-            param="side",
-            code=rerate.NOT_SUPPORTED,
-        )
+        return await request_cost_rerate(request, data)
     sel = _selection(data)
     price = _price(data)
     view = _view(data, sel, price)
@@ -226,14 +258,52 @@ async def request_rerate(request: Request[Any, Any, Any], data: NewRerate) -> Re
     if data.dry_run:
         return Response(_answer(view, accounts, dry_run=True), status_code=200)
     envelopes = [_command(request, data, p, sel, price) for p in plans]
-    row = (data.correction_id, _fingerprint(view), orjson.dumps(view).decode())
+    return await _record_and_publish(request, view, accounts, envelopes)
+
+
+async def request_cost_rerate(request: Request[Any, Any, Any], data: NewRerate) -> Response[Any]:
+    """The cost side: dry run (200) or apply (202), recorded and published like the sell side's."""
+    _refuse_for_cost(data)
+    _need(data.cost, "cost", "cost")
+    assert data.cost is not None  # checked above
+    cost = cost_rerates.cost_price(data.cost)
+    sel = cost_rerates.selection(data.channel_id, *_period(data))
+    view = cost_rerates.view(data, sel, cost)
+    pool: asyncpg.Pool = request.app.state.pool
+    if not data.dry_run:
+        known = await _replayed(request, data.correction_id, view)
+        if known is not None:
+            return Response(known, status_code=202)
+    plans = await cost_rerates.preview(pool, sel, cost, data.accounts)
+    cost_rerates.refuse_currency(plans, cost)
+    accounts = [cost_rerates.account_view(p) for p in plans]
+    if data.dry_run:
+        return Response(cost_rerates.answer(view, accounts, dry_run=True), status_code=200)
+    actor = audit.actor_of(request)
+    envelopes = [cost_rerates.command(data, p, sel, cost, actor) for p in plans]
+    return await _record_and_publish(request, view, accounts, envelopes)
+
+
+async def _record_and_publish(
+    request: Request[Any, Any, Any],
+    view: dict[str, Any],
+    accounts: list[dict[str, Any]],
+    envelopes: list[Envelope[Any]],
+) -> Response[Any]:
+    row = (view["correction_id"], _fingerprint(view), orjson.dumps(view).decode())
     texts = [encode(e).decode() for e in envelopes]
+    pool: asyncpg.Pool = request.app.state.pool
     if await pool.fetchval(INSERT, *row, orjson.dumps(accounts).decode(), texts) is None:
-        raced = await _replayed(request, data.correction_id, view)  # the same id, concurrently
+        raced = await _replayed(request, view["correction_id"], view)  # the same id, concurrently
         if raced is not None:
             return Response(raced, status_code=202)
     answer = await _publish(request, view, accounts, envelopes)
     return Response(answer, status_code=202)
+
+
+def _answer_of(view: dict[str, Any]) -> Callable[..., dict[str, Any]]:
+    """How a recorded request's answer is drawn: the cost side's figures or the sell side's."""
+    return cost_rerates.answer if view.get("side") == "cost" else _answer
 
 
 def _command(
@@ -278,7 +348,7 @@ async def _replayed(
     accounts: list[dict[str, Any]] = orjson.loads(row["preview"])
     envelopes = [decode(t.encode()) for t in row["envelopes"]]
     if row["published_at"] is not None:
-        return _answer(
+        return _answer_of(view)(
             view,
             accounts,
             status="accepted",
@@ -307,14 +377,14 @@ async def _publish(
     commands = [_command_ref(e) for e in envelopes]
     change = audit.Change(
         "ledger.rerate",
-        f"{view['channel_id']}/{view['bucket']}",
+        f"{view['channel_id']}/{view.get('bucket') or 'cost'}",  # the cost side has no bucket
         None,
         after=view | {"accounts": accounts, "commands": commands, "status": "accepted"},
     )
     pool: asyncpg.Pool = request.app.state.pool
     audit_id = await audit.published(pool, audit.actor_of(request), change, send)
     await pool.execute(MARK_PUBLISHED, view["correction_id"], audit_id)
-    return _answer(
+    return _answer_of(view)(
         view,
         accounts,
         status="accepted",
@@ -353,6 +423,8 @@ def _outcome(env: Envelope[Any], found: dict[str, Any] | None) -> dict[str, Any]
     if found is None:
         return base | {"status": "pending"}
     p = found["payload"]
+    if found["type"] == cost_rerates.APPLIED_TYPE:
+        return base | cost_rerates.outcome(p)
     if found["type"] != "ledger.rerate_applied":
         return base | {"status": "refused", "code": p.get("code") or None, "reason": p["reason"]}
     return base | {

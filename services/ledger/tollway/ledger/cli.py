@@ -64,11 +64,15 @@ def register(parser: argparse.ArgumentParser) -> None:
 def _register_rerate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rr = sub.add_parser(
         "rerate",
-        help="re-rate a channel's past charges at a corrected sell price (dry run or apply)",
+        help="re-rate a channel's past charges (or, --side cost, its upstream costs) at corrected"
+        " prices (dry run or apply)",
         description="Re-rate the charges of a channel in a bucket settled in [from, to) at"
         " corrected prices per 1M tokens. --dry-run shows per account the requests, charged,"
         " re-rated and difference and flags balances it would take below zero; --apply books"
-        " it once per correction id and waits for the ledger's outcome of each account.",
+        " it once per correction id and waits for the ledger's outcome of each account."
+        " --side cost re-rates the channel's booked upstream costs of attempts in [from, to) at"
+        " a corrected cost price (--currency, the per-class prices, --per-request; no --bucket):"
+        " per account the attempts, booked, re-rated and difference; no tenant account moves.",
     )
     rr.add_argument("--base-url", default=from_env("TOLLWAY_BASE_URL"), help="$TOLLWAY_BASE_URL")
     rr.add_argument(
@@ -79,10 +83,16 @@ def _register_rerate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     mode.add_argument("--apply", action="store_true", help="book it (idempotent per id)")
     rr.add_argument("--correction-id", required=True, help="the correction's idempotency key")
     rr.add_argument("--channel", required=True, help="the channel id whose charges are re-rated")
-    rr.add_argument("--bucket", required=True, help="the bucket charged (credit, wallet, ...)")
-    rr.add_argument("--from", dest="start", required=True, help="ISO 8601 instant (settlement)")
+    rr.add_argument("--bucket", help="the bucket charged (credit, wallet, ...); sell side only")
+    rr.add_argument(
+        "--from", dest="start", required=True, help="ISO 8601 instant (settlement; cost: attempt)"
+    )
     rr.add_argument("--to", dest="end", required=True, help="ISO 8601 instant, exclusive")
-    rr.add_argument("--side", choices=("sell", "cost"), default="sell", help="cost: not yet")
+    rr.add_argument(
+        "--side", choices=("sell", "cost"), default="sell", help="cost: the upstream cost price"
+    )
+    rr.add_argument("--currency", help="the cost price's currency (cost side; as booked)")
+    rr.add_argument("--per-request", help="cost per upstream call (cost side; default 0)")
     for name in PRICE_CLASSES:
         flag = "--" + name.replace("_", "-")
         required_price = name in {"input", "output"}

@@ -86,6 +86,14 @@ DIGEST_TABLES: dict[str, tuple[str, str]] = {
         ),
         "account_id, correction_id, request_id",
     ),
+    # Re-ratings of booked upstream costs (their entries and postings are covered above).
+    "upstream_cost_rerates": (
+        (
+            "account_id, correction_id, cost_event_id, attempt_event_id, event_id, request_id,"
+            " attempt, channel_id, currency, booked_before, rerated, amount, at"
+        ),
+        "account_id, correction_id, cost_event_id",
+    ),
     # Reconciliation: every attempt's booked and reported cost, every invoice line revision.
     "recon_attempts": (
         (

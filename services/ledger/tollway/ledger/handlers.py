@@ -18,6 +18,7 @@ from tollway.events.envelope import Envelope, Payload
 from tollway.events.gateway import (
     AdjustmentRequested,
     AttemptFinished,
+    CostRerateRequested,
     HoldExtensionRequested,
     RequestFinished,
     RequestReceived,
@@ -39,6 +40,7 @@ from tollway.ledger import (
     batch_store,
     budgets,
     corrections,
+    cost_rerating,
     cost_store,
     domain,
     expiry,
@@ -461,4 +463,5 @@ _USE_CASES: dict[type[Payload], UseCase] = {
     AdjustmentRequested: corrections.adjust,
     PriceTableChangeRequested: prices.change_prices,
     RerateRequested: rerating.rerate_account,
+    CostRerateRequested: cost_rerating.rerate_costs,
 }

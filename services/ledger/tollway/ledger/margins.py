@@ -2,8 +2,10 @@
 
 Revenue is what the ledger booked to ``system/revenue/<channel>``: settlements and late
 captures, net of reversals (a reversal without a request id is attributed through the entry it
-reverses). Cost is ``ledger.upstream_costs``, one row per booked attempt. Both are filtered and
-dayed by event time (UTC), so a report reads the same on a replay.
+reverses). Cost is ``ledger.upstream_costs``, one row per booked attempt, re-rated: each
+booking plus its compensating entries (``ledger.upstream_cost_rerates``), on the attempt's own
+time and day whenever the correction was booked. Both are filtered and dayed by event time
+(UTC), so a report reads the same on a replay.
 
 A margin is revenue minus cost only where both are in one unit (the bucket's unit equals the
 cost currency) and every charge of the group was for an attempt with a booked cost; otherwise
@@ -35,14 +37,28 @@ GROUPS: dict[str, str] = {
     "project": "project_id",
     "day": "day",
 }
-COSTS = """
+# Each booked attempt cost as it stands now: ``booked_micro`` as booked, ``cost_micro`` re-rated
+# (plus the signed sum of its cost re-ratings).
+COSTS_NOW = """
+(SELECT c.event_id, c.request_id, c.attempt, c.occurred_at, c.day, c.channel_id, c.brand,
+        c.route_type, c.catalog_model, c.account_id, c.key_id, c.project_id, c.served,
+        c.currency, c.cost_micro AS booked_micro,
+        (c.cost_micro + coalesce((SELECT sum(x.amount) FROM ledger.upstream_cost_rerates x
+                                  WHERE x.cost_event_id = c.event_id), 0))::bigint AS cost_micro
+ FROM ledger.upstream_costs c) costs_now
+"""
+COSTS = (
+    """
 SELECT {cols}, currency AS unit, sum(cost_micro)::bigint AS cost_micro, count(*) AS attempts,
        count(*) FILTER (WHERE NOT served) AS failed_attempts,
        coalesce(sum(cost_micro) FILTER (WHERE NOT served), 0)::bigint AS failed_cost_micro
-FROM ledger.upstream_costs
+FROM """
+    + COSTS_NOW
+    + """
 WHERE occurred_at >= $1 AND occurred_at < $2
 GROUP BY {cols}, currency
 """
+)
 REVENUE = """
 WITH rev AS (
     SELECT substr(p.account, length('system/revenue/') + 1) AS channel_id, p.unit, p.amount,
@@ -75,9 +91,14 @@ FROM facts GROUP BY {cols}, unit
 
 
 SELECT_RECEIPT = "SELECT body::text FROM ledger.receipts WHERE request_id = $1"
-SELECT_REQUEST_COSTS = """
-SELECT attempt, channel_id, served, currency, cost_micro
-FROM ledger.upstream_costs WHERE request_id = $1 ORDER BY attempt
+SELECT_REQUEST_COSTS = (
+    "SELECT attempt, channel_id, served, currency, booked_micro, cost_micro FROM "  # noqa: S608 - constants
+    + COSTS_NOW
+    + " WHERE request_id = $1 ORDER BY attempt"
+)
+SELECT_REQUEST_COST_RERATES = """
+SELECT attempt, event_id, correction_id, currency, booked_before, rerated, amount, at
+FROM ledger.upstream_cost_rerates WHERE request_id = $1 ORDER BY at, event_id
 """
 
 
@@ -226,11 +247,22 @@ def receipt_economics(
 async def operator_receipt(
     conn: asyncpg.Connection, request_id: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-    """A receipt of any account with its booked attempt costs, or None when there is none."""
+    """A receipt of any account with its attempt costs, or None when there is none.
+
+    Each cost has ``cost_micro`` (re-rated: what the attempt costs the operator now),
+    ``booked_micro`` (as first booked) and ``rerates`` (its cost re-rating entries, in order).
+    """
     raw = await conn.fetchval(SELECT_RECEIPT, request_id)
     if raw is None:
         return None
     costs = [dict(r) for r in await conn.fetch(SELECT_REQUEST_COSTS, request_id)]
+    rerates = [dict(r) for r in await conn.fetch(SELECT_REQUEST_COST_RERATES, request_id)]
+    for c in costs:
+        c["rerates"] = [
+            {k: v for k, v in r.items() if k != "attempt"}
+            for r in rerates
+            if r["attempt"] == c["attempt"]
+        ]
     return orjson.loads(raw), costs
 
 

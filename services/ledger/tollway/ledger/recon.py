@@ -10,8 +10,11 @@ channel's UTC day compares them two ways:
 - ``invoice``: the invoice's total for the day (each line's latest revision) against everything
   booked that day.
 
-A difference is upstream minus Tollway (positive: the upstream billed more); the relative
-difference is over the booked amount. Nothing here reads a clock or a database.
+"Booked" is the re-rated booked cost: an attempt's booking plus its cost re-ratings
+(``ledger.upstream_cost_rerates``, added when the rows are read), so a corrected cost price
+shows in the drift as soon as it is booked. A difference is upstream minus Tollway (positive:
+the upstream billed more); the relative difference is over the booked amount. Nothing here
+reads a clock or a database.
 """
 
 from __future__ import annotations

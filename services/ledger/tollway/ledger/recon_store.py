@@ -32,8 +32,15 @@ SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[],
     $14::bigint[], $15::text[], $16::timestamptz[])
 ON CONFLICT (event_id) DO NOTHING
 """  # noqa: S608 - column names are constants
+# What an attempt's booked cost is now: as booked, plus its cost re-ratings (signed), which the
+# drift compares with what the upstream reported.
+BOOKED_NOW = """
+(a.booked_micro + coalesce((SELECT sum(x.amount) FROM ledger.upstream_cost_rerates x
+                            WHERE x.attempt_event_id = a.event_id), 0))::bigint
+"""
 SELECT_ATTEMPTS = f"""
-SELECT {ATTEMPT_COLUMNS} FROM ledger.recon_attempts
+SELECT {ATTEMPT_COLUMNS.replace(" booked_micro,", f" {BOOKED_NOW} AS booked_micro,")}
+FROM ledger.recon_attempts a
 WHERE ($1::text IS NULL OR channel_id = $1) AND day >= $2 AND day <= $3
 ORDER BY channel_id, day, occurred_at, event_id
 """  # noqa: S608 - column names are constants
@@ -57,11 +64,11 @@ INSERT INTO ledger.recon_invoice_lines
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 """
 # What the answers of a channel-day reported, against what was booked for those same attempts.
-RESPONSE_TOTALS = """
-SELECT count(*) AS requests, coalesce(sum(booked_micro), 0)::bigint AS booked,
+RESPONSE_TOTALS = f"""
+SELECT count(*) AS requests, coalesce(sum({BOOKED_NOW}), 0)::bigint AS booked,
        coalesce(sum(reported_micro), 0)::bigint AS reported, min(booked_currency) AS currency
-FROM ledger.recon_attempts WHERE channel_id = $1 AND day = $2 AND reported_micro IS NOT NULL
-"""
+FROM ledger.recon_attempts a WHERE channel_id = $1 AND day = $2 AND reported_micro IS NOT NULL
+"""  # noqa: S608 - a constant expression
 ALERTED = """
 SELECT 1 FROM ledger.recon_alerts
 WHERE channel_id = $1 AND day = $2 AND basis = $3 AND threshold_ppm = $4

@@ -25,7 +25,11 @@ class CallError(Exception):
 
 
 def body(args: argparse.Namespace) -> dict[str, Any]:
-    """The request the flags describe."""
+    """The request the flags describe.
+
+    The cost side sends ``cost`` (currency, prices, ``per_request``) instead of ``bucket`` and
+    ``prices``; a sell-side flag given with it is sent as is, so the edge says why it is wrong.
+    """
     prices = {k: getattr(args, k) for k in PRICE_CLASSES if getattr(args, k) is not None}
     allow: bool | list[str] = False
     if args.allow_negative is not None:
@@ -34,14 +38,20 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         "correction_id": args.correction_id,
         "side": args.side,
         "channel_id": args.channel,
-        "bucket": args.bucket,
         "from": args.start,
         "to": args.end,
-        "prices": prices,
         "reason": args.reason,
         "dry_run": bool(args.dry_run),
-        "allow_negative": allow,
     }
+    if args.side == "cost":
+        cost = {"currency": args.currency, **prices}
+        if args.per_request is not None:
+            cost["per_request"] = args.per_request
+        found["cost"] = cost
+        found |= {"bucket": args.bucket} if args.bucket is not None else {}
+        found |= {"allow_negative": allow} if allow else {}
+    else:
+        found |= {"bucket": args.bucket, "prices": prices, "allow_negative": allow}
     if args.account:
         found["accounts"] = list(args.account)
     return found

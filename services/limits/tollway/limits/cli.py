@@ -78,9 +78,10 @@ def matches(alert: Alert, scopes: Sequence[str]) -> bool:
 def render(env: Envelope[Payload], as_json: bool) -> str:
     """One line per alert."""
     if as_json:
-        import orjson  # noqa: PLC0415 - heavy: not on --help
+        from tollway.events.envelope import encode  # noqa: PLC0415 - heavy: not on --help
 
-        return orjson.dumps(env.model_dump(mode="json")).decode()
+        # The tail decodes alerts as Envelope[Payload]: encode dumps the payload by its own type.
+        return encode(env).decode()
     a: Any = env.payload
     examples = f" e.g. {', '.join(a.example_request_ids)}" if a.example_request_ids else ""
     return (
