@@ -413,9 +413,18 @@ def _operator_sign_in(page: Page, stack: Any) -> None:
     expect(page.get_by_role("heading", name="Route tree")).to_be_visible()
 
 
-def _doc_shot(page: Page, name: str) -> None:
-    """The first screen only (1280 x 900), small enough for the README."""
-    page.screenshot(path=str(ARTIFACTS / f"{name}-screen.png"))
+def _doc_shot(page: Page, name: str, top: str, bottom: str) -> None:
+    """The page from ``top`` down to ``bottom`` (CSS selectors), small enough for the README."""
+    y0, y1 = page.evaluate(
+        """([top, bottom]) => [
+            document.querySelector(top).getBoundingClientRect().top + window.scrollY,
+            document.querySelector(bottom).getBoundingClientRect().bottom + window.scrollY,
+        ]""",
+        [top, bottom],
+    )
+    y0 = max(y0 - 8, 0)
+    clip = {"x": 0, "y": y0, "width": 1280, "height": y1 + 16 - y0}
+    page.screenshot(path=str(ARTIFACTS / f"{name}-doc.png"), full_page=True, clip=clip)
 
 
 def test_operator_sees_margins_costed_receipt_and_whatif_the_tenant_sees_no_cost(  # noqa: PLR0915 - one story
@@ -499,7 +508,7 @@ def test_operator_sees_margins_costed_receipt_and_whatif_the_tenant_sees_no_cost
     expect(chart.locator(".neg")).not_to_have_count(0)  # the losing channel's bar points down
     assert _fits_the_page(page)
     _shot(page, "operator-margins-economics")
-    _doc_shot(page, "operator-margins-economics")
+    _doc_shot(page, "operator-margins-economics", "body", "#margins")
 
     page.goto(f"{stack.edge_url}/ui/admin/receipts/{request_ids[earning]}")
     expect(page.locator("#margin")).to_have_text(f"{_fmt(earn_margin)} CNY")
@@ -514,7 +523,7 @@ def test_operator_sees_margins_costed_receipt_and_whatif_the_tenant_sees_no_cost
     )
     assert _fits_the_page(page)
     _shot(page, "operator-receipt-cost")
-    _doc_shot(page, "operator-receipt-cost")
+    _doc_shot(page, "operator-receipt-cost", "body", "#attempts")
 
     page.get_by_role("link", name="What-if").click()
     page.locator("#from").fill(since.isoformat())
@@ -538,8 +547,7 @@ def test_operator_sees_margins_costed_receipt_and_whatif_the_tenant_sees_no_cost
         )
     assert _fits_the_page(page)
     _shot(page, "operator-whatif")
-    page.locator("#result-h").scroll_into_view_if_needed()
-    _doc_shot(page, "operator-whatif")
+    _doc_shot(page, "operator-whatif", "#whatif-h", "#whatif-model")
 
     # The tenant's own receipts: the charge, never the upstream cost or the margin.
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -552,7 +560,7 @@ def test_operator_sees_margins_costed_receipt_and_whatif_the_tenant_sees_no_cost
                 _fmt(receipts[channel]["charged_micro"])
             )
             shown = tenant_page.locator("body").inner_text()
-            assert "upstream" not in shown.lower()
+            assert "upstream cost" not in shown.lower()  # ("upstream model" is theirs)
             assert "margin" not in shown.lower()
             assert "USD" not in shown  # the direct channel's cost currency
             for hidden in (earn_cost, lose_cost, earn_margin, lose_revenue - lose_cost):
