@@ -8,12 +8,15 @@ sees a velocity breaker trip and resets it. Screenshots go to tests/artifacts/ui
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -43,6 +46,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PRIMARY_DEMO, BACKUP_DEMO = "openai-backup", "openai-direct"
+# Live pages poll every 2 s and reload on a change; on a loaded machine that takes more than
+# expect's default 5 s.
+expect.set_options(timeout=15_000)
 T = TypeVar("T")
 
 
@@ -370,3 +376,195 @@ def test_research_is_estimated_first_then_started_with_start_at_1280_px(
     expect(page.get_by_text("Finished: completed")).to_be_visible(timeout=120_000)
     page.goto(f"{stack.edge_url}/ui/research")
     expect(page.locator("table tbody").last).to_contain_text("Is GLOBX a buy?")
+
+
+# Routing economics: sell and cost prices per 1M tokens, decimal (as the admin API takes them)
+# and the same in micro-units, written out by hand.
+EARN_SELL = {"input": "2.5", "output": "10"}  # CNY (the wallet's unit)
+EARN_COST = {"currency": "CNY", "input": "1.25", "output": "5", "per_request": "0.00002"}
+LOSE_SELL = {"input": "2", "output": "8"}
+LOSE_COST = {"currency": "CNY", "input": "3", "output": "12"}
+DIRECT_COST = {"currency": "USD", "input": "0.12", "output": "0.48"}
+EARN_SELL_MICRO, EARN_COST_MICRO = (2_500_000, 10_000_000), (1_250_000, 5_000_000)
+EARN_PER_CALL = 20
+LOSE_SELL_MICRO, LOSE_COST_MICRO = (2_000_000, 8_000_000), (3_000_000, 12_000_000)
+
+
+def _priced(tokens: tuple[int, int], per_1m: tuple[int, int], per_call: int = 0) -> int:
+    """Hand-computed: the exact product, rounded up once to a micro-unit, plus a per-call fee."""
+    return -(-(tokens[0] * per_1m[0] + tokens[1] * per_1m[1]) // 1_000_000) + per_call
+
+
+def _fmt(micro: int) -> str:
+    sign = "-" if micro < 0 else ""
+    return f"{sign}{abs(micro) // 1_000_000}.{abs(micro) % 1_000_000:06d}"
+
+
+def _tokens(receipt: dict[str, Any]) -> tuple[int, int]:
+    [attempt] = receipt["attempts"]
+    return attempt["usage"]["input_tokens"], attempt["usage"]["output_tokens"]
+
+
+def _operator_sign_in(page: Page, stack: Any) -> None:
+    page.goto(f"{stack.edge_url}/ui/admin/login")
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_label("Your name").fill("alice")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Route tree")).to_be_visible()
+
+
+def _doc_shot(page: Page, name: str, top: str, bottom: str) -> None:
+    """The page from ``top`` down to ``bottom`` (CSS selectors), small enough for the README."""
+    y0, y1 = page.evaluate(
+        """([top, bottom]) => [
+            document.querySelector(top).getBoundingClientRect().top + window.scrollY,
+            document.querySelector(bottom).getBoundingClientRect().bottom + window.scrollY,
+        ]""",
+        [top, bottom],
+    )
+    y0 = max(y0 - 8, 0)
+    clip = {"x": 0, "y": y0, "width": 1280, "height": y1 + 16 - y0}
+    page.screenshot(path=str(ARTIFACTS / f"{name}-doc.png"), full_page=True, clip=clip)
+
+
+def test_operator_sees_margins_costed_receipt_and_whatif_the_tenant_sees_no_cost(  # noqa: PLR0915 - one story
+    stack, tenant_factory, browser: Browser, page: Page
+) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    tenant = tenant_factory({"wallet": "10", "credit": "10"})
+    with admin_client(stack) as admin:
+        earning = new_channel(
+            admin,
+            stack,
+            "openai-pool",
+            route_type="pool",
+            bucket="wallet",
+            prices=EARN_SELL,
+            cost=EARN_COST,
+        )
+        losing = new_channel(
+            admin,
+            stack,
+            "openai-pool-backup",
+            route_type="pool",
+            bucket="wallet",
+            prices=LOSE_SELL,
+            cost=LOSE_COST,
+        )
+        direct = new_channel(admin, stack, "openai-direct", cost=DIRECT_COST)
+        models = {
+            channel: new_model(admin, [{"channel_id": channel, "upstream_model": "gpt-4o-mini"}])
+            for channel in (earning, losing, direct)
+        }
+    request_ids = {}
+    for channel, model in models.items():
+        status, _, request_ids[channel] = chat(stack, tenant.api_key, model)
+        assert status == 200
+    receipts = {
+        channel: wait_for(
+            lambda r=request_id: final_receipt(stack, tenant.api_key, r), what="the receipt"
+        )
+        for channel, request_id in request_ids.items()
+    }
+    until = datetime.now(UTC) + timedelta(seconds=1)
+
+    # --- the hand computation, from the demo upstream's tokens and the prices above ---
+    earn_tokens, lose_tokens = _tokens(receipts[earning]), _tokens(receipts[losing])
+    earn_revenue = _priced(earn_tokens, EARN_SELL_MICRO)
+    earn_cost = _priced(earn_tokens, EARN_COST_MICRO, EARN_PER_CALL)
+    lose_revenue = _priced(lose_tokens, LOSE_SELL_MICRO)
+    lose_cost = _priced(lose_tokens, LOSE_COST_MICRO)
+    earn_margin = earn_revenue - earn_cost
+    assert receipts[earning]["charged_micro"] == earn_revenue
+    assert lose_cost > lose_revenue
+    # What-if: the earning model's request priced on the losing channel, same tokens.
+    moved_revenue = _priced(earn_tokens, LOSE_SELL_MICRO)
+    moved_cost = _priced(earn_tokens, LOSE_COST_MICRO)
+
+    _operator_sign_in(page, stack)
+    page.goto(f"{stack.edge_url}/ui/admin/margins?{urlencode({'from': since.isoformat()})}")
+    rows = page.locator("#margins tbody tr")
+    earn_row = rows.filter(has=page.get_by_role("link", name=earning, exact=True))
+    expect(earn_row.locator("td.num")).to_have_text(
+        [
+            f"{_fmt(earn_revenue)} CNY",
+            f"{_fmt(earn_cost)} CNY",
+            f"{_fmt(earn_margin)} CNY",
+            "1 (0)",
+        ]
+    )
+    lose_row = rows.filter(has=page.get_by_role("link", name=losing, exact=True))
+    expect(lose_row).to_have_attribute("data-negative", "")
+    expect(lose_row.locator("td.num").nth(2)).to_have_text(
+        f"{_fmt(lose_revenue - lose_cost)} CNY negative"
+    )
+    direct_row = rows.filter(has=page.get_by_role("link", name=direct, exact=True))
+    expect(direct_row.locator("td.num").nth(2)).to_have_text(
+        "not comparable: revenue in credit, cost in USD"
+    )
+    expect(direct_row.locator("td.num").nth(1)).to_contain_text("USD")
+    chart = page.locator("figure.chart-card svg")
+    expect(chart).to_be_visible()  # one unit (CNY) is comparable: one chart
+    expect(chart.locator(".neg")).not_to_have_count(0)  # the losing channel's bar points down
+    assert _fits_the_page(page)
+    _shot(page, "operator-margins-economics")
+    _doc_shot(page, "operator-margins-economics", "body", "#margins")
+
+    page.goto(f"{stack.edge_url}/ui/admin/receipts/{request_ids[earning]}")
+    expect(page.locator("#margin")).to_have_text(f"{_fmt(earn_margin)} CNY")
+    attempt = page.locator("#attempts tbody tr")
+    expect(attempt).to_have_count(1)
+    expect(attempt.locator("td.num")).to_have_text(
+        [
+            f"{earn_tokens[0]:,} / {earn_tokens[1]:,}",
+            f"{_fmt(earn_cost)} CNY",
+            f"{_fmt(earn_margin)} CNY",
+        ]
+    )
+    assert _fits_the_page(page)
+    _shot(page, "operator-receipt-cost")
+    _doc_shot(page, "operator-receipt-cost", "body", "#attempts")
+
+    page.get_by_role("link", name="What-if").click()
+    page.locator("#from").fill(since.isoformat())
+    page.locator("#to").fill(until.isoformat())
+    policy = {"rules": [{"model": models[earning], "channel": losing}], "units": {"wallet": "CNY"}}
+    page.locator("#policy").fill(json.dumps(policy, indent=2))
+    page.get_by_role("button", name="Run what-if").click()
+    moved = page.locator(f'#whatif-model tr[data-key="{models[earning]}"]')
+    expect(moved.and_(page.locator('[data-measure="requests"]')).locator("td.num")).to_have_text(
+        ["1", "1", "0"], timeout=120_000
+    )
+    figures = {
+        ("charge", "wallet"): (earn_revenue, moved_revenue),
+        ("cost", "CNY"): (earn_cost, moved_cost),
+        ("margin", "CNY"): (earn_margin, moved_revenue - moved_cost),
+    }
+    for (measure, unit), (current, alternative) in figures.items():
+        line = moved.and_(page.locator(f'[data-measure="{measure}"][data-unit="{unit}"]'))
+        expect(line.locator("td.num")).to_have_text(
+            [_fmt(current), _fmt(alternative), _fmt(alternative - current)]
+        )
+    assert _fits_the_page(page)
+    _shot(page, "operator-whatif")
+    _doc_shot(page, "operator-whatif", "#whatif-h", "#whatif-model")
+
+    # The tenant's own receipts: the charge, never the upstream cost or the margin.
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        tenant_page = context.new_page()
+        _sign_in(tenant_page, stack, tenant.api_key)
+        for channel, request_id in request_ids.items():
+            tenant_page.goto(f"{stack.edge_url}/ui/requests/{request_id}")
+            expect(tenant_page.locator("#charged")).to_contain_text(
+                _fmt(receipts[channel]["charged_micro"])
+            )
+            shown = tenant_page.locator("body").inner_text()
+            assert "upstream cost" not in shown.lower()  # ("upstream model" is theirs)
+            assert "margin" not in shown.lower()
+            assert "USD" not in shown  # the direct channel's cost currency
+            for hidden in (earn_cost, lose_cost, earn_margin, lose_revenue - lose_cost):
+                assert _fmt(hidden) not in shown
+        _shot(tenant_page, "user-receipt-no-cost")
+    finally:
+        context.close()
