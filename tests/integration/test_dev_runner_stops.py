@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for
-from tollway.devstack.broker import free_port, port_is_free
+from tollway.devstack.broker import free_port_block, port_is_free
 from tollway.devstack.postgres import EmbeddedPostgres
 from tollway.devstack.stack import SERVICES
 
@@ -75,14 +75,18 @@ class DevRunner:
 
     def __init__(self, root: Path, *, via_uv: bool) -> None:
         self.root = root
-        self.ports = {
-            "TOLLWAY_DEV_PG_PORT": free_port(),
-            "TOLLWAY_DEV_BROKER_PORT": free_port(),
-            "TOLLWAY_DEV_EDGE_PORT": free_port(),
-            "TOLLWAY_DEV_UPSTREAM_PORT": free_port(),
-            "TOLLWAY_DEV_RESEARCHER_PORT": free_port(),
-            "TOLLWAY_DEV_METRICS_PORT": free_port(),
-        }
+        # One block of consecutive free ports: the metrics ports are base, base+1, ... and
+        # must not run into a port another stack of the suite listens on.
+        names = [
+            "TOLLWAY_DEV_PG_PORT",
+            "TOLLWAY_DEV_BROKER_PORT",
+            "TOLLWAY_DEV_EDGE_PORT",
+            "TOLLWAY_DEV_UPSTREAM_PORT",
+            "TOLLWAY_DEV_RESEARCHER_PORT",
+            "TOLLWAY_DEV_METRICS_PORT",
+        ]
+        base = free_port_block(len(names) - 1 + len(SERVICES))
+        self.ports = {name: base + i for i, name in enumerate(names)}
         env = {
             k: v
             for k, v in os.environ.items()

@@ -13,6 +13,7 @@ test suite only; ``make dev`` runs Apache Kafka (``kafka.py``), which survives a
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import time
@@ -61,6 +62,33 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# Below Linux's default ephemeral range (32768-60999): an outgoing connection never takes one.
+_BLOCK_RANGE = (20000, 32000)
+
+
+def free_port_block(count: int, attempts: int = 200) -> int:
+    """The first of ``count`` consecutive TCP ports that were all free a moment ago.
+
+    For stacks that derive ports from a base (each service's metrics port is base + i): a port
+    from ``free_port`` may have a listener right after it, so the whole block is checked.
+    """
+    low, high = _BLOCK_RANGE
+    for _ in range(attempts):
+        base = random.randrange(low, high - count)  # noqa: S311 (not a secret)
+        if all(_bindable(p) for p in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no block of {count} free ports found in {low}-{high}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return port_is_free(port)
 
 
 @dataclass
