@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from tollway.events.gateway import Candidate, RequestFinished, RequestReceived
 from tollway.events.pricing import Price, Usage
 from tollway.ledger import limits_domain as ld
+from tollway.ledger.fold_limits import UsageRow
 
 NOW = datetime(2026, 3, 31, 23, 30, tzinfo=UTC)
 
@@ -195,9 +196,9 @@ def test_thresholds_are_crossed_once_each() -> None:
 def test_spend_counts_only_on_the_served_hold_and_tokens_once() -> None:
     budgets = {"m": _budget(100, budget_id="m"), "t": _budget(100, unit="tokens", budget_id="t")}
     rows = [
-        {"budget_id": "m", "hold_id": "h1", "at": NOW, "channels": ["d1", "d2"]},
-        {"budget_id": "t", "hold_id": "h1", "at": NOW, "channels": ["d1", "d2"]},
-        {"budget_id": "t", "hold_id": "h2", "at": NOW, "channels": ["p1"]},
+        UsageRow("m", "h1", "r", NOW, 10, 0, ("d1", "d2")),
+        UsageRow("t", "h1", "r", NOW, 10, 0, ("d1", "d2")),
+        UsageRow("t", "h2", "r", NOW, 10, 0, ("p1",)),
     ]
     fin = RequestFinished(
         request_id="r",

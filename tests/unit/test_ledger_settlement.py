@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
 
 from tollway.events.envelope import make
 from tollway.events.gateway import RequestFinished
 from tollway.events.ledger import HoldReleased, HoldSettled
 from tollway.events.pricing import Price, Usage, cost_micro
 from tollway.ledger import domain
-from tollway.ledger.handlers import _settlement
+from tollway.ledger.fold import Hold
+from tollway.ledger.fold_usage import _settlement
 
-HOLD: dict[str, Any] = {
-    "hold_id": "h",
-    "account_id": "a",
-    "bucket": "credit",
-    "unit": "credit",
-    "amount": 10_000,
-}
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+HOLD = Hold("h", "r", "a", "credit", "credit", 10_000, "open", T0, T0)
 
 
 def test_served_request_is_charged_its_own_cost_and_the_rest_released() -> None:

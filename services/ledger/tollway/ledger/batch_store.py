@@ -17,6 +17,8 @@ import orjson
 from tollway.ledger import cost_store, domain, recon_store
 from tollway.ledger.expiry import partition_of
 from tollway.ledger.fold import Effects, Hold, State
+from tollway.ledger.fold_limits import BudgetUsage, UsageRow
+from tollway.ledger.limits_domain import Budget, TaskRule
 from tollway.ledger.receipt_model import ReceiptRow
 from tollway.ledger.resident import Memory
 
@@ -37,11 +39,24 @@ SELECT request_id, account_id, key_id, project_id, task_id, catalog_model, creat
        body::text AS body
 FROM ledger.receipts WHERE request_id = ANY($1)
 """
-# Accounts whose requests the fold leaves to the per-event use cases: those with budgets or
-# task envelopes, and requests whose holds count against a budget.
-SELECT_LIMITED = """
-SELECT 'account' AS kind, account_id AS id FROM ledger.budgets WHERE account_id = ANY($1)
-UNION SELECT 'request', request_id FROM ledger.budget_usage WHERE request_id = ANY($2)
+# Limits (:mod:`tollway.ledger.fold_limits`): the accounts' budgets and tasks, every usage row
+# of those budgets, and the usage rows of the batch's requests.
+SELECT_BUDGETS = """
+SELECT budget_id, account_id, name, scope, scope_id, time_window, timezone, unit, bucket, amount,
+       mode
+FROM ledger.budgets WHERE account_id = ANY($1) ORDER BY budget_id
+"""
+SELECT_TASKS = """
+SELECT task_id, account_id, status, route_types, fallback, stopped_by
+FROM ledger.tasks WHERE account_id = ANY($1)
+"""
+SELECT_BUDGET_USAGE = """
+SELECT budget_id, hold_id, request_id, at, held, spent, channels
+FROM ledger.budget_usage WHERE budget_id = ANY($1)
+"""
+SELECT_REQUEST_USAGE = """
+SELECT budget_id, hold_id, request_id, at, held, spent, channels
+FROM ledger.budget_usage WHERE request_id = ANY($1)
 """
 # A partition's accounts (every account with a bucket; filtered by its key's partition) and
 # the requests in flight among them, loaded when the partition is assigned.
@@ -89,22 +104,32 @@ SELECT r, a, k, p, t, m, s, c, b::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
     $8::timestamptz[], $9::text[]) AS u(r, a, k, p, t, m, s, c, b)
 """
+# A row's channels travel as one string joined by the unit separator (unnest cannot take an
+# array of arrays of different lengths); no channel id contains it.
+_SEPARATOR = "\x1f"
+INSERT_USAGE = """
+INSERT INTO ledger.budget_usage (budget_id, hold_id, request_id, at, held, spent, channels)
+SELECT b, h, r, a, hd, s, string_to_array(c, chr(31))
+FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[],
+    $7::text[]) AS u(b, h, r, a, hd, s, c)
+"""
+UPDATE_USAGE = """
+UPDATE ledger.budget_usage g SET held = u.held, spent = u.spent
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+    AS u(budget_id, hold_id, held, spent)
+WHERE g.budget_id = u.budget_id AND g.hold_id = u.hold_id
+"""
+# The first limit that refused one of a task's calls (a task keeps its first).
+TASK_STOPS = """
+UPDATE ledger.tasks t SET stopped_by = u.stopped_by
+FROM unnest($1::text[], $2::text[], $3::text[]) AS u(task_id, account_id, stopped_by)
+WHERE t.task_id = u.task_id AND t.account_id = u.account_id AND t.stopped_by IS NULL
+"""
 UPDATE_RECEIPTS = """
 UPDATE ledger.receipts r SET status = u.status, body = u.body::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(request_id, status, body)
 WHERE r.request_id = u.request_id
 """
-
-
-async def limited(
-    conn: asyncpg.Connection, accounts: Collection[str], requests: Collection[str]
-) -> tuple[set[str], set[str]]:
-    """(accounts with budgets or tasks, requests counted against a budget) among those given."""
-    rows = await conn.fetch(SELECT_LIMITED, list(accounts), list(requests))
-    return (
-        {r["id"] for r in rows if r["kind"] == "account"},
-        {r["id"] for r in rows if r["kind"] == "request"},
-    )
 
 
 async def load(
@@ -148,17 +173,64 @@ async def fill(
             state.receipts[r["request_id"]] = ReceiptRow(**fields)
     existing = [r for r in new_requests if r in state.receipts]
     loaded = await load(conn, new_accounts, existing) if new_accounts or existing else State()
-    limited_accounts, limited_requests = (
-        await limited(conn, new_accounts, existing) if new_accounts or existing else (set(), set())
-    )
     state.units.update(loaded.units)
     state.balances.update(loaded.balances)
     state.holds.update(loaded.holds)
     state.receipts.update(loaded.receipts)
+    await _fill_limits(conn, state, new_accounts, existing)
+    # The flags once said "left to the per-event use cases"; the fold now covers everything.
     for a in new_accounts:
-        memory.accounts[a] = a in limited_accounts
+        memory.accounts[a] = False
     for r in new_requests:
-        memory.requests[r] = r in limited_requests
+        memory.requests[r] = False
+
+
+def _usage_row(r: asyncpg.Record) -> UsageRow:
+    return UsageRow(
+        r["budget_id"],
+        r["hold_id"],
+        r["request_id"],
+        r["at"],
+        int(r["held"]),
+        int(r["spent"]),
+        tuple(r["channels"]),
+    )
+
+
+async def _fill_limits(
+    conn: asyncpg.Connection, state: State, accounts: list[str], requests: list[str]
+) -> None:
+    """The accounts' budgets, tasks and budget usage; the requests' usage rows."""
+    if accounts:
+        await _fill_budgets(conn, state, accounts)
+        for r in await conn.fetch(SELECT_TASKS, accounts):
+            state.tasks[(r["account_id"], r["task_id"])] = TaskRule(
+                r["task_id"], r["status"], tuple(r["route_types"]), r["fallback"], r["stopped_by"]
+            )
+    if requests:
+        by_request: dict[str, list[UsageRow]] = defaultdict(list)
+        for r in await conn.fetch(SELECT_REQUEST_USAGE, requests):
+            by_request[r["request_id"]].append(_usage_row(r))
+        for request_id, request_rows in by_request.items():
+            state.request_usage[request_id] = tuple(sorted(request_rows, key=lambda u: u.key))
+
+
+async def _fill_budgets(conn: asyncpg.Connection, state: State, accounts: list[str]) -> None:
+    """The accounts' budgets (an empty tuple: none) and every usage row of each."""
+    by_account: dict[str, list[Budget]] = defaultdict(list)
+    for r in await conn.fetch(SELECT_BUDGETS, accounts):
+        fields = dict(r)
+        account = fields.pop("account_id")
+        fields["window"] = fields.pop("time_window")
+        by_account[account].append(Budget(**fields))
+    rows: dict[str, dict[str, UsageRow]] = {}
+    for a in accounts:
+        state.budgets[a] = tuple(by_account.get(a, ()))
+        rows.update((b.budget_id, {}) for b in state.budgets[a])
+    for r in await conn.fetch(SELECT_BUDGET_USAGE, list(rows)) if rows else ():
+        rows[r["budget_id"]][r["hold_id"]] = _usage_row(r)
+    for budget_id, by_hold in rows.items():
+        state.usage[budget_id] = BudgetUsage(by_hold)
 
 
 async def load_partition(conn: asyncpg.Connection, partition: int, partitions: int) -> Memory:
@@ -181,6 +253,7 @@ async def write(conn: asyncpg.Connection, state: State, effects: Effects) -> Non
     await _holds(conn, effects)
     await _receipts(conn, state, effects)
     await recon_store.insert_attempts(conn, effects.recon)
+    await _limits(conn, effects)
 
 
 async def _journal(conn: asyncpg.Connection, effects: Effects) -> None:
@@ -267,4 +340,37 @@ async def _receipts(conn: asyncpg.Connection, state: State, effects: Effects) ->
             [r.request_id for r in rs],
             [r.status for r in rs],
             [orjson.dumps(r.body).decode() for r in rs],
+        )
+
+
+async def _limits(conn: asyncpg.Connection, effects: Effects) -> None:
+    """Budget usage rows (new and changed) and task stops."""
+    if effects.usage_new:
+        rs = list(effects.usage_new.values())
+        await conn.execute(
+            INSERT_USAGE,
+            [r.budget_id for r in rs],
+            [r.hold_id for r in rs],
+            [r.request_id for r in rs],
+            [r.at for r in rs],
+            [r.held for r in rs],
+            [r.spent for r in rs],
+            [_SEPARATOR.join(r.channels) for r in rs],
+        )
+    if effects.usage_changed:
+        rs = list(effects.usage_changed.values())
+        await conn.execute(
+            UPDATE_USAGE,
+            [r.budget_id for r in rs],
+            [r.hold_id for r in rs],
+            [r.held for r in rs],
+            [r.spent for r in rs],
+        )
+    if effects.task_stops:
+        stops = sorted(effects.task_stops.items())
+        await conn.execute(
+            TASK_STOPS,
+            [task_id for (task_id, _), _ in stops],
+            [account_id for (_, account_id), _ in stops],
+            [message for _, message in stops],
         )

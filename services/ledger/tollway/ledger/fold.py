@@ -12,11 +12,11 @@ batch's :class:`Effects`, which the store writes in one transaction with multi-r
 
 :mod:`tollway.ledger.fold_usage` decides attempts and finishes over the same state.
 
-The fold covers what the hot path does for accounts without budgets or task envelopes (the
-router's plans, attempts and finishes), and the clock's ticks and hold extensions
-(:mod:`tollway.ledger.fold_expiry`); budgets, tasks, top-ups and corrections go through the
-per-event use cases (see :mod:`tollway.ledger.handlers`). The state a batch decides over is
-kept per partition across batches (:mod:`tollway.ledger.resident`).
+The fold covers what the hot path does (the router's plans, attempts and finishes, with the
+budgets and task envelopes that limit them: :mod:`tollway.ledger.fold_limits`), and the clock's
+ticks and hold extensions (:mod:`tollway.ledger.fold_expiry`); top-ups and corrections go
+through the per-event use cases (see :mod:`tollway.ledger.handlers`). The state a batch decides
+over is kept per partition across batches (:mod:`tollway.ledger.resident`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from tollway.events.ledger import (
     HoldPlaced,
     HoldRejected,
 )
-from tollway.ledger import domain, receipts
+from tollway.ledger import domain, fold_limits, receipts
 from tollway.ledger import limits_domain as ld
+from tollway.ledger.fold_limits import BudgetUsage, Stop, UsageRow
 from tollway.ledger.journal import emit
 from tollway.ledger.receipt_model import ReceiptRow
 from tollway.runtime.outbox import Outgoing
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from tollway.events.envelope import Envelope, Payload
+    from tollway.events.gateway import Candidate
     from tollway.ledger.recon import ReconAttempt
     from tollway.ledger.upstream_costs import CostRow
 
@@ -76,12 +78,21 @@ class State:
     ``units``: (account, bucket) -> the bucket's unit; ``balances``: (ledger account, unit) ->
     amount, for the tenants' bucket accounts; ``holds``: request -> its holds in id order;
     ``receipts``: request -> its receipt.
+
+    Limits (:mod:`tollway.ledger.fold_limits`): ``budgets``: account -> its budgets (task
+    envelopes included) in id order; ``tasks``: (account, task) -> the task (every task of a
+    known account); ``usage``: budget -> its usage rows; ``request_usage``: request -> the usage
+    rows of its holds, in (budget, hold) order.
     """
 
     units: MutableMapping[tuple[str, str], str] = field(default_factory=dict)
     balances: MutableMapping[tuple[str, str], int] = field(default_factory=dict)
     holds: MutableMapping[str, tuple[Hold, ...]] = field(default_factory=dict)
     receipts: MutableMapping[str, ReceiptRow] = field(default_factory=dict)
+    budgets: MutableMapping[str, tuple[ld.Budget, ...]] = field(default_factory=dict)
+    tasks: MutableMapping[tuple[str, str], ld.TaskRule] = field(default_factory=dict)
+    usage: MutableMapping[str, BudgetUsage] = field(default_factory=dict)
+    request_usage: MutableMapping[str, tuple[UsageRow, ...]] = field(default_factory=dict)
 
     def available(self, account_id: str, bucket: str, unit: str) -> int:
         """A bucket's spendable balance in ``unit`` (0 when it never moved)."""
@@ -96,7 +107,9 @@ class Effects:
     order; ``outgoing``: every message to publish, in order; ``opened``: holds placed in this
     batch (their final state); ``changed``: holds that existed before and changed; receipt ids
     created and changed (their final state is in the :class:`State`); ``costs``: booked
-    upstream cost rows, in order.
+    upstream cost rows, in order. ``usage_new``/``usage_changed``: budget usage rows inserted
+    and updated (final state, by (budget, hold)); ``task_stops``: (task, account) -> the first
+    refusal by the task's own limit.
     """
 
     journal: list[tuple[Envelope[Any], Outgoing]] = field(default_factory=list)
@@ -107,13 +120,18 @@ class Effects:
     changed_receipts: set[str] = field(default_factory=set)
     recon: list[ReconAttempt] = field(default_factory=list)
     costs: list[CostRow] = field(default_factory=list)
+    usage_new: dict[tuple[str, str], UsageRow] = field(default_factory=dict)
+    usage_changed: dict[tuple[str, str], UsageRow] = field(default_factory=dict)
+    task_stops: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class Decision:
     """What one record decided: events and messages in emission order, and projection changes.
 
-    ``costs`` are the projection rows of upstream costs it booked. ``steps`` interleaves journal
+    ``costs`` are the projection rows of upstream costs it booked; ``usage``: budget usage rows
+    added or changed (their new state); ``tasks``: (account, task) it noted a stop on.
+    ``steps`` interleaves journal
     events (``("journal", envelope)``) and messages for other
     topics (``("message", outgoing)``) in the order the per-event use cases emitted them.
     """
@@ -124,6 +142,8 @@ class Decision:
     new_receipt: ReceiptRow | None = None
     recon: list[ReconAttempt] = field(default_factory=list)
     costs: list[CostRow] = field(default_factory=list)
+    usage: list[UsageRow] = field(default_factory=list)
+    tasks: list[tuple[str, ld.TaskRule]] = field(default_factory=list)
 
     def journal(self, env: Envelope[Payload]) -> None:
         """Emit ``env`` to the journal (and ledger.events)."""
@@ -169,6 +189,26 @@ def evolve(state: State, effects: Effects, decision: Decision) -> None:
             effects.changed_receipts.add(row.request_id)
     effects.recon.extend(decision.recon)
     effects.costs.extend(decision.costs)
+    _evolve_limits(state, effects, decision)
+
+
+def _evolve_limits(state: State, effects: Effects, decision: Decision) -> None:
+    """Fold budget usage rows and task stops (:mod:`tollway.ledger.fold_limits`)."""
+    for row in decision.usage:
+        before = state.request_usage.get(row.request_id, ())
+        others = [r for r in before if r.key != row.key]
+        state.request_usage[row.request_id] = tuple(sorted([*others, row], key=lambda r: r.key))
+        usage = state.usage.get(row.budget_id)
+        if usage is not None:
+            state.usage[row.budget_id] = usage.put(row)
+        if row.key in effects.usage_new or len(others) == len(before):
+            effects.usage_new[row.key] = row
+        else:
+            effects.usage_changed[row.key] = row
+    for account_id, task in decision.tasks:
+        state.tasks[(account_id, task.task_id)] = task
+        if task.stopped_by is not None:
+            effects.task_stops.setdefault((task.task_id, account_id), task.stopped_by)
 
 
 # --- authorize ---------------------------------------------------------------------------------
@@ -177,36 +217,68 @@ def evolve(state: State, effects: Effects, decision: Decision) -> None:
 def decide_request(state: State, env: Envelope[RequestReceived], offset: int | None) -> Decision:
     """Hold every bucket of the plan, or reject the request when its primary cannot be held.
 
-    The fold's share of :func:`tollway.ledger.authorize.authorize`: no task, no budgets.
+    A task's request passes its task's gate first and may only use what its task allows of
+    its plan; each hold fits the bucket's balance and every hard budget that covers it
+    (:mod:`tollway.ledger.fold_limits`), counting the holds placed before it.
     """
     req = env.payload
     if req.request_id in state.receipts:
         raise DuplicateRequestError(f"request {req.request_id} was already authorized")
-    limits = ld.LimitState(budgets=[], used={})
-    placed: list[tuple[ld.BucketGroup, str, str]] = []
+    task = fold_limits.task_of(state, req)
+    stop = fold_limits.task_gate(req, task)
+    if stop is not None:
+        return _reject(state, env, stop, None)
+    plan = ld.allowed_plan(req.plan, task)
+    limits = fold_limits.limit_state(state, env)
+    placed: list[_Placed] = []
     refused: list[tuple[ld.BucketGroup, ld.Refusal]] = []
-    for group in ld.bucket_groups(req.plan, req.estimated_input_tokens, req.max_output_tokens):
+    for group in ld.bucket_groups(plan, req.estimated_input_tokens, req.max_output_tokens):
         unit = state.units.get((req.account_id, group.bucket), "")
         available = state.available(req.account_id, group.bucket, unit) if unit else 0
-        _, refusal = ld.decide_group(limits, req, group, unit, available)
+        charges, refusal = ld.decide_group(limits, req, group, unit, available)
         if refusal is not None and not placed:
-            return _reject(state, env, group.bucket, refusal)
+            return _reject(state, env, Stop(402, refusal, group.bucket), plan)
         if refusal is not None:
             refused.append((group, refusal))
             continue
+        ld.apply_charges(limits, charges)
         salt = "hold" if not placed else f"hold:{group.bucket}"
-        placed.append((group, unit, "hold_" + derived_id(env.id, salt)))
-    return _place(env, placed, refused, offset)
+        placed.append(_Placed(group, unit, "hold_" + derived_id(env.id, salt), charges))
+    decision = _place(env, placed, refused, offset, None if task is None else plan)
+    for _, r in refused:
+        _note_task_stop(state, req, r, decision)
+    return decision
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """A hold the authorization decided to place, and what it adds to each budget."""
+
+    group: ld.BucketGroup
+    unit: str
+    hold_id: str
+    charges: list[ld.Charge]
+
+
+def _note_task_stop(state: State, req: RequestReceived, r: ld.Refusal, decision: Decision) -> None:
+    noted = next((t for a, t in decision.tasks if a == req.account_id), None)
+    if noted is not None:
+        return  # the first refusal of this request is the one that counts
+    task = fold_limits.task_stop(state, req, r)
+    if task is not None:
+        decision.tasks.append((req.account_id, task))
 
 
 def _place(
     env: Envelope[RequestReceived],
-    placed: list[tuple[ld.BucketGroup, str, str]],
+    placed: list[_Placed],
     refused: list[tuple[ld.BucketGroup, ld.Refusal]],
     offset: int | None,
+    plan: list[Candidate] | None,
 ) -> Decision:
     req, decision = env.payload, Decision()
-    for i, (group, unit, hold_id) in enumerate(placed):
+    for i, p in enumerate(placed):
+        group, unit, hold_id = p.group, p.unit, p.hold_id
         bucket, amount = group.bucket, group.worst_micro
         event = HoldPlaced(
             account_id=req.account_id,
@@ -237,16 +309,22 @@ def _place(
                 request_offset=offset,
             )
         )
+        decision.usage.extend(fold_limits.usage_rows(env, hold_id, p.charges))
         decision.journal(emit(env, event, "hold_placed" if i == 0 else f"hold_placed:{bucket}"))
     for group, r in refused:
         rejected = _rejected(env, group.bucket, r)
         decision.journal(emit(env, rejected, f"hold_rejected:{group.bucket}"))
-    primary_group, primary_unit, primary_id = placed[0]
-    body = receipts.opened(env, primary_group.bucket, primary_unit)
-    receipts.hold_placed(body, primary_id, primary_group.worst_micro)
+    primary = placed[0]
+    body = receipts.opened(env, primary.group.bucket, primary.unit, plan)
+    receipts.hold_placed(body, primary.hold_id, primary.group.worst_micro)
     body["extra_holds"] = [
-        {"bucket": g.bucket, "hold_id": h, "held_micro": g.worst_micro, "status": "open"}
-        for g, _, h in placed[1:]
+        {
+            "bucket": p.group.bucket,
+            "hold_id": p.hold_id,
+            "held_micro": p.group.worst_micro,
+            "status": "open",
+        }
+        for p in placed[1:]
     ]
     body["refused"] = [
         {
@@ -259,13 +337,13 @@ def _place(
     ]
     decision.new_receipt = _new_receipt(env, body)
     authorized = RequestAuthorized(
-        request=req,
-        hold_id=primary_id,
-        bucket=primary_group.bucket,
-        held_micro=primary_group.worst_micro,
+        request=req if plan is None else req.model_copy(update={"plan": plan}),
+        hold_id=primary.hold_id,
+        bucket=primary.group.bucket,
+        held_micro=primary.group.worst_micro,
         extra_holds=[
-            HoldGrant(bucket=g.bucket, hold_id=h, held_micro=g.worst_micro)
-            for g, _, h in placed[1:]
+            HoldGrant(bucket=p.group.bucket, hold_id=p.hold_id, held_micro=p.group.worst_micro)
+            for p in placed[1:]
         ],
         refused=[
             BucketRefusal(bucket=g.bucket, limit=r.limit, message=r.message) for g, r in refused
@@ -290,15 +368,18 @@ def _rejected(env: Envelope[RequestReceived], bucket: str, r: ld.Refusal) -> Hol
     )
 
 
-def _reject(state: State, env: Envelope[RequestReceived], bucket: str, r: ld.Refusal) -> Decision:
-    req, decision = env.payload, Decision()
-    body = receipts.opened(env, bucket, state.units.get((req.account_id, bucket)))
+def _reject(
+    state: State, env: Envelope[RequestReceived], stop: Stop, plan: list[Candidate] | None
+) -> Decision:
+    req, decision, r = env.payload, Decision(), stop.refusal
+    _note_task_stop(state, req, r, decision)
+    body = receipts.opened(env, stop.bucket, state.units.get((req.account_id, stop.bucket)), plan)
     receipts.rejected(body, r.limit, r.message)
-    body["final_status"] = 402
+    body["final_status"] = stop.status
     decision.new_receipt = _new_receipt(env, body)
-    decision.journal(emit(env, _rejected(env, bucket, r), "hold_rejected"))
+    decision.journal(emit(env, _rejected(env, stop.bucket, r), "hold_rejected"))
     reply = RequestRejected(
-        request_id=req.request_id, status=402, code=r.code, message=r.message, limit=r.limit
+        request_id=req.request_id, status=stop.status, code=r.code, message=r.message, limit=r.limit
     )
     decision.message(
         Outgoing.of(topics.replies_topic(req.edge_id), req.request_id, emit(env, reply, "rejected"))

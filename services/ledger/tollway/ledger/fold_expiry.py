@@ -3,10 +3,9 @@
 A :class:`~tollway.events.ledger.ClockTicked` names the holds it may expire by their deadline
 and by where their request sits in the log (``requests_before``); which those are is read from
 Postgres before the fold (the holds a batch placed are written before its tick is decided), and
-:func:`decide_tick` then expires them over the partition's state exactly as the per-event use
-case (:func:`tollway.ledger.expiry.on_tick`) does: the same events, ids, postings and receipts.
-:func:`decide_extension` moves an open hold's deadline later, as
-:func:`tollway.ledger.expiry.extend` does. No IO, no clock.
+:func:`decide_tick` then expires them over the partition's state, in deadline order, and stops
+counting them against budgets. :func:`decide_extension` moves an open hold's deadline later.
+No IO, no clock.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from tollway.events.ledger import HoldExpired, HoldExtended
-from tollway.ledger import domain, holds, receipts
+from tollway.ledger import domain, fold_limits, holds, receipts
 from tollway.ledger.fold import Decision, Hold, State
 from tollway.ledger.journal import emit
 
@@ -52,6 +51,8 @@ def decide_tick(state: State, env: Envelope[ClockTicked], due: Sequence[Hold]) -
         )
         decision.journal(emit(env, event, f"expired:{hold.hold_id}"))
         decision.holds.append(replace(hold, status="expired", closed_at=env.occurred_at))
+        # Budgets stop counting it as held (a late capture counts what it charges).
+        decision.usage.extend(fold_limits.released(state, hold.request_id, hold.hold_id))
         for p in event.postings:
             moved[(p.account, p.unit)] += p.amount
         row = state.receipts.get(hold.request_id)

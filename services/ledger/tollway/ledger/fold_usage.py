@@ -4,7 +4,8 @@ Decisions over :class:`tollway.ledger.fold.State`, folded by :func:`tollway.ledg
 an attempt joins its receipt and its upstream cost is booked at its channel's cost price (without
 one, a failed attempt's tokens are journaled as upstream loss at the sell price); a finish settles
 the served bucket's hold (or releases it; captures it late once expired), releases the request's
-other holds and closes the receipt's story. No IO, no clock.
+other holds, counts the spend against the request's budgets (:mod:`tollway.ledger.fold_limits`)
+and closes the receipt's story. No IO, no clock.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.events.ledger import HoldReleased, HoldSettled, LateCaptured, UpstreamLossRecorded
 from tollway.events.pricing import cost_micro
-from tollway.ledger import domain, holds, losses, receipts, recon, upstream_costs
+from tollway.ledger import domain, fold_limits, holds, losses, receipts, recon, upstream_costs
 from tollway.ledger.fold import Decision, Hold, State
 from tollway.ledger.journal import emit
 
@@ -112,7 +113,7 @@ def decide_finish(state: State, env: Envelope[RequestFinished]) -> Decision:
     if body is not None:
         after = _balance_after(state, hold, getattr(settlement.payload, "postings", ()))
         receipts.finished(body, settlement.payload, fin, after)
-    _after_finish(env, request_holds, closed, settlement.payload, body, decision)
+    _after_finish(state, env, request_holds, closed, settlement.payload, body, decision)
     if row is not None and body is not None:
         decision.receipts.append(row.with_body(body))
     return decision
@@ -179,13 +180,14 @@ def _late_capture(state: State, env: Envelope[RequestFinished], hold: Hold) -> D
     request_holds = tuple(
         captured if h.hold_id == hold.hold_id else h for h in state.holds.get(fin.request_id, ())
     )
-    _after_finish(env, request_holds, captured, event, body, decision)
+    _after_finish(state, env, request_holds, captured, event, body, decision)
     if row is not None and body is not None:
         decision.receipts.append(row.with_body(body))
     return decision
 
 
 def _after_finish(  # noqa: PLR0913, PLR0917 - the finish's parts
+    state: State,
     env: Envelope[RequestFinished],
     request_holds: tuple[Hold, ...],
     settled_hold: Hold,
@@ -193,7 +195,11 @@ def _after_finish(  # noqa: PLR0913, PLR0917 - the finish's parts
     body: dict[str, Any] | None,
     decision: Decision,
 ) -> None:
-    """Release the request's other open holds and annotate the receipt (no budgets here)."""
+    """Release the request's other open holds, count the spend against budgets, annotate.
+
+    Each budget the request counted against stops counting its holds and counts what was
+    spent; a spend that crosses 50/80/100 % of a budget is journaled (after the releases).
+    """
     fin = env.payload
     for hold in request_holds:
         if hold.hold_id == settled_hold.hold_id or hold.status != "open":
@@ -210,6 +216,10 @@ def _after_finish(  # noqa: PLR0913, PLR0917 - the finish's parts
         )
         decision.holds.append(replace(hold, status="released", closed_at=env.occurred_at))
         decision.journal(emit(env, released, f"hold_released:{hold.hold_id}"))
+    rows, crossings = fold_limits.settle(state, env, settled)
+    decision.usage.extend(rows)
+    for crossing in crossings:
+        decision.journal(crossing)
     if body is not None:
         receipts.annotate_finish(
             body, fin, str(getattr(settled, "hold_id", "")), str(getattr(settled, "unit", ""))

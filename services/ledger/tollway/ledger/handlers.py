@@ -28,12 +28,9 @@ from tollway.events.gateway import (
 )
 from tollway.events.ledger import (
     ClockTicked,
-    HoldReleased,
-    HoldSettled,
     ToppedUp,
     TopUpRefused,
 )
-from tollway.events.pricing import cost_micro
 from tollway.events.recon import InvoiceLineImported
 from tollway.events.routing import PriceTableChangeRequested
 from tollway.ledger import (
@@ -41,23 +38,16 @@ from tollway.ledger import (
     budgets,
     corrections,
     cost_rerating,
-    cost_store,
     domain,
     expiry,
     fold,
     fold_expiry,
     fold_usage,
-    limits_store,
-    losses,
     prices,
-    receipts,
-    recon,
     recon_apply,
-    recon_store,
     rerating,
     store,
 )
-from tollway.ledger.authorize import authorize
 from tollway.ledger.journal import emit as _emit
 from tollway.ledger.journal import journal as _journal
 from tollway.ledger.resident import Call, Memory, Resident
@@ -167,38 +157,17 @@ class LedgerHandler:
     # --- applying runs -------------------------------------------------------------------------
 
     async def _fold_run(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
-        usage = [r for r in run if not _is_tick(r)]
-        accounts = {r.envelope.payload.account_id for r in usage}  # type: ignore[attr-defined]
-        requests = {r.envelope.payload.request_id for r in usage}  # type: ignore[attr-defined]
-        memory = self._call.memory(run[0].partition)
-        await batch_store.fill(conn, memory, accounts, requests)
-        limited_accounts = {a for a in accounts if memory.accounts.get(a)}
-        limited_requests = {r for r in requests if memory.requests.get(r)}
-
-        def foldable(record: Record) -> bool:
-            p = record.envelope.payload
-            if isinstance(p, RequestReceived):
-                return p.task_id is None and p.account_id not in limited_accounts
-            if isinstance(p, RequestFinished):
-                return p.account_id not in limited_accounts and p.request_id not in limited_requests
-            return True
-
         out: list[Outgoing] = []
-        for folded, group in itertools.groupby(run, key=foldable):
-            part = list(group)
-            if not folded:
-                out.extend(await self._one_by_one(conn, part))
-                continue
-            # A tick is decided alone: the holds it may expire include the ones placed just
-            # before it, which the run written before it put in Postgres.
-            for ticks, pieces in itertools.groupby(part, key=_is_tick):
-                piece = list(pieces)
-                for tick in piece if ticks else ():
-                    out.extend(await self._tick(conn, tick))
-                if not ticks:
-                    effects = await _fold(conn, piece, self._call.memory(piece[0].partition))
-                    out.extend(effects.outgoing)
-                    out.extend(await recon_apply.response_alerts(conn, effects.recon, self._recon))
+        # A tick is decided alone: the holds it may expire include the ones placed just
+        # before it, which the run written before it put in Postgres.
+        for ticks, pieces in itertools.groupby(run, key=_is_tick):
+            piece = list(pieces)
+            for tick in piece if ticks else ():
+                out.extend(await self._tick(conn, tick))
+            if not ticks:
+                effects = await _fold(conn, piece, self._call.memory(piece[0].partition))
+                out.extend(effects.outgoing)
+                out.extend(await recon_apply.response_alerts(conn, effects.recon, self._recon))
         return out
 
     async def _tick(self, conn: asyncpg.Connection, record: Record) -> list[Outgoing]:
@@ -215,8 +184,6 @@ class LedgerHandler:
         memory = self._call.memory(record.partition)
         requests = {h["request_id"] for h in due}
         await batch_store.fill(conn, memory, {h["account_id"] for h in due}, requests)
-        if any(memory.requests.get(r) for r in requests):
-            return await self._one_by_one(conn, [record])  # holds counted against a budget
         state = memory.state
         held = {h.hold_id: h for r in requests for h in state.holds.get(r, ())}
         decision = fold_expiry.decide_tick(state, env, [held[h["hold_id"]] for h in due])
@@ -227,21 +194,36 @@ class LedgerHandler:
         return effects.outgoing
 
     async def _one_by_one(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
+        """Apply each record on its own, its partition's state read again from Postgres after.
+
+        Records of the fold's types are folded alone over their partition's state read again
+        from Postgres (how a subclass that folds nothing in runs applies them).
+        """
         out: list[Outgoing] = []
-        async with store.receipt_batch(conn):
-            for record in run:
-                out.extend(await self._apply(conn, record))
+        for folded, group in itertools.groupby(run, key=_foldable_type):
+            part = list(group)
+            if folded:
+                for record in part:
+                    self._call.forget(record.partition)
+                    out.extend(await self._fold_alone(conn, record))
+                continue
+            async with store.receipt_batch(conn):
+                for record in part:
+                    out.extend(await self._apply(conn, record))
         # The use cases wrote to Postgres directly: the partition's state is read again.
         for partition in {r.partition for r in run}:
             self._call.forget(partition)
         return out
 
+    async def _fold_alone(self, conn: asyncpg.Connection, record: Record) -> list[Outgoing]:
+        if _is_tick(record):
+            return await self._tick(conn, record)
+        effects = await _fold(conn, [record], self._call.memory(record.partition))
+        alerts = await recon_apply.response_alerts(conn, effects.recon, self._recon)
+        return [*effects.outgoing, *alerts]
+
     async def _apply(self, conn: asyncpg.Connection, record: Record) -> list[Outgoing]:
         env = record.envelope
-        if isinstance(env.payload, RequestReceived):
-            # The hold remembers where its request sits in the log (see ClockTicked).
-            request = cast("Envelope[RequestReceived]", env)
-            return await authorize(conn, request, request_offset=record.offset)
         if isinstance(env.payload, InvoiceLineImported):
             line = cast("Envelope[InvoiceLineImported]", env)
             return await recon_apply.import_line(conn, line, self._recon)
@@ -372,93 +354,11 @@ async def _credit(
     )
 
 
-async def record_attempt(conn: asyncpg.Connection, env: Envelope[AttemptFinished]) -> None:
-    """Add an upstream attempt, failed ones included, to the request's receipt."""
-    attempt = env.payload
-    receipt = await store.get_receipt(conn, attempt.request_id)
-    if receipt is None:
-        log.warning("attempt_without_receipt", request_id=attempt.request_id)
-        return
-    receipts.add_attempt(receipt, attempt, cost_micro(attempt.usage, attempt.candidate.price))
-    await store.update_receipt(conn, attempt.request_id, receipt["status"], receipt)
-
-
-async def finish(conn: asyncpg.Connection, env: Envelope[RequestFinished]) -> list[Outgoing]:
-    """Settle the hold to the served attempt's cost, or release it when nothing was served."""
-    fin = env.payload
-    holds = await limits_store.request_holds(conn, fin.request_id)
-    hold = budgets.served_hold(holds, fin)
-    if hold is not None and hold["status"] == "expired" and fin.served:
-        captured = await expiry.late_capture(conn, env, hold)
-        if captured is None:
-            return []
-        message, event = captured
-        return [message, *await budgets.after_finish(conn, env, event)]
-    if hold is None or hold["status"] != "open":
-        log.warning("finish_without_open_hold", request_id=fin.request_id)
-        return []
-    journal_env = _settlement(env, hold)
-    closed = "settled" if fin.served else "released"
-    await store.close_hold(conn, hold["hold_id"], closed, env.occurred_at)
-    hold["status"] = closed  # as after_finish, handed the same list, must see it
-    out = await _journal(conn, journal_env)
-    receipt = await store.get_receipt(conn, fin.request_id)
-    if receipt is not None:
-        available = await store.balance(
-            conn, domain.bucket_account(hold["account_id"], hold["bucket"]), hold["unit"]
-        )
-        receipts.finished(receipt, journal_env.payload, fin, available)
-        await store.update_receipt(conn, fin.request_id, closed, receipt)
-    return [out, *await budgets.after_finish(conn, env, journal_env, holds)]
-
-
-def _settlement(env: Envelope[RequestFinished], hold: dict[str, Any]) -> Envelope[Payload]:
-    fin = env.payload
-    account, bucket, unit = hold["account_id"], hold["bucket"], hold["unit"]
-    s = domain.settle(hold["amount"], fin.usage if fin.served else None, fin.price)
-    postings = domain.closing_postings(account, bucket, unit, s, fin.served_channel_id)
-    common = {
-        "account_id": account,
-        "cause_id": env.id,
-        "hold_id": hold["hold_id"],
-        "request_id": fin.request_id,
-        "bucket": bucket,
-        "unit": unit,
-    }
-    if not fin.served:
-        released = HoldReleased(**common, released_micro=s.released, postings=postings)
-        return _emit(env, released, "hold_released")
-    settled = HoldSettled(
-        **common,
-        held_micro=hold["amount"],
-        charged_micro=s.charged,
-        released_micro=s.released,
-        postings=postings,
-    )
-    return _emit(env, settled, "hold_settled")
-
-
-async def _record_attempt(conn: asyncpg.Connection, env: Envelope[Any]) -> list[Outgoing]:
-    await record_attempt(conn, env)
-    out = [*await losses.record_loss(conn, env), *await cost_store.book(conn, env)]
-    row = recon.attempt_row(env)
-    if row is not None:  # the same reconciliation the fold keeps (fold_usage._reconcile)
-        await recon_store.insert_attempts(conn, [row])
-        reported = recon.reported_event(row, env.id)
-        if reported is not None:
-            out.append(await _journal(conn, _emit(env, reported, "upstream_cost_reported")))
-    return out
-
-
 UseCase = Callable[["asyncpg.Connection", Envelope[Any]], Awaitable[list[Outgoing]]]
 
 # One use case per input event type.
 _USE_CASES: dict[type[Payload], UseCase] = {
     TopUpRequested: top_up,
-    AttemptFinished: _record_attempt,
-    RequestFinished: finish,
-    ClockTicked: expiry.on_tick,
-    HoldExtensionRequested: expiry.extend,
     ReversalRequested: corrections.reverse,
     AdjustmentRequested: corrections.adjust,
     PriceTableChangeRequested: prices.change_prices,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from tollway.events.limits import TOKENS
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from tollway.events.gateway import Candidate, RequestFinished, RequestReceived
+    from tollway.ledger.fold_limits import UsageRow
 
 THRESHOLDS = (50, 80, 100)
 ROLLING = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1)}
@@ -102,6 +103,7 @@ class TaskRule:
     status: str
     route_types: tuple[str, ...]
     fallback: str
+    stopped_by: str | None = None
 
 
 def allowed_plan(plan: Sequence[Candidate], task: TaskRule | None) -> list[Candidate]:
@@ -306,7 +308,7 @@ class Spend:
 
 
 def spend_of_request(
-    rows: Iterable[dict[str, Any]],
+    rows: Iterable[UsageRow],
     budgets: dict[str, Budget],
     fin: RequestFinished,
     settled_hold: str,
@@ -320,13 +322,13 @@ def spend_of_request(
     out = []
     tokens_done: set[str] = set()
     for row in rows:
-        budget = budgets.get(row["budget_id"])
+        budget = budgets.get(row.budget_id)
         amount = 0
-        if fin.served and budget is not None and fin.served_channel_id in row["channels"]:
+        if fin.served and budget is not None and fin.served_channel_id in row.channels:
             if budget.tokens and budget.budget_id not in tokens_done:
                 amount = fin.usage.total_tokens
                 tokens_done.add(budget.budget_id)
-            elif not budget.tokens and row["hold_id"] == settled_hold:
+            elif not budget.tokens and row.hold_id == settled_hold:
                 amount = charged
-        out.append(Spend(row["budget_id"], row["hold_id"], row["at"], amount))
+        out.append(Spend(row.budget_id, row.hold_id, row.at, amount))
     return out

@@ -3,8 +3,8 @@
 gw.requests and gw.usage are co-partitioned by billing account, so partition N of both is one
 set of accounts with one writer. For each partition it owns, the ledger keeps a
 :class:`Memory`: the fold's :class:`~tollway.ledger.fold.State` (buckets, balances, open holds,
-receipts in progress) and what of it is known (which accounts and requests were loaded, and
-whether budgets limit them). A batch decides over it without reading Postgres again.
+receipts in progress, budgets, tasks and their usage) and what of it is known (which accounts
+and requests were loaded). A batch decides over it without reading Postgres again.
 
 What the memory holds is always what Postgres holds as of the offsets this consumer last
 stored, because it only ever changes with a commit:
@@ -16,8 +16,9 @@ stored, because it only ever changes with a commit:
   into the partitions' memory; :meth:`Resident.rollback` (the transaction failed, or was
   fenced) drops them and the memory of every partition the batch touched, which is then
   loaded again from Postgres;
-- records applied per event (their use cases write to Postgres directly) reset their
-  partition's layer to an empty one, loaded again from Postgres inside the same transaction;
+- records applied per event (top-ups, corrections, prices, definitions of budgets and tasks:
+  their use cases write to Postgres directly) reset their partition's layer to an empty one,
+  loaded again from Postgres inside the same transaction;
 - a partition assigned is loaded in bulk from the projections in the snapshot its stored
   offsets are read from; a partition revoked is forgotten.
 
@@ -28,7 +29,7 @@ memory holds the accounts and the requests in flight. Nothing here does IO.
 from __future__ import annotations
 
 from collections import ChainMap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from tollway.ledger import domain
@@ -42,9 +43,9 @@ if TYPE_CHECKING:
 class Memory:
     """One partition's state and what of it is known.
 
-    ``accounts``: account -> whether budgets or tasks limit it (present: its buckets and
-    balances are in ``state``); ``requests``: request -> whether it counts against a budget
-    (present: its holds and receipt, if any, are in ``state``).
+    ``accounts``: the accounts known (present: their buckets, balances, budgets with their
+    usage, and tasks are in ``state``); ``requests``: the requests known (present: their holds,
+    receipt and budget usage rows, if any, are in ``state``). The values are unused (False).
     """
 
     state: State = field(default_factory=State)
@@ -52,15 +53,20 @@ class Memory:
     requests: MutableMapping[str, bool] = field(default_factory=dict)
 
 
+# Every field of the fold's State is a mapping layered the same way.
+_STATE_FIELDS = tuple(f.name for f in fields(State))
+
+
 def _maps(memory: Memory) -> tuple[MutableMapping[Any, Any], ...]:
     s = memory.state
-    return (s.units, s.balances, s.holds, s.receipts, memory.accounts, memory.requests)
+    return (*(getattr(s, name) for name in _STATE_FIELDS), memory.accounts, memory.requests)
 
 
 def child(memory: Memory) -> Memory:
     """A layer over ``memory``: reads fall through, writes stay in the layer."""
-    units, balances, holds, receipts, accounts, requests = (ChainMap({}, m) for m in _maps(memory))
-    return Memory(State(units, balances, holds, receipts), accounts, requests)
+    *state_maps, accounts, requests = (ChainMap({}, m) for m in _maps(memory))
+    state = State(**dict(zip(_STATE_FIELDS, state_maps, strict=True)))
+    return Memory(state, accounts, requests)
 
 
 def _top(mapping: MutableMapping[Any, Any]) -> MutableMapping[Any, Any]:
@@ -75,8 +81,12 @@ def absorb(into: Memory, layer: Memory) -> None:
 
 def _touched(layer: Memory) -> set[str]:
     """Requests a layer loaded or changed."""
+    s = layer.state
     return (
-        set(_top(layer.requests)) | set(_top(layer.state.holds)) | set(_top(layer.state.receipts))
+        set(_top(layer.requests))
+        | set(_top(s.holds))
+        | set(_top(s.receipts))
+        | set(_top(s.request_usage))
     )
 
 
@@ -87,6 +97,7 @@ def _evict(memory: Memory, requests: Iterable[str], balances: Iterable[tuple[str
         if not any(h.status == "open" for h in s.holds.get(request_id, ())):
             s.holds.pop(request_id, None)
             s.receipts.pop(request_id, None)
+            s.request_usage.pop(request_id, None)
             memory.requests.pop(request_id, None)
     for key in balances:
         account, _, bucket = key[0].rpartition("/")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tollway.ledger.domain import bucket_account, check_balanced
+from tollway.ledger.domain import check_balanced
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -50,12 +50,6 @@ ON CONFLICT (account, unit) DO UPDATE SET amount = b.amount + EXCLUDED.amount
 COUNT_OPEN_HOLDS = "SELECT count(*) FROM ledger.holds WHERE status = 'open'"
 SELECT_BALANCE = "SELECT amount FROM ledger.balances WHERE account = $1 AND unit = $2"
 SELECT_BUCKET_UNIT = "SELECT unit FROM ledger.buckets WHERE account_id = $1 AND bucket = $2"
-SELECT_BUCKET_FUNDS = """
-SELECT bk.unit, COALESCE(bl.amount, 0) AS amount
-FROM ledger.buckets bk
-LEFT JOIN ledger.balances bl ON bl.account = $3 AND bl.unit = bk.unit
-WHERE bk.account_id = $1 AND bk.bucket = $2
-"""
 INSERT_BUCKET = "INSERT INTO ledger.buckets (account_id, bucket, unit) VALUES ($1, $2, $3)"
 SELECT_TOPUP = (
     "SELECT fingerprint FROM ledger.topups WHERE account_id = $1 AND idempotency_key = $2"
@@ -64,19 +58,6 @@ INSERT_TOPUP = """
 INSERT INTO ledger.topups (account_id, idempotency_key, fingerprint, event_id)
 VALUES ($1, $2, $3, $4)
 """
-INSERT_HOLD = """
-INSERT INTO ledger.holds
-    (hold_id, request_id, account_id, bucket, unit, amount, status, deadline_at, opened_at,
-     request_offset)
-VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9)
-"""
-SELECT_HOLD = """
-SELECT hold_id, request_id, account_id, bucket, unit, amount, status
-FROM ledger.holds WHERE hold_id = $1
-"""
-CLOSE_HOLD = (
-    "UPDATE ledger.holds SET status = $2, closed_at = $3 WHERE hold_id = $1 AND status = 'open'"
-)
 INSERT_RECEIPT = """
 INSERT INTO ledger.receipts
     (request_id, account_id, key_id, project_id, task_id, catalog_model, status, created_at, body)
@@ -136,14 +117,6 @@ async def bucket_unit(conn: asyncpg.Connection, account_id: str, bucket: str) ->
     return unit
 
 
-async def bucket_funds(conn: asyncpg.Connection, account_id: str, bucket: str) -> tuple[str, int]:
-    """A bucket's unit and balance in one round trip; ``("", 0)`` when it was never funded."""
-    row = await conn.fetchrow(
-        SELECT_BUCKET_FUNDS, account_id, bucket, bucket_account(account_id, bucket)
-    )
-    return ("", 0) if row is None else (row["unit"], int(row["amount"]))
-
-
 async def open_bucket(conn: asyncpg.Connection, account_id: str, bucket: str, unit: str) -> None:
     """Fix a bucket's unit (at its first top-up)."""
     await conn.execute(INSERT_BUCKET, account_id, bucket, unit)
@@ -163,46 +136,6 @@ async def record_topup(
 ) -> None:
     """Remember an account's idempotency key with the payload it stood for."""
     await conn.execute(INSERT_TOPUP, account_id, key, fingerprint, event_id)
-
-
-async def insert_hold(  # noqa: PLR0913 - one row's columns
-    conn: asyncpg.Connection,
-    *,
-    hold_id: str,
-    request_id: str,
-    account_id: str,
-    bucket: str,
-    unit: str,
-    amount: int,
-    deadline_at: datetime,
-    opened_at: datetime,
-    request_offset: int | None = None,
-) -> None:
-    """Open a hold (``request_offset``: its request's place in its gw.requests partition)."""
-    await conn.execute(
-        INSERT_HOLD,
-        hold_id,
-        request_id,
-        account_id,
-        bucket,
-        unit,
-        amount,
-        deadline_at,
-        opened_at,
-        request_offset,
-    )
-
-
-async def get_hold(conn: asyncpg.Connection, hold_id: str) -> dict[str, Any] | None:
-    """A hold's row, or None."""
-    row = await conn.fetchrow(SELECT_HOLD, hold_id)
-    return dict(row) if row is not None else None
-
-
-async def close_hold(conn: asyncpg.Connection, hold_id: str, status: str, at: datetime) -> bool:
-    """Close an open hold; False when it was already closed."""
-    result: str = await conn.execute(CLOSE_HOLD, hold_id, status, at)
-    return result.endswith(" 1")
 
 
 async def insert_receipt(  # noqa: PLR0913 - one row's columns
@@ -292,11 +225,6 @@ FROM ledger.holds WHERE status = 'open' AND deadline_at < $1
   AND ($2::bigint IS NULL OR request_offset IS NULL OR request_offset < $2)
 ORDER BY deadline_at, hold_id
 """
-EXTEND_HOLD = "UPDATE ledger.holds SET deadline_at = $2 WHERE hold_id = $1 AND status = 'open'"
-CAPTURE_EXPIRED = (
-    "UPDATE ledger.holds SET status = 'settled' WHERE hold_id = $1 AND status = 'expired'"
-)
-SELECT_HOLD_DEADLINE = "SELECT deadline_at FROM ledger.holds WHERE hold_id = $1"
 
 
 async def expirable_holds(
@@ -307,23 +235,6 @@ async def expirable_holds(
     With ``requests_before``, only holds whose request's offset is below it.
     """
     return [dict(r) for r in await conn.fetch(SELECT_EXPIRABLE, before, requests_before)]
-
-
-async def extend_hold(conn: asyncpg.Connection, hold_id: str, deadline_at: datetime) -> None:
-    """Move an open hold's deadline."""
-    await conn.execute(EXTEND_HOLD, hold_id, deadline_at)
-
-
-async def hold_deadline(conn: asyncpg.Connection, hold_id: str) -> datetime | None:
-    """A hold's current deadline."""
-    value: datetime | None = await conn.fetchval(SELECT_HOLD_DEADLINE, hold_id)
-    return value
-
-
-async def capture_expired(conn: asyncpg.Connection, hold_id: str) -> bool:
-    """Mark an expired hold as captured late; False when it was not expired (captured once)."""
-    result: str = await conn.execute(CAPTURE_EXPIRED, hold_id)
-    return result.endswith(" 1")
 
 
 SELECT_CORRECTION = (
