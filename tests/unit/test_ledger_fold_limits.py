@@ -11,9 +11,16 @@ from hypothesis import strategies as st
 from tollway.events.envelope import Envelope, decode, make
 from tollway.events.gateway import Candidate, RequestFinished, RequestReceived, RequestRejected
 from tollway.events.ledger import ClockTicked, HoldPlaced, HoldRejected
-from tollway.events.limits import BudgetThresholdCrossed
+from tollway.events.limits import (
+    BudgetRemoved,
+    BudgetSet,
+    BudgetThresholdCrossed,
+    TaskBudget,
+    TaskClosed,
+    TaskOpened,
+)
 from tollway.events.pricing import Price, Usage, worst_case_micro
-from tollway.ledger import fold, fold_expiry, fold_usage
+from tollway.ledger import fold, fold_expiry, fold_limits, fold_usage
 from tollway.ledger import limits_domain as ld
 from tollway.ledger.fold_limits import BudgetUsage, UsageRow
 
@@ -278,3 +285,61 @@ def test_usage_rows_evolve_into_the_request_and_the_budget_alike() -> None:
     assert state.request_usage["req_1"] == (row,)
     assert state.usage["b1"].rows == {row.hold_id: row}
     assert (row.held, row.spent, row.channels, row.at) == (WORST, 0, ("d1",), AT)
+
+
+def test_a_budget_id_another_account_has_is_left_alone() -> None:
+    state = _state()
+    state.budget_owners["b9"] = "other"
+    set_it = make(
+        BudgetSet(
+            budget_id="b9",
+            account_id="a",
+            name="n",
+            scope="account",
+            scope_id="a",
+            unit="credit",
+            amount=5,
+        ),
+        occurred_at=AT,
+    )
+
+    effects = _apply(state, fold.Decision(defined=fold_limits.decide_definition(state, set_it)))
+
+    assert effects.budget_changes == {}
+    assert state.budgets["a"] == ()
+
+
+def test_an_opened_task_brings_its_envelope_and_closing_it_refuses_its_calls() -> None:
+    state = _state()
+    opened = make(
+        TaskOpened(
+            task_id="t",
+            account_id="a",
+            project_id="p",
+            key_id="k",
+            budgets=[TaskBudget(bucket="credit", unit="credit", amount_micro=WORST)],
+        ),
+        occurred_at=AT,
+    )
+    _apply(state, fold.Decision(defined=fold_limits.decide_definition(state, opened)))
+    placed = _payloads(fold.decide_request(state, _request(1, task_id="t"), 1))[0]
+    closed = make(TaskClosed(task_id="t", account_id="a"), occurred_at=AT)
+    effects = _apply(state, fold.Decision(defined=fold_limits.decide_definition(state, closed)))
+
+    assert [b.budget_id for b in state.budgets["a"]] == ["task:t:credit"]
+    assert isinstance(placed, HoldPlaced)
+    assert list(effects.tasks_closed) == [("t", "a")]
+    reply = _payloads(fold.decide_request(state, _request(2, task_id="t"), 2))[-1]
+    assert isinstance(reply, RequestRejected)
+    assert reply.code == "task_closed"
+
+
+def test_a_removed_budget_stops_limiting_but_keeps_its_usage() -> None:
+    state = _state(_budget(WORST))
+    state.budget_owners["b1"] = "a"
+    _apply(state, fold.decide_request(state, _request(1), 1))
+    removed = make(BudgetRemoved(budget_id="b1", account_id="a"), occurred_at=AT)
+    _apply(state, fold.Decision(defined=fold_limits.decide_definition(state, removed)))
+
+    assert isinstance(_payloads(fold.decide_request(state, _request(2), 2))[0], HoldPlaced)
+    assert state.usage["b1"].used(None) == WORST

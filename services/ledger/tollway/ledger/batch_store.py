@@ -125,6 +125,40 @@ UPDATE ledger.tasks t SET stopped_by = u.stopped_by
 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(task_id, account_id, stopped_by)
 WHERE t.task_id = u.task_id AND t.account_id = u.account_id AND t.stopped_by IS NULL
 """
+# Definitions: who has the budget ids and task ids a run's definitions name.
+SELECT_BUDGET_OWNERS = "SELECT budget_id, account_id FROM ledger.budgets WHERE budget_id = ANY($1)"
+SELECT_TASK_OWNERS = "SELECT task_id, account_id FROM ledger.tasks WHERE task_id = ANY($1)"
+# A budget id never moves to another account (the fold checked; the store keeps the guard).
+UPSERT_BUDGETS = """
+INSERT INTO ledger.budgets AS b (budget_id, account_id, name, scope, scope_id, time_window,
+    timezone, unit, bucket, amount, mode, set_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::timestamptz[])
+ON CONFLICT (budget_id) DO UPDATE SET name = EXCLUDED.name, scope = EXCLUDED.scope,
+    scope_id = EXCLUDED.scope_id, time_window = EXCLUDED.time_window,
+    timezone = EXCLUDED.timezone, unit = EXCLUDED.unit, bucket = EXCLUDED.bucket,
+    amount = EXCLUDED.amount, mode = EXCLUDED.mode, set_at = EXCLUDED.set_at
+WHERE b.account_id = EXCLUDED.account_id
+"""
+# A removed budget's usage rows stay: they are history.
+DELETE_BUDGETS = """
+DELETE FROM ledger.budgets b USING unnest($1::text[], $2::text[]) AS u(budget_id, account_id)
+WHERE b.budget_id = u.budget_id AND b.account_id = u.account_id
+"""
+INSERT_TASKS = """
+INSERT INTO ledger.tasks (task_id, account_id, project_id, key_id, name, route_types, fallback,
+    status, opened_at)
+SELECT t, a, p, k, n, string_to_array(r, chr(31)), f, 'open', o
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+    $8::timestamptz[]) AS u(t, a, p, k, n, r, f, o)
+ON CONFLICT DO NOTHING
+"""
+CLOSE_TASKS = """
+UPDATE ledger.tasks t SET status = 'closed', closed_at = u.at, close_reason = u.reason
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS u(task_id, account_id, at,
+    reason)
+WHERE t.task_id = u.task_id AND t.account_id = u.account_id AND t.status = 'open'
+"""
 UPDATE_RECEIPTS = """
 UPDATE ledger.receipts r SET status = u.status, body = u.body::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(request_id, status, body)
@@ -231,6 +265,31 @@ async def _fill_budgets(conn: asyncpg.Connection, state: State, accounts: list[s
         rows[r["budget_id"]][r["hold_id"]] = _usage_row(r)
     for budget_id, by_hold in rows.items():
         state.usage[budget_id] = BudgetUsage(by_hold)
+
+
+async def fill_names(
+    conn: asyncpg.Connection, memory: Memory, budget_ids: Collection[str], task_ids: Collection[str]
+) -> None:
+    """Who has the budget ids and task ids a run's definitions name, read now.
+
+    Ids are global: another partition's account may have taken one. Budget ids new to
+    ``memory`` bring their usage rows (a budget set again counts its old rows).
+    """
+    state = memory.state
+    if budget_ids:
+        owners = dict(await conn.fetch(SELECT_BUDGET_OWNERS, sorted(budget_ids)))
+        for budget_id in budget_ids:
+            state.budget_owners[budget_id] = owners.get(budget_id)
+        unknown = sorted(b for b in budget_ids if b not in state.usage)
+        rows: dict[str, dict[str, UsageRow]] = {b: {} for b in unknown}
+        for r in await conn.fetch(SELECT_BUDGET_USAGE, unknown) if unknown else ():
+            rows[r["budget_id"]][r["hold_id"]] = _usage_row(r)
+        for budget_id, by_hold in rows.items():
+            state.usage[budget_id] = BudgetUsage(by_hold)
+    if task_ids:
+        owners = dict(await conn.fetch(SELECT_TASK_OWNERS, sorted(task_ids)))
+        for task_id in task_ids:
+            state.task_owners[task_id] = owners.get(task_id)
 
 
 async def load_partition(conn: asyncpg.Connection, partition: int, partitions: int) -> Memory:
@@ -344,7 +403,8 @@ async def _receipts(conn: asyncpg.Connection, state: State, effects: Effects) ->
 
 
 async def _limits(conn: asyncpg.Connection, effects: Effects) -> None:
-    """Budget usage rows (new and changed) and task stops."""
+    """Definitions, budget usage rows (new and changed) and task stops."""
+    await _definitions(conn, effects)
     if effects.usage_new:
         rs = list(effects.usage_new.values())
         await conn.execute(
@@ -373,4 +433,53 @@ async def _limits(conn: asyncpg.Connection, effects: Effects) -> None:
             [task_id for (task_id, _), _ in stops],
             [account_id for (_, account_id), _ in stops],
             [message for _, message in stops],
+        )
+
+
+async def _definitions(conn: asyncpg.Connection, effects: Effects) -> None:
+    """Budgets set and removed (each id's last change), tasks opened, then tasks closed."""
+    changes = sorted(effects.budget_changes.values(), key=lambda c: c.budget_id)
+    removed = [c for c in changes if c.budget is None]
+    if removed:
+        await conn.execute(
+            DELETE_BUDGETS, [c.budget_id for c in removed], [c.account_id for c in removed]
+        )
+    budgets = [(c, c.budget) for c in changes if c.budget is not None]
+    if budgets:
+        await conn.execute(
+            UPSERT_BUDGETS,
+            [b.budget_id for _, b in budgets],
+            [c.account_id for c, _ in budgets],
+            [b.name for _, b in budgets],
+            [b.scope for _, b in budgets],
+            [b.scope_id for _, b in budgets],
+            [b.window for _, b in budgets],
+            [b.timezone for _, b in budgets],
+            [b.unit for _, b in budgets],
+            [b.bucket for _, b in budgets],
+            [b.amount for _, b in budgets],
+            [b.mode for _, b in budgets],
+            [c.at for c, _ in budgets],
+        )
+    if effects.tasks_opened:
+        ts = list(effects.tasks_opened.values())
+        await conn.execute(
+            INSERT_TASKS,
+            [t.task_id for t in ts],
+            [t.account_id for t in ts],
+            [t.project_id for t in ts],
+            [t.key_id for t in ts],
+            [t.name for t in ts],
+            [_SEPARATOR.join(t.route_types) for t in ts],
+            [t.fallback for t in ts],
+            [t.opened_at for t in ts],
+        )
+    if effects.tasks_closed:
+        cs = list(effects.tasks_closed.values())
+        await conn.execute(
+            CLOSE_TASKS,
+            [c.task_id for c in cs],
+            [c.account_id for c in cs],
+            [c.at for c in cs],
+            [c.reason for c in cs],
         )

@@ -82,7 +82,9 @@ class State:
     Limits (:mod:`tollway.ledger.fold_limits`): ``budgets``: account -> its budgets (task
     envelopes included) in id order; ``tasks``: (account, task) -> the task (every task of a
     known account); ``usage``: budget -> its usage rows; ``request_usage``: request -> the usage
-    rows of its holds, in (budget, hold) order.
+    rows of its holds, in (budget, hold) order; ``budget_owners``/``task_owners``: budget id /
+    task id -> the account that has it (None: nobody), for the ids definitions name (read again
+    for every run of records that has definitions).
     """
 
     units: MutableMapping[tuple[str, str], str] = field(default_factory=dict)
@@ -93,6 +95,8 @@ class State:
     tasks: MutableMapping[tuple[str, str], ld.TaskRule] = field(default_factory=dict)
     usage: MutableMapping[str, BudgetUsage] = field(default_factory=dict)
     request_usage: MutableMapping[str, tuple[UsageRow, ...]] = field(default_factory=dict)
+    budget_owners: MutableMapping[str, str | None] = field(default_factory=dict)
+    task_owners: MutableMapping[str, str | None] = field(default_factory=dict)
 
     def available(self, account_id: str, bucket: str, unit: str) -> int:
         """A bucket's spendable balance in ``unit`` (0 when it never moved)."""
@@ -109,7 +113,8 @@ class Effects:
     created and changed (their final state is in the :class:`State`); ``costs``: booked
     upstream cost rows, in order. ``usage_new``/``usage_changed``: budget usage rows inserted
     and updated (final state, by (budget, hold)); ``task_stops``: (task, account) -> the first
-    refusal by the task's own limit.
+    refusal by the task's own limit; ``budget_changes``: budget id -> its last change;
+    ``tasks_opened``/``tasks_closed``: tasks opened and closed.
     """
 
     journal: list[tuple[Envelope[Any], Outgoing]] = field(default_factory=list)
@@ -123,6 +128,9 @@ class Effects:
     usage_new: dict[tuple[str, str], UsageRow] = field(default_factory=dict)
     usage_changed: dict[tuple[str, str], UsageRow] = field(default_factory=dict)
     task_stops: dict[tuple[str, str], str] = field(default_factory=dict)
+    budget_changes: dict[str, fold_limits.BudgetChange] = field(default_factory=dict)
+    tasks_opened: dict[str, fold_limits.OpenedTask] = field(default_factory=dict)
+    tasks_closed: dict[tuple[str, str], fold_limits.ClosedTask] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -144,6 +152,7 @@ class Decision:
     costs: list[CostRow] = field(default_factory=list)
     usage: list[UsageRow] = field(default_factory=list)
     tasks: list[tuple[str, ld.TaskRule]] = field(default_factory=list)
+    defined: fold_limits.Defined | None = None
 
     def journal(self, env: Envelope[Payload]) -> None:
         """Emit ``env`` to the journal (and ledger.events)."""
@@ -209,6 +218,29 @@ def _evolve_limits(state: State, effects: Effects, decision: Decision) -> None:
         state.tasks[(account_id, task.task_id)] = task
         if task.stopped_by is not None:
             effects.task_stops.setdefault((task.task_id, account_id), task.stopped_by)
+    if decision.defined is not None:
+        _evolve_definitions(state, effects, decision.defined)
+
+
+def _evolve_definitions(state: State, effects: Effects, defined: fold_limits.Defined) -> None:
+    """Fold budgets set or removed and tasks opened or closed."""
+    for change in defined.budgets:
+        account = change.account_id
+        kept = [b for b in state.budgets.get(account, ()) if b.budget_id != change.budget_id]
+        if change.budget is not None:
+            kept.append(change.budget)
+            if change.budget_id not in state.usage:
+                state.usage[change.budget_id] = BudgetUsage({})
+        state.budgets[account] = tuple(sorted(kept, key=lambda b: b.budget_id))
+        state.budget_owners[change.budget_id] = None if change.budget is None else account
+        effects.budget_changes[change.budget_id] = change
+    for account_id, task in defined.tasks:
+        state.tasks[(account_id, task.task_id)] = task
+    for opened in defined.opened:
+        state.task_owners[opened.task_id] = opened.account_id
+        effects.tasks_opened[opened.task_id] = opened
+    for closed in defined.closed:
+        effects.tasks_closed[(closed.task_id, closed.account_id)] = closed
 
 
 # --- authorize ---------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ allows) before anything is held; each hold then counts against every budget that
 (budget, hold). A finish turns the request's rows from held into spent (money: the settled
 hold's charge; tokens: the served tokens, once per budget) and journals each 50/80/100 %
 threshold the spend crossed; an expiry stops counting the hold. A refusal by the task's own
-limit is remembered on the task (``stopped_by``, the first one only).
+limit is remembered on the task (``stopped_by``, the first one only). Definitions (budgets set
+and removed, tasks opened and closed) arrive in the account's partition, in order with the
+holds they constrain, and are folded like the rest (:func:`decide_definition`).
 
 Budget usage is kept per budget (:class:`BudgetUsage`, every row of it, for the windows) and
 per request (the rows its holds added, which its finish settles). ``now`` is always the
@@ -18,7 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from tollway.events.limits import BudgetThresholdCrossed
+from tollway.events.limits import (
+    BudgetRemoved,
+    BudgetSet,
+    BudgetThresholdCrossed,
+    TaskClosed,
+    TaskOpened,
+)
 from tollway.ledger import limits_domain as ld
 from tollway.ledger.journal import emit
 
@@ -231,3 +239,147 @@ def _thresholds(
         )
         out.append(emit(env, crossed, f"threshold:{budget.budget_id}:{percent}"))
     return out
+
+
+# --- definitions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetChange:
+    """A budget set (``budget``) or removed (None) on an account, at an event time."""
+
+    account_id: str
+    budget_id: str
+    budget: ld.Budget | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedTask:
+    """A task envelope opened (a row of ``ledger.tasks``)."""
+
+    account_id: str
+    task_id: str
+    project_id: str
+    key_id: str
+    name: str
+    route_types: tuple[str, ...]
+    fallback: str
+    opened_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTask:
+    """A task closed: further calls are refused."""
+
+    account_id: str
+    task_id: str
+    at: datetime
+    reason: str
+
+
+def task_budget_id(task_id: str, bucket: str) -> str:
+    """A task envelope's budget in one bucket."""
+    return f"task:{task_id}:{bucket}"
+
+
+def named(payloads: Iterable[object]) -> tuple[set[str], set[str]]:
+    """The budget ids and task ids definitions among ``payloads`` name (owners to look up)."""
+    budget_ids: set[str] = set()
+    task_ids: set[str] = set()
+    for p in payloads:
+        if isinstance(p, (BudgetSet, BudgetRemoved)):
+            budget_ids.add(p.budget_id)
+        elif isinstance(p, TaskOpened):
+            task_ids.add(p.task_id)
+            budget_ids.update(task_budget_id(p.task_id, b.bucket) for b in p.budgets)
+    return budget_ids, task_ids
+
+
+DEFINITIONS = (BudgetSet, BudgetRemoved, TaskOpened, TaskClosed)
+
+
+@dataclass(slots=True)
+class Defined:
+    """What a definition changed: budgets, tasks opened, tasks closed (the new task rules)."""
+
+    budgets: list[BudgetChange]
+    opened: list[OpenedTask]
+    closed: list[ClosedTask]
+    tasks: list[tuple[str, ld.TaskRule]]
+
+
+def decide_definition(state: State, env: Envelope[Payload]) -> Defined:
+    """Set or remove a budget, open or close a task (a budget id or task id never changes hands).
+
+    A budget id another account owns is left alone, as is a task id another account opened
+    (its envelope budgets, being that account's ids, are left alone too); closing a task that
+    is not open changes nothing.
+    """
+    p, at = env.payload, env.occurred_at
+    out = Defined([], [], [], [])
+    if isinstance(p, BudgetSet):
+        out.budgets += _set(state, p.account_id, _budget(p), at)
+    elif isinstance(p, BudgetRemoved):
+        if state.budget_owners.get(p.budget_id) == p.account_id:
+            out.budgets.append(BudgetChange(p.account_id, p.budget_id, None, at))
+    elif isinstance(p, TaskOpened):
+        _open(state, p, at, out)
+    elif isinstance(p, TaskClosed):
+        task = state.tasks.get((p.account_id, p.task_id))
+        if task is not None and task.status == "open":
+            out.tasks.append((p.account_id, replace(task, status="closed")))
+            out.closed.append(ClosedTask(p.account_id, p.task_id, at, p.reason))
+    return out
+
+
+def _set(state: State, account_id: str, budget: ld.Budget, at: datetime) -> list[BudgetChange]:
+    owner = state.budget_owners.get(budget.budget_id)
+    if owner is not None and owner != account_id:
+        return []
+    return [BudgetChange(account_id, budget.budget_id, budget, at)]
+
+
+def _budget(p: BudgetSet) -> ld.Budget:
+    return ld.Budget(
+        budget_id=p.budget_id,
+        name=p.name,
+        scope=p.scope,
+        scope_id=p.scope_id,
+        window=p.window,
+        timezone=p.timezone,
+        unit=p.unit,
+        bucket=p.bucket,
+        amount=p.amount,
+        mode=p.mode,
+    )
+
+
+def _open(state: State, t: TaskOpened, at: datetime, out: Defined) -> None:
+    if state.task_owners.get(t.task_id) is None:
+        rule = ld.TaskRule(t.task_id, "open", tuple(t.route_types), t.fallback)
+        out.tasks.append((t.account_id, rule))
+        out.opened.append(
+            OpenedTask(
+                t.account_id,
+                t.task_id,
+                t.project_id,
+                t.key_id,
+                t.name,
+                tuple(t.route_types),
+                t.fallback,
+                at,
+            )
+        )
+    for b in t.budgets:
+        envelope = BudgetSet(
+            budget_id=task_budget_id(t.task_id, b.bucket),
+            account_id=t.account_id,
+            name=t.name or t.task_id,
+            scope="task",
+            scope_id=t.task_id,
+            unit=b.unit,
+            bucket=b.bucket,
+            amount=b.amount_micro,
+        )
+        out.budgets += _set(state, t.account_id, _budget(envelope), at)

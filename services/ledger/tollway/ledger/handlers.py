@@ -35,13 +35,13 @@ from tollway.events.recon import InvoiceLineImported
 from tollway.events.routing import PriceTableChangeRequested
 from tollway.ledger import (
     batch_store,
-    budgets,
     corrections,
     cost_rerating,
     domain,
     expiry,
     fold,
     fold_expiry,
+    fold_limits,
     fold_usage,
     prices,
     recon_apply,
@@ -67,12 +67,12 @@ log = structlog.get_logger(__name__)
 class LedgerHandler:
     """Applies gw.requests and gw.usage records; returns the events to publish after commit.
 
-    Runs of requests, attempts and finishes are folded in memory (:mod:`tollway.ledger.fold`)
-    over the state of their partition and written back with multi-row statements; the other
-    records (top-ups, budgets and tasks, ticks, extensions, corrections, prices), and the
-    requests of accounts with budgets or task envelopes, go through their use cases one at a
-    time, after which their partition's state is read again from Postgres (inside the same
-    transaction), so each sees the other's effects.
+    Runs of requests, attempts, finishes, hold extensions, budget and task definitions are
+    folded in memory (:mod:`tollway.ledger.fold`, budgets and tasks included) over the state
+    of their partition and written back with multi-row statements; a clock tick is folded on
+    its own. The other records (top-ups, corrections, prices, re-ratings, invoice imports) go
+    through their use cases one at a time, after which their partition's state is read again
+    from Postgres (inside the same transaction), so each sees the other's effects.
 
     ``resident``: keep each partition's state in memory across batches
     (:mod:`tollway.ledger.resident`); the consumer then tells the handler when a batch
@@ -230,13 +230,18 @@ class LedgerHandler:
         use_case = _USE_CASES.get(type(env.payload))
         if use_case is not None:
             return await use_case(conn, env)
-        if await budgets.apply_definition(conn, env):
-            return []
         log.info("event_ignored", type=env.type)
         return []
 
 
-_FOLDED = (RequestReceived, AttemptFinished, RequestFinished, ClockTicked, HoldExtensionRequested)
+_FOLDED = (
+    RequestReceived,
+    AttemptFinished,
+    RequestFinished,
+    ClockTicked,
+    HoldExtensionRequested,
+    *fold_limits.DEFINITIONS,
+)
 
 
 def _foldable_type(record: Record) -> bool:
@@ -260,14 +265,20 @@ def decide(state: fold.State, record: Record) -> fold.Decision:
         return fold_usage.decide_attempt(state, env)
     if isinstance(env.payload, HoldExtensionRequested):
         return fold_expiry.decide_extension(state, env)
+    if isinstance(env.payload, fold_limits.DEFINITIONS):
+        return fold.Decision(defined=fold_limits.decide_definition(state, env))
     return fold_usage.decide_finish(state, env)
 
 
 async def _fold(conn: asyncpg.Connection, run: list[Record], memory: Memory) -> fold.Effects:
     """Fold every record over the partition's state (loading what it lacks), write at once."""
-    accounts = {r.envelope.payload.account_id for r in run}  # type: ignore[attr-defined]
-    requests = {r.envelope.payload.request_id for r in run}  # type: ignore[attr-defined]
+    payloads = [r.envelope.payload for r in run]
+    accounts = {p.account_id for p in payloads}  # type: ignore[attr-defined]
+    requests = {rid for p in payloads if (rid := getattr(p, "request_id", None)) is not None}
     await batch_store.fill(conn, memory, accounts, requests)
+    budget_ids, task_ids = fold_limits.named(payloads)
+    if budget_ids or task_ids:
+        await batch_store.fill_names(conn, memory, budget_ids, task_ids)
     state = memory.state
     effects = fold.Effects()
     for record in run:
