@@ -119,7 +119,7 @@ def flat_model(stack: Any) -> str:
             lambda model=model: (
                 call(stack.edge_url, tenant.api_key, model=model).status_code == 200
             ),
-            timeout=30,
+            timeout=90,
             what=f"the router to serve {model}",
         )
     return MODEL

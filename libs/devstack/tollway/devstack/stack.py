@@ -209,17 +209,20 @@ class Stack:
         """Where service ``name`` serves Prometheus metrics (``config.metrics_ports``)."""
         return f"http://127.0.0.1:{self.config.metrics_ports[name]}/metrics"
 
-    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        """Start one process with its own log file."""
+    def spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start one process with its own log file (``env``: settings over the stack's)."""
         out = open_private_log(self.log_dir / f"{name}.log")
         self._logs.append(out)
-        env = self.service_env()
+        merged = self.service_env()
         if name in self.config.metrics_ports:
-            env["TOLLWAY_METRICS_PORT"] = str(self.config.metrics_ports[name])
+            merged["TOLLWAY_METRICS_PORT"] = str(self.config.metrics_ports[name])
+        merged.update(env or {})
         with signals_deferred():
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
                 [sys.executable, *args],
-                env=env,
+                env=merged,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
