@@ -20,8 +20,8 @@ Measures only; asserts nothing.
 ``--durable``: Postgres with fsync and synchronous commit on (the default is the throwaway
 test cluster's fsync off). ``--no-resident``: folded runs over state loaded from Postgres for
 each batch (nothing kept in memory across batches). ``--per-event``: the handler with every
-record through its per-event use case, as the ledger applied all of them before runs were
-folded (the same-run "before").
+record applied on its own over its partition's state read again from Postgres (hot-path
+records folded alone, the rest through their use cases): the same-run "before".
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def mode(args: argparse.Namespace) -> str:
 
 
 class PerEventHandler(LedgerHandler):
-    """The ledger's handler with nothing folded: every record through its per-event use case."""
+    """The ledger's handler with every record applied on its own (state read again each time)."""
 
     async def _fold_run(self, conn: asyncpg.Connection, run: list[Record]) -> list[Any]:
         return await self._one_by_one(conn, run)

@@ -1,11 +1,12 @@
-"""The folded hot path against the per-event use cases, on the real Postgres.
+"""The folded hot path in batches against the same log one record at a time, on Postgres.
 
 For random logs of top-ups, requests (one or two buckets, some beyond the balance), attempts
 (served, failed, cut mid-stream), finishes (served, not served, by the fallback bucket),
 extensions, clock ticks and reversals, the ledger handler applied in batches of random sizes
 (runs folded in memory, written in bulk) leaves every projection identical, row for row, to
-the same log applied one event at a time through the use cases. And a batch that fails
-leaves nothing behind: the batches after it apply as if it never came.
+the same log applied one record at a time, each over its partition's state read again from
+Postgres (the hot path's records folded alone; top-ups and reversals through their use cases).
+And a batch that fails leaves nothing behind: the batches after it apply as if it never came.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ WALLET = CREDIT.model_copy(
 
 
 class PerEventHandler(LedgerHandler):
-    """The same handler with every record through its per-event use case (nothing folded)."""
+    """The same handler with every record applied on its own over state read from Postgres."""
 
     async def _fold_run(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
         return await self._one_by_one(conn, run)
