@@ -11,6 +11,7 @@ from tollway.events import topics
 from tollway.events.logging import configure_logging
 from tollway.ledger import store
 from tollway.ledger.clock import run_clock
+from tollway.ledger.crash_pause import pause_hook
 from tollway.ledger.handlers import LedgerHandler
 from tollway.ledger.recon import parse_threshold
 from tollway.ledger.recon_apply import ReconPolicy
@@ -53,6 +54,7 @@ async def serve(settings: LedgerSettings) -> None:
                 ),
                 relay=relay,
                 max_records=settings.batch_size,
+                mid_batch=pause_hook(settings.crash_pause_file, settings.crash_pause_min_records),
             )
             log.info("ledger_started", group=settings.group_id)
             gauges = refresh_gauges(pool, {metrics.OPEN_HOLDS: store.COUNT_OPEN_HOLDS})
