@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import structlog
@@ -23,7 +22,7 @@ from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.metrics import refresh_gauges, start_observability
 from tollway.runtime.migrations import apply_migrations
 from tollway.runtime.outbox import OutboxRelay
-from tollway.runtime.service import run_until_signalled
+from tollway.runtime.service import run, run_until_signalled, tune_gc
 
 log = structlog.get_logger(__name__)
 
@@ -74,4 +73,5 @@ def main() -> None:
     settings = LedgerSettings()
     configure_logging("ledger", settings.log_level, settings.log_json)
     start_observability("ledger", settings.metrics_port)
-    asyncio.run(serve(settings))
+    tune_gc()
+    run(serve(settings))
