@@ -189,7 +189,7 @@ def test_kill_9_inside_a_batch_transaction_under_load_loses_and_doubles_nothing(
 
     stack.kill("router")  # nothing but the load may finish these requests
     stack.kill("ledger", signal.SIGKILL)
-    stack.spawn(
+    armed = stack.spawn(
         "ledger",
         ["-m", "tollway.ledger"],
         {
@@ -203,6 +203,9 @@ def test_kill_9_inside_a_batch_transaction_under_load_loses_and_doubles_nothing(
             try:
                 report = _kill_while_paused(stack, report_path, running.done)
             finally:
+                # Whatever happened, the rest of the suite gets a plain ledger, never the armed one.
+                if stack.processes.get("ledger") is armed:
+                    stack.kill("ledger", signal.SIGKILL)
                 if "ledger" not in stack.processes:
                     stack.spawn("ledger", ["-m", "tollway.ledger"])
             running.result(timeout=600)
