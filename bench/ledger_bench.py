@@ -1,7 +1,7 @@
 """Ledger throughput: settle (Kafka -> Postgres, batched) and replay, in events per second.
 
     python bench/ledger_bench.py [--requests N] [--batch B] [--durable] [--per-event]
-                                 [--no-resident]
+                                 [--no-resident] [--no-replay] [--py-spy]
 
 Starts an embedded Postgres and broker (no other service), publishes N top-ups-backed requests
 and then their attempts and finishes, and runs the ledger's own consumer (the exactly-once
@@ -22,6 +22,9 @@ test cluster's fsync off). ``--no-resident``: folded runs over state loaded from
 each batch (nothing kept in memory across batches). ``--per-event``: the handler with every
 record applied on its own over its partition's state read again from Postgres (hot-path
 records folded alone, the rest through their use cases): the same-run "before".
+``--no-replay``: authorize and settle only. ``--py-spy``: sample this process with py-spy (on
+PATH) during authorize and during settle, and add each phase's top functions (own and
+inclusive time, from the sampled stacks) to the report.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import os
 import pstats
 import random
 import sys
@@ -59,8 +63,14 @@ from tollway.events.pricing import Price, Usage
 from tollway.ledger import replay
 from tollway.ledger.handlers import LedgerHandler
 from tollway.runtime.consumer import Record, TransactionalConsumer
+from tollway.runtime.db import create_pool
 from tollway.runtime.kafka import new_producer
 from tollway.runtime.outbox import OutboxRelay
+from tollway.runtime.service import run, tune_gc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.pyspy import GcClock, Sampler, top_functions
 
 RESULTS = Path(__file__).parent / "results"
 CHANNEL = Candidate(
@@ -239,10 +249,25 @@ async def baselines(dsn: str, rows: int) -> dict[str, float]:
     return {"batched_insert_rows_per_s": batched, "round_trips_per_s": single}
 
 
+async def sampled_consume(
+    pool: asyncpg.Pool, target: int, what: str, sampler: Sampler | None, gcs: dict[str, str]
+) -> tuple[float, float]:
+    """:func:`timed_consume`, sampled by ``sampler`` (if any); its GC time lands in ``gcs``."""
+    with GcClock().measuring() as clock:
+        if sampler is None:
+            timed = await timed_consume(pool, target, what)
+        else:
+            with sampler.phase(what):
+                timed = await timed_consume(pool, target, what)
+    gcs[what] = clock.summary()
+    return timed
+
+
 async def ledger_phase(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     """Run the consumer in-process through authorize and settle; return the figures."""
     topups, reqs, usage = workload(args.requests, args.accounts)
-    pool = await asyncpg.create_pool(stack.dsn, min_size=2, max_size=4)
+    # The ledger's own pool (no reset round trip per checkout), as app.py creates it.
+    pool = await create_pool(stack.dsn, name="ledger", min_size=2, max_size=4)
     producer = new_producer(stack.bootstrap, "bench-ledger")
     await producer.start()
     relay = OutboxRelay(pool, "ledger", producer)
@@ -257,14 +282,18 @@ async def ledger_phase(stack: Stack, args: argparse.Namespace) -> dict[str, Any]
         max_records=args.batch,
     )
     tasks = [asyncio.create_task(relay.run()), asyncio.create_task(consumer.run())]
+    sampler = Sampler(Path(tempfile.mkdtemp(prefix="ledger-bench-pyspy-"))) if args.py_spy else None
+    gcs: dict[str, str] = {}
     try:
         progress(f"publishing {len(topups) + len(reqs):,} top-ups and requests")
         await publish(stack.bootstrap, topics.REQUESTS, [*topups, *reqs])
-        auth_wait, authorize = await timed_consume(pool, len(topups) + len(reqs), "authorize")
+        auth_wait, authorize = await sampled_consume(
+            pool, len(topups) + len(reqs), "authorize", sampler, gcs
+        )
         progress(f"publishing {len(usage):,} attempts and finishes")
         await publish(stack.bootstrap, topics.USAGE, usage)
-        settle_wait, settle = await timed_consume(
-            pool, len(topups) + len(reqs) + len(usage), "settle"
+        settle_wait, settle = await sampled_consume(
+            pool, len(topups) + len(reqs) + len(usage), "settle", sampler, gcs
         )
         # The replay reads the journal from ledger.events: let the relay publish all of it.
         for _ in range(1200):
@@ -284,6 +313,8 @@ async def ledger_phase(stack: Stack, args: argparse.Namespace) -> dict[str, Any]
         "settle_s": settle,
         "settle_n": len(usage),
         "settle_wait": settle_wait,
+        "profiles": {} if sampler is None else sampler.profiles,
+        "gc": gcs,
     }
 
 
@@ -310,7 +341,7 @@ def report(
     args: argparse.Namespace,
     base: dict[str, float],
     led: dict[str, Any],
-    rep: replay.ReplayResult,
+    rep: replay.ReplayResult | None,
     profile: str,
 ) -> str:
     """The Markdown report."""
@@ -344,20 +375,33 @@ def report(
             f"| settle (AttemptFinished + RequestFinished -> postings, receipt) | {settle:,.0f} |"
             f" {settle / ratio:.3f} |"
         ),
-        (
-            f"| replay apply ({rep.events:,} input events into a fresh database) |"
-            f" {rep.events_per_second:,.0f} | {rep.events_per_second / ratio:.3f} |"
-        ),
-        "",
-        f"Replay digest `{rep.digest}`, diverged steps {rep.diverged}, poison {rep.poison}.",
-        "",
-        "## Where the time goes (replay apply, top functions by own time)",
-        "",
-        "```",
-        profile.strip(),
-        "```",
-        "",
     ]
+    lines += ["", *(f"Garbage collection during {k}: {v}." for k, v in led["gc"].items())]
+    if os.getloadavg()[0] > 2:
+        lines += [
+            "",
+            f"Load average at the end: {os.getloadavg()[0]:.1f} (other work on the machine).",
+        ]
+    if rep is not None:
+        lines += [
+            (
+                f"| replay apply ({rep.events:,} input events into a fresh database) |"
+                f" {rep.events_per_second:,.0f} | {rep.events_per_second / ratio:.3f} |"
+            ),
+            "",
+            f"Replay digest `{rep.digest}`, diverged steps {rep.diverged}, poison {rep.poison}.",
+            "",
+            "## Where the time goes (replay apply, top functions by own time)",
+            "",
+            "```",
+            profile.strip(),
+            "```",
+        ]
+    for phase, stacks in led["profiles"].items():
+        lines += ["", f"## Where the time goes ({phase}, py-spy samples)", "", "```"]
+        lines += top_functions(stacks, 15)
+        lines += ["```"]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -380,8 +424,9 @@ async def main_async(args: argparse.Namespace) -> str:
             progress("baselines")
             base = await baselines(stack.dsn, 50_000)
             led = await ledger_phase(stack, args)
-            handler = handler_for(args)
-            rep, profile = await replay_phase(stack, handler)
+            rep, profile = None, ""
+            if not args.no_replay:
+                rep, profile = await replay_phase(stack, handler_for(args))
         finally:
             stack.stop()
     return report(args, base, led, rep, profile)
@@ -398,9 +443,13 @@ def main() -> None:
     parser.add_argument(
         "--no-resident", action="store_true", help="folded, but state loaded for each batch"
     )
+    parser.add_argument("--no-replay", action="store_true", help="authorize and settle only")
+    parser.add_argument("--py-spy", action="store_true", help="profile authorize and settle")
     parser.add_argument("--out", default="ledger.md", help="report file under bench/results")
     args = parser.parse_args()
-    text = asyncio.run(main_async(args))
+    # The ledger's process settings: uvloop and the tuned collector (tollway.ledger.app.main).
+    tune_gc()
+    text = run(main_async(args))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / args.out).write_text(text)
     print(text)

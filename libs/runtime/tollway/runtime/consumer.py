@@ -46,7 +46,7 @@ from tollway.runtime.outbox import Outgoing, write_outbox
 from tollway.runtime.tracing import TRACE_HEADERS, with_causes
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
     from tollway.runtime.outbox import OutboxRelay
 
@@ -172,8 +172,13 @@ class TransactionalConsumer:
         max_records: int = 500,
         dead_letters: bool = True,
         event_types: Collection[str] | None = None,
+        mid_batch: Callable[[asyncpg.Connection, Sequence[Record]], Awaitable[None]] | None = None,
     ) -> None:
-        """Wire the consumer; nothing connects until :meth:`run`."""
+        """Wire the consumer; nothing connects until :meth:`run`.
+
+        ``mid_batch``: a test hook run inside each batch's transaction after the handler's
+        effects, before the outbox rows and the offsets (crash tests stop the process there).
+        """
         self._pool = pool
         self._schema = schema
         self._group = group_id
@@ -189,6 +194,7 @@ class TransactionalConsumer:
         # record, chat bodies included) skips the others before validating them: their offsets
         # still advance with the batch.
         self._event_types = frozenset(event_types) if event_types is not None else None
+        self._mid_batch = mid_batch
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group_id,
@@ -375,6 +381,8 @@ class TransactionalConsumer:
         """One transaction: the handler's effects, the outbox rows, the fenced offsets."""
         async with self._pool.acquire() as conn, conn.transaction():
             outgoing = [*outgoing, *await self._handle(conn, records, isolate=isolate)]
+            if self._mid_batch is not None:
+                await self._mid_batch(conn, records)
             outgoing = with_causes(outgoing, _trace_causes(fresh, records))
             committed = await write_outbox(conn, self._schema, outgoing)
             moved = await conn.fetchval(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import structlog
@@ -11,6 +10,7 @@ from tollway.events import topics
 from tollway.events.logging import configure_logging
 from tollway.ledger import store
 from tollway.ledger.clock import run_clock
+from tollway.ledger.crash_pause import pause_hook
 from tollway.ledger.handlers import LedgerHandler
 from tollway.ledger.recon import parse_threshold
 from tollway.ledger.recon_apply import ReconPolicy
@@ -22,7 +22,7 @@ from tollway.runtime.kafka import ensure_topics, new_producer
 from tollway.runtime.metrics import refresh_gauges, start_observability
 from tollway.runtime.migrations import apply_migrations
 from tollway.runtime.outbox import OutboxRelay
-from tollway.runtime.service import run_until_signalled
+from tollway.runtime.service import run, run_until_signalled, tune_gc
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +53,7 @@ async def serve(settings: LedgerSettings) -> None:
                 ),
                 relay=relay,
                 max_records=settings.batch_size,
+                mid_batch=pause_hook(settings.crash_pause_file, settings.crash_pause_min_records),
             )
             log.info("ledger_started", group=settings.group_id)
             gauges = refresh_gauges(pool, {metrics.OPEN_HOLDS: store.COUNT_OPEN_HOLDS})
@@ -72,4 +73,5 @@ def main() -> None:
     settings = LedgerSettings()
     configure_logging("ledger", settings.log_level, settings.log_json)
     start_observability("ledger", settings.metrics_port)
-    asyncio.run(serve(settings))
+    tune_gc()
+    run(serve(settings))

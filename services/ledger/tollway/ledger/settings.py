@@ -24,3 +24,7 @@ class LedgerSettings(CommonSettings):
     # invoice's) differs from the booked cost by more than this fraction raises one alert on
     # limits.alerts ("0.01" = 1 %; "0" alerts on any difference).
     recon_drift_threshold: str = "0.01"
+    # Test only (crash tests): pause inside the first batch of at least this many records with a
+    # finish, after its effects and before its commit, and report to this file (crash_pause.py).
+    crash_pause_file: str = ""
+    crash_pause_min_records: int = 1
