@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import uvicorn
-from uvicorn.main import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tollway.runtime.metrics import HttpMetrics
@@ -26,6 +25,8 @@ if TYPE_CHECKING:
 # load balancers: 60 s). A server that closes an idle connection first races the client reusing
 # it: the request then fails with a bare read error, never reaching the app.
 KEEP_ALIVE_SECONDS = 75
+# uvicorn's exit status when the server never started (``uvicorn.config.STARTUP_FAILURE``).
+STARTUP_FAILURE = 3
 
 
 class JsonErrorsProtocol(HttpToolsProtocol):
