@@ -56,8 +56,8 @@ bench-deps: ## wrk (Debian), the native load generator of `make bench`
 	@command -v wrk >/dev/null 2>&1 || { test "$$(id -u)" -eq 0 && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "make bench needs wrk: run 'sudo apt-get install wrk'" >&2; exit 1; }
 
-bench-idle: kafka-deps ## CPU of an idle dev stack, per process; bench/results/idle-<broker>.md
-	@$(BENCH_BROKER) $(UV) run --frozen python bench/idle.py
+bench-idle: kafka-deps ## CPU of an idle dev stack, per process, on both brokers (or TOLLWAY_BROKER); bench/results/idle-<broker>.md
+	@for broker in $${TOLLWAY_BROKER:-kafka tansu}; do $(UV) run --frozen python bench/idle.py --broker $$broker || exit 1; done
 
 bench-suite: kafka-deps ## the older suite (overhead with httpx vs direct and LiteLLM, ledger, breakers); bench/results/report.md
 	@$(BENCH_BROKER) $(UV) run --frozen python bench/suite.py

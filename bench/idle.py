@@ -1,6 +1,7 @@
 """Idle CPU: what a whole dev stack burns while nobody calls it, per process.
 
     uv run python bench/idle.py [--broker kafka|tansu] [--settle 20] [--window 30] [--label after]
+        [--before bench/results/idle-kafka-before.json]
 
 Starts the stack as ``make dev`` does (free ports, a throwaway directory), sends one request
 through it so every consumer has joined its group and every path is warm, waits ``--settle``
@@ -110,12 +111,29 @@ def report(broker: str, label: str, shares: dict[str, float], args: argparse.Nam
             " (other work on the machine; per-process CPU time is not inflated by it)."
         ),
         "",
-        "| process | % of one core |",
-        "|---|---:|",
     ]
+    before = _before(args.before)
+    if before is None:
+        lines += ["| process | % of one core |", "|---|---:|"]
+    else:
+        lines += [
+            f"Before: `{args.before}` (same measurement).",
+            "",
+            "| process | before, % of one core | after, % of one core |",
+            "|---|---:|---:|",
+        ]
     for name, share in sorted(shares.items(), key=lambda kv: (kv[0] == "total", -kv[1])):
-        lines.append(f"| {name} | {share * 100:.2f} |")
+        was = "" if before is None else f" {before.get(name, 0.0) * 100:.2f} |"
+        lines.append(f"| {name} |{was} {share * 100:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _before(path: str | None) -> dict[str, float] | None:
+    """Shares of an earlier run (its ``.json``), for a before/after table."""
+    if not path:
+        return None
+    shares: dict[str, float] = json.loads(Path(path).read_text())
+    return shares
 
 
 def main() -> int:
@@ -125,6 +143,9 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=20.0, help="seconds before measuring")
     parser.add_argument("--window", type=float, default=30.0, help="seconds measured")
     parser.add_argument("--label", default="", help="suffix of the report's file name")
+    parser.add_argument(
+        "--before", default="", help="an earlier run's .json: report before and after side by side"
+    )
     parser.add_argument(
         "--env", action="append", default=[], help="NAME=VALUE for every service (repeatable)"
     )

@@ -8,7 +8,6 @@ lag) never feeds a decision.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,9 +18,8 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from tollway.runtime.tracing import setup_tracing
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable
 
-    import asyncpg
 
 log = structlog.get_logger(__name__)
 
@@ -117,19 +115,6 @@ def observe_breaker(scope: str, from_state: str, to_state: str) -> None:
         BREAKERS_OPEN.labels(scope).set(1)
     elif to_state != "open":
         BREAKERS_OPEN.labels(scope).set(0)
-
-
-async def refresh_gauges(
-    pool: asyncpg.Pool, queries: Mapping[Gauge, str], every_seconds: float = 5.0
-) -> None:
-    """Set each gauge from its ``SELECT count(*) ...`` every ``every_seconds``, until cancelled."""
-    while True:
-        for gauge, sql in queries.items():
-            try:
-                gauge.set(await pool.fetchval(sql))
-            except (OSError, asyncio.TimeoutError) as exc:  # noqa: UP041 - asyncpg raises the builtin alias
-                log.warning("gauge_refresh_failed", metric=gauge._name, error=repr(exc))  # noqa: SLF001 - the only name it has
-        await asyncio.sleep(every_seconds)
 
 
 class HttpMetrics:

@@ -133,8 +133,13 @@ class OutboxRelay:
         """Call ``listener`` (synchronously, cheap) each time committed rows are handed over."""
         self._listeners.append(listener)
 
-    async def run(self, idle_seconds: float = 5.0) -> None:
-        """Publish until cancelled; sweeps the table every ``idle_seconds`` when nobody kicks."""
+    async def run(self, idle_seconds: float = 30.0) -> None:
+        """Publish until cancelled; sweeps the table every ``idle_seconds`` when nobody kicks.
+
+        Rows this relay was handed, and rows of a failed publish or from before this process
+        started, never wait for that sweep; it only finds rows another process left behind (a
+        replica that died before publishing), so it need not be frequent.
+        """
         delay = 0.05
         while True:
             # Cleared before publishing: a kick that arrives meanwhile is seen on the next turn.

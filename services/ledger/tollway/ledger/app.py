@@ -8,18 +8,16 @@ import structlog
 
 from tollway.events import topics
 from tollway.events.logging import configure_logging
-from tollway.ledger import store
-from tollway.ledger.clock import run_clock
+from tollway.ledger.clock import Clock
 from tollway.ledger.crash_pause import pause_hook
 from tollway.ledger.handlers import LedgerHandler
 from tollway.ledger.recon import parse_threshold
 from tollway.ledger.recon_apply import ReconPolicy
 from tollway.ledger.settings import LedgerSettings
-from tollway.runtime import metrics
 from tollway.runtime.consumer import TransactionalConsumer
 from tollway.runtime.db import create_pool
 from tollway.runtime.kafka import ensure_topics, new_producer
-from tollway.runtime.metrics import refresh_gauges, start_observability
+from tollway.runtime.metrics import start_observability
 from tollway.runtime.migrations import apply_migrations
 from tollway.runtime.outbox import OutboxRelay
 from tollway.runtime.service import run, run_until_signalled, tune_gc
@@ -56,12 +54,17 @@ async def serve(settings: LedgerSettings) -> None:
                 mid_batch=pause_hook(settings.crash_pause_file, settings.crash_pause_min_records),
             )
             log.info("ledger_started", group=settings.group_id)
-            gauges = refresh_gauges(pool, {metrics.OPEN_HOLDS: store.COUNT_OPEN_HOLDS})
-            grace = timedelta(seconds=settings.hold_grace_seconds)
-            clock = run_clock(
-                producer, pool, settings.group_id, topics.USAGE, settings.tick_seconds, grace
+            clock = Clock(
+                producer,
+                pool,
+                settings.group_id,
+                topics.USAGE,
+                tick_seconds=settings.tick_seconds,
+                grace=timedelta(seconds=settings.hold_grace_seconds),
+                heartbeat_seconds=settings.clock_heartbeat_seconds,
             )
-            await run_until_signalled(relay.run(), consumer.run(), gauges, clock)
+            relay.on_commit(clock.nudge)  # a batch that placed holds wakes the clock
+            await run_until_signalled(relay.run(), consumer.run(), clock.run())
         finally:
             await producer.stop()
     finally:

@@ -17,9 +17,12 @@ class LedgerSettings(CommonSettings):
     pool_size: int = 8
     # Ticks carry the ledger's clock into the log; a hold expires when a tick is this long past
     # its deadline (longer than the router's own deadline enforcement, so the router's finish
-    # normally wins).
+    # normally wins). The clock ticks only while an open hold is that far past its deadline,
+    # every ``tick_seconds`` then; otherwise it looks again when the earliest one will be, when
+    # the ledger commits, or after ``clock_heartbeat_seconds``.
     tick_seconds: float = 1.0
     hold_grace_seconds: float = 30.0
+    clock_heartbeat_seconds: float = 60.0
     # Reconciliation: a channel-day whose upstream-reported cost (its answers' or its imported
     # invoice's) differs from the booked cost by more than this fraction raises one alert on
     # limits.alerts ("0.01" = 1 %; "0" alerts on any difference).

@@ -46,8 +46,11 @@ INSERT INTO ledger.balances AS b (account, unit, amount)
 SELECT account, unit, sum(amount)::bigint FROM p GROUP BY account, unit ORDER BY account, unit
 ON CONFLICT (account, unit) DO UPDATE SET amount = b.amount + EXCLUDED.amount
 """
-# Read by the metrics gauge every few seconds; the partial index holds_open keeps it cheap.
-COUNT_OPEN_HOLDS = "SELECT count(*) FROM ledger.holds WHERE status = 'open'"
+# Read by the ledger's clock whenever it looks (see clock.py); the partial index holds_open
+# keeps it cheap: only holds in flight are open.
+OPEN_HOLDS_DUE = (
+    "SELECT count(*) AS open, min(deadline_at) AS earliest FROM ledger.holds WHERE status = 'open'"
+)
 SELECT_BALANCE = "SELECT amount FROM ledger.balances WHERE account = $1 AND unit = $2"
 SELECT_BUCKET_UNIT = "SELECT unit FROM ledger.buckets WHERE account_id = $1 AND bucket = $2"
 INSERT_BUCKET = "INSERT INTO ledger.buckets (account_id, bucket, unit) VALUES ($1, $2, $3)"

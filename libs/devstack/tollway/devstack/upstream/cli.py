@@ -18,6 +18,7 @@ import uvicorn
 from tollway.devstack.upstream.app import DEFAULT_CHANNELS, create_app
 from tollway.devstack.upstream.wire import UpstreamCutError
 from tollway.events.logging import configure_logging
+from tollway.runtime.http import run_quietly
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -75,4 +76,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     # After Config: it (re)configures uvicorn's loggers.
     logging.getLogger("uvicorn.error").addFilter(DeliberateCutFilter())
     log.info("demo_upstream_starting", host=args.host, port=args.port, channels=channels, loop=loop)
-    uvicorn.Server(config).run()
+    run_quietly(config)  # no 100 ms tick while idle
