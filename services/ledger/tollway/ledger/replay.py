@@ -226,7 +226,7 @@ def apply_order(
 
 
 async def fold_records(
-    pool: asyncpg.Pool,
+    conn: asyncpg.Connection,
     records: list[Record],
     progress: Callable[[str, int, int], None] | None = None,
     handler: LedgerHandler | None = None,
@@ -244,8 +244,7 @@ async def fold_records(
         if record.envelope.id in folder.seen:
             log.info("duplicate_skipped", event_id=record.envelope.id)
         elif (stale := folder.needs(record)) or not folder.fold(record):
-            async with pool.acquire() as conn:
-                await _apply_alone(conn, folder, alone, record, stale)
+            await _apply_alone(conn, folder, alone, record, stale)
         if progress is not None and (n % 4096 == 0 or n == len(records)):
             progress("fold", n, len(records))
     return folder
@@ -260,7 +259,9 @@ async def _apply_alone(
 ) -> None:
     """The branch for what the fold does not decide (or needs read back first)."""
     if stale:
-        await replay_store.read_back(conn, folder, {folder.stale[r] for r in stale}, stale)
+        # Only the requests: their accounts were read back right after the use case, and the
+        # fold has moved their balances since (in memory, not yet written).
+        await replay_store.read_back(conn, folder, (), stale)
         if folder.fold(record):
             return
     if len(folder.pending):
@@ -276,7 +277,7 @@ async def _apply_alone(
 
 
 async def write_out(
-    pool: asyncpg.Pool,
+    conn: asyncpg.Connection,
     folder: Folder,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> None:
@@ -287,8 +288,7 @@ async def write_out(
         if progress is not None:
             progress("write", total * part // replay_store.PARTS, total)
 
-    async with pool.acquire() as conn:
-        await replay_store.write(conn, folder, step=step)
+    await replay_store.write(conn, folder, step=step)
 
 
 async def replay(  # noqa: PLR0913 - the command's options
@@ -310,7 +310,7 @@ async def replay(  # noqa: PLR0913 - the command's options
     journal = await read_log(bootstrap, await partitions_of(bootstrap, (topics.LEDGER_EVENTS,)))
     messages = {**inputs, **journal}
     target = await fresh_database(dsn, database)
-    pool = await asyncpg.create_pool(target, min_size=1, max_size=2)
+    conn = await asyncpg.connect(target)
     try:
         if progress is not None:
             progress("decode", 0, sum(len(m) for m in inputs.values()))
@@ -320,14 +320,13 @@ async def replay(  # noqa: PLR0913 - the command's options
         if progress is not None:
             progress("decode", len(order), len(order))
         decoded = time.perf_counter()
-        folder = await fold_records(pool, order, progress, handler)
+        folder = await fold_records(conn, order, progress, handler)
         folded = time.perf_counter()
-        await write_out(pool, folder, progress)
+        await write_out(conn, folder, progress)
         written = time.perf_counter()
-        async with pool.acquire() as conn:
-            tables = await finance_store.table_digests(conn)
+        tables = await finance_store.table_digests(conn)
     finally:
-        await pool.close()
+        await conn.close()
     log.info(
         "ledger_replayed", events=len(order), seconds=round(written - started, 3), diverged=diverged
     )
