@@ -41,7 +41,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "replay", parents=[common], help="rebuild every ledger projection from the topics"
     )
     rep.add_argument("--database", default="tollway_ledger_replay", help="fresh database to fill")
-    rep.add_argument("--batch", type=int, default=1000, help="input events per transaction")
+    # A replay folds the whole log in memory and writes it once: --batch is accepted, unused.
+    rep.add_argument("--batch", type=int, default=1000, help=argparse.SUPPRESS)
     ver = sub.add_parser(
         "verify", parents=[common], help="check the invariants and live state = a replay"
     )

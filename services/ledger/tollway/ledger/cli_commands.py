@@ -43,7 +43,6 @@ async def _replay(args: argparse.Namespace) -> int:
         settings.database_url,
         settings.kafka_bootstrap_servers,
         args.database,
-        batch=args.batch,
         progress=Progress(),
     )
     _print(

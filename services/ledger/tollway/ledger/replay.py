@@ -1,10 +1,16 @@
 """Rebuild every ledger projection from the retained topics into a fresh database.
 
 Reads gw.requests and gw.usage (the inputs) and ledger.events (the journal) from offset 0,
-orders the inputs the way the live ledger applied them (:mod:`tollway.ledger.spine`), and runs
-them through the same :class:`~tollway.ledger.handlers.LedgerHandler` the live consumer uses,
-in batches, into a database created for the purpose. Nothing is published. The result carries
-the state digest, so a replay can be compared with the live ledger byte for byte.
+orders the inputs the way the live ledger applied them (:mod:`tollway.ledger.spine`), decodes
+each record once and folds them all over one in-memory state with the live ledger's own
+``decide``/``evolve`` (:mod:`tollway.ledger.replay_fold`), with no database in the loop; the
+journal, postings and projections are then written in bulk into a database created for the
+purpose (:mod:`tollway.ledger.replay_store`). Nothing is published. The result carries the state
+digest, so a replay can be compared with the live ledger byte for byte.
+
+Records the fold does not decide yet (budgets and tasks, top-ups, corrections, prices) are
+applied one at a time by the live handler's use cases, after what the fold holds is written; what
+they touched is read back into the fold's state.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from pydantic import ValidationError
 from tollway.events import topics
 from tollway.events.envelope import UnknownEventTypeError, decode
 from tollway.events.ledger import ClockTicked
-from tollway.ledger import finance_store, spine
+from tollway.ledger import finance_store, replay_store, spine
 from tollway.ledger.handlers import LedgerHandler
+from tollway.ledger.replay_fold import Folder
 from tollway.runtime.consumer import Record
 from tollway.runtime.migrations import apply_migrations
 
@@ -50,10 +57,14 @@ class ReplayResult:
     poison: int
     digest: str
     tables: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Wall seconds per phase (decode, fold, write), and this process's CPU seconds in each (on
+    # a machine shared with other work the second says what the phase costs by itself).
+    phases: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:
-        """Applied input events per second of the apply phase."""
+        """Input events per second, end to end: decode, fold and write (``phases`` splits it)."""
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -158,7 +169,10 @@ async def read_log(
                 ended = len(keep) < len(messages) or (
                     cursor.stop_at is not None and keep and keep[-1].offset + 1 >= cursor.stop_at
                 )
-                if ended or now - cursor.idle_since > idle_seconds:
+                # With a known end, silence is a slow broker (a busy machine), not the end: it
+                # is waited out far longer before the partition is given up on.
+                idle = idle_seconds if cursor.stop_at is None else max(idle_seconds, 30.0)
+                if ended or now - cursor.idle_since > idle:
                     consumer.pause(tp)
                     live.discard(tp)
             if progress is not None:
@@ -217,55 +231,70 @@ def apply_order(
     return order, diverged, poison
 
 
-async def apply_records(
-    pool: asyncpg.Pool,
+async def fold_records(
+    conn: asyncpg.Connection,
     records: list[Record],
-    batch: int,
     progress: Callable[[str, int, int], None] | None = None,
     handler: LedgerHandler | None = None,
-) -> int:
-    """Run ``records`` through the live handler, ``batch`` per transaction; return poison count."""
-    # The live ledger's handler, keeping its state in memory across chunks: a chunk decides
-    # over what the chunks before it left, and only writes (in bulk) to the database.
-    handler = handler or LedgerHandler(resident=True)
-    handler.forget()  # a fresh database: nothing it knew of another one holds here
-    failed = 0
-    for start in range(0, len(records), batch):
-        chunk = records[start : start + batch]
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                failed += await _apply_chunk(conn, handler, chunk)
-        except BaseException:
-            handler.rolled_back()
-            raise
-        handler.committed()
+) -> Folder:
+    """Fold ``records`` over one in-memory state; return it, with what it has not written yet.
+
+    The records the fold does not decide yet go through the live handler's use cases
+    (:func:`tollway.ledger.replay_store.apply_alone`): what the fold holds is written first,
+    and what the record touched is read back. A log the fold decides whole never waits on the
+    database here.
+    """
+    folder = Folder()
+    alone = handler or LedgerHandler()
+    for n, record in enumerate(records, 1):
+        if record.envelope.id in folder.seen:
+            log.info("duplicate_skipped", event_id=record.envelope.id)
+        elif (stale := folder.needs(record)) or not folder.fold(record):
+            await _apply_alone(conn, folder, alone, record, stale)
+        if progress is not None and (n % 4096 == 0 or n == len(records)):
+            progress("fold", n, len(records))
+    return folder
+
+
+async def _apply_alone(
+    conn: asyncpg.Connection,
+    folder: Folder,
+    handler: LedgerHandler,
+    record: Record,
+    stale: set[str],
+) -> None:
+    """The branch for what the fold does not decide (or needs read back first)."""
+    if stale:
+        # Only the requests: their accounts were read back right after the use case, and the
+        # fold has moved their balances since (in memory, not yet written).
+        await replay_store.read_back(conn, folder, (), stale)
+        if folder.fold(record):
+            return
+    if len(folder.pending):
+        await replay_store.write(conn, folder)
+    accounts, requests, edited = replay_store.touched(folder, record)
+    if not await replay_store.apply_alone(conn, handler, record):
+        folder.poison += 1
+        return
+    folder.seen.add(record.envelope.id)
+    for account in edited:
+        folder.forget_requests(account)
+    await replay_store.read_back(conn, folder, accounts, requests)
+
+
+async def write_out(
+    conn: asyncpg.Connection,
+    folder: Folder,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> None:
+    """Write what the fold holds into the fresh database, in bulk."""
+    total = len(folder.pending)
+
+    def step(part: int) -> None:
         if progress is not None:
-            progress("apply", start + len(chunk), len(records))
-    return failed
+            progress("write", total * part // replay_store.PARTS, total)
 
-
-async def _apply_chunk(
-    conn: asyncpg.Connection, handler: LedgerHandler, chunk: list[Record]
-) -> int:
-    # Same isolation as the live consumer: a record that fails alone has no effect (the live
-    # consumer dead-lettered it), the others apply.
-    try:
-        async with conn.transaction():
-            await handler(conn, chunk)
-    except (asyncpg.PostgresConnectionError, OSError):
-        raise
-    except Exception:  # noqa: BLE001 - isolate the poison record below
-        failed = 0
-        for record in chunk:
-            try:
-                async with conn.transaction():
-                    await handler(conn, [record])
-            except (asyncpg.PostgresConnectionError, OSError):
-                raise
-            except Exception:  # noqa: BLE001 - the live consumer dead-lettered this one too
-                failed += 1
-        return failed
-    return 0
+    await replay_store.write(conn, folder, step=step)
 
 
 async def replay(  # noqa: PLR0913 - the command's options
@@ -274,34 +303,55 @@ async def replay(  # noqa: PLR0913 - the command's options
     database: str,
     *,
     ends: Offsets | None = None,
-    batch: int = 1000,
     progress: Callable[[str, int, int], None] | None = None,
     handler: LedgerHandler | None = None,
 ) -> ReplayResult:
-    """Rebuild the ledger into ``database`` from the topics; return counts, speed and digest."""
+    """Rebuild the ledger into ``database`` from the topics; return counts, speed and digest.
+
+    ``handler``: applies the records the fold does not decide yet (the live handler by default).
+    """
     inputs = await read_log(
         bootstrap, await partitions_of(bootstrap, INPUTS), stop_at=ends, progress=progress
     )
     journal = await read_log(bootstrap, await partitions_of(bootstrap, (topics.LEDGER_EVENTS,)))
     messages = {**inputs, **journal}
-    order, diverged, poison = apply_order(messages, journal_spine(messages))
     target = await fresh_database(dsn, database)
-    pool = await asyncpg.create_pool(target, min_size=1, max_size=2)
+    conn = await asyncpg.connect(target)
     try:
-        started = time.perf_counter()
-        poison += await apply_records(pool, order, batch, progress, handler)
-        seconds = time.perf_counter() - started
-        async with pool.acquire() as conn:
-            tables = await finance_store.table_digests(conn)
+        if progress is not None:
+            progress("decode", 0, sum(len(m) for m in inputs.values()))
+        started, started_cpu = time.perf_counter(), time.process_time()
+        order, diverged, poison = apply_order(messages, journal_spine(messages))
+        del messages, inputs, journal  # the decoded records are all the fold needs
+        if progress is not None:
+            progress("decode", len(order), len(order))
+        decoded, decoded_cpu = time.perf_counter(), time.process_time()
+        folder = await fold_records(conn, order, progress, handler)
+        folded, folded_cpu = time.perf_counter(), time.process_time()
+        await write_out(conn, folder, progress)
+        written, written_cpu = time.perf_counter(), time.process_time()
+        tables = await finance_store.table_digests(conn)
     finally:
-        await pool.close()
-    log.info("ledger_replayed", events=len(order), seconds=round(seconds, 3), diverged=diverged)
+        await conn.close()
+    log.info(
+        "ledger_replayed", events=len(order), seconds=round(written - started, 3), diverged=diverged
+    )
     return ReplayResult(
         database=database,
         events=len(order),
-        seconds=seconds,
+        seconds=written - started,
         diverged=diverged,
-        poison=poison,
+        poison=poison + folder.poison,
         digest=finance_store.combine(tables),
         tables=tables,
+        phases={
+            "decode": decoded - started,
+            "fold": folded - decoded,
+            "write": written - folded,
+        },
+        cpu={
+            "decode": decoded_cpu - started_cpu,
+            "fold": folded_cpu - decoded_cpu,
+            "write": written_cpu - folded_cpu,
+        },
     )
