@@ -1,8 +1,10 @@
 """The folded hot path against the per-event use cases, on the real Postgres.
 
-For random logs of top-ups, requests (one or two buckets, some beyond the balance), attempts
-(served, failed, cut mid-stream), finishes (served, not served, by the fallback bucket),
-extensions, clock ticks and reversals, the ledger handler applied in batches of random sizes
+For random logs of top-ups (some retried with their key, the same or another payload),
+requests (one or two buckets, some beyond the balance), attempts (served, failed, cut
+mid-stream), finishes (served, not served, by the fallback bucket), extensions, clock ticks,
+reversals (of charges and top-ups, some beyond what is left, some retried), adjustments and
+price-table changes, the ledger handler applied in batches of random sizes
 (runs folded in memory, written in bulk) leaves every projection identical, row for row, to
 the same log applied one event at a time through the use cases. And a batch that fails
 leaves nothing behind: the batches after it apply as if it never came.
@@ -25,6 +27,7 @@ from hypothesis import strategies as st
 from tests.integration.scratch_db import scratch_database
 from tollway.events.envelope import Envelope, encode, make
 from tollway.events.gateway import (
+    AdjustmentRequested,
     AttemptFinished,
     Candidate,
     HoldExtensionRequested,
@@ -36,7 +39,8 @@ from tollway.events.gateway import (
 from tollway.events.ids import derived_id
 from tollway.events.ledger import ClockTicked
 from tollway.events.pricing import Price, Usage
-from tollway.ledger import finance_store
+from tollway.events.routing import PriceTableChangeRequested
+from tollway.ledger import finance_store, fold_inputs
 from tollway.ledger.fold import DuplicateRequestError
 from tollway.ledger.handlers import LedgerHandler
 from tollway.runtime.consumer import FencedError, Record, TransactionalConsumer
@@ -64,10 +68,22 @@ WALLET = CREDIT.model_copy(
 
 
 class PerEventHandler(LedgerHandler):
-    """The same handler with every record through its per-event use case (nothing folded)."""
+    """The same handler applying one record at a time over state read afresh from Postgres.
+
+    Records with a per-event use case go through it; the others (top-ups, corrections and price
+    changes, which only the fold decides) are folded alone, their partition's state then
+    forgotten.
+    """
 
     async def _fold_run(self, conn: asyncpg.Connection, run: list[Record]) -> list[Outgoing]:
-        return await self._one_by_one(conn, run)
+        out: list[Outgoing] = []
+        for record in run:
+            if isinstance(record.envelope.payload, fold_inputs.FOLDED):
+                out.extend(await super()._fold_run(conn, [record]))
+                self._call.forget(record.partition)
+            else:
+                out.extend(await self._one_by_one(conn, [record]))
+        return out
 
 
 @dataclass
@@ -78,6 +94,9 @@ class Log:
     envelopes: list[Envelope[Any]] = field(default_factory=list)
     requests: list[Envelope[RequestReceived]] = field(default_factory=list)
     settlements: list[str] = field(default_factory=list)
+    topups: list[Envelope[TopUpRequested]] = field(default_factory=list)
+    reversals: list[Envelope[ReversalRequested]] = field(default_factory=list)
+    prices: dict[str, Price] = field(default_factory=dict)
     clock: datetime = T0
 
     def add(self, payload: Any, *, event_id: str | None = None) -> Envelope[Any]:
@@ -89,13 +108,66 @@ class Log:
 
 def _topup(log: Log, bucket: str, amount: int) -> None:
     key = uuid.uuid4().hex
-    log.add(
+    env = log.add(
         TopUpRequested(
             account_id=log.account,
             bucket=bucket,
             unit=bucket,
             amount_micro=amount,
             idempotency_key=key,
+        )
+    )
+    log.topups.append(env)
+
+
+def _again(log: Log, earlier: list[Envelope[Any]], pick: int, same: bool) -> None:
+    """A command sent again with its key: the same payload, or another amount (refused)."""
+    if not earlier:
+        return
+    p = earlier[pick % len(earlier)].payload
+    log.add(p if same else p.model_copy(update={"amount_micro": p.amount_micro + 1}))
+
+
+def _reverse(log: Log, original: str, amount: int) -> None:
+    env = log.add(
+        ReversalRequested(
+            account_id=log.account,
+            original_event_id=original,
+            amount_micro=amount,
+            reason="test",
+            idempotency_key=uuid.uuid4().hex,
+        )
+    )
+    log.reversals.append(env)
+
+
+def _adjust(log: Log, bucket: str, amount: int) -> None:
+    log.add(
+        AdjustmentRequested(
+            account_id=log.account,
+            bucket=bucket,
+            unit=bucket,
+            amount_micro=amount,
+            reason="test",
+            idempotency_key=uuid.uuid4().hex,
+        )
+    )
+
+
+def _price(log: Log, channel: int, output: int) -> None:
+    """A channel's prices set (the same as before: no new version)."""
+    channel_id = f"{log.account}-ch{channel}"
+    previous, prices = log.prices.get(channel_id), Price(input=150_000, output=output)
+    log.prices[channel_id] = prices
+    log.add(
+        PriceTableChangeRequested(
+            channel_id=channel_id,
+            bucket="credit",
+            previous=previous,
+            prices=prices,
+            actor="ops",
+            action="channel.update",
+            audit_id=1,
         )
     )
 
@@ -171,6 +243,16 @@ STEPS = st.lists(
         st.tuples(st.just("extend"), st.integers(0, 30), st.integers(1, 60)),
         st.tuples(st.just("tick"), st.integers(0, 40)),
         st.tuples(st.just("reverse"), st.integers(0, 10), st.integers(1, 500)),
+        st.tuples(st.just("reverse_topup"), st.integers(0, 10), st.integers(1, 2_000_000)),
+        st.tuples(st.just("reverse_unknown"), st.integers(1, 500)),
+        st.tuples(st.just("topup_again"), st.integers(0, 10), st.booleans()),
+        st.tuples(st.just("reverse_again"), st.integers(0, 10), st.booleans()),
+        st.tuples(
+            st.just("adjust"),
+            st.sampled_from(["credit", "wallet", "points"]),
+            st.integers(-3000, 3000),
+        ),
+        st.tuples(st.just("price"), st.integers(0, 2), st.sampled_from([600_000, 700_000])),
     ),
     min_size=1,
     max_size=40,
@@ -206,17 +288,26 @@ def build_log(steps: Sequence[tuple[Any, ...]]) -> Log:
         elif kind == "tick":
             cutoff = log.clock - timedelta(seconds=args[0])
             log.add(ClockTicked(partition=0, partitions=1, expire_before=cutoff))
-        elif kind == "reverse" and log.settlements:
-            log.add(
-                ReversalRequested(
-                    account_id=log.account,
-                    original_event_id=log.settlements[args[0] % len(log.settlements)],
-                    amount_micro=args[1],
-                    reason="test",
-                    idempotency_key=uuid.uuid4().hex,
-                )
-            )
+        else:
+            _operator_step(log, kind, args)
     return log
+
+
+def _operator_step(log: Log, kind: str, args: tuple[Any, ...]) -> None:
+    """Reversals, retried keys, adjustments and price changes (see :data:`STEPS`)."""
+    if kind == "reverse" and log.settlements:
+        _reverse(log, log.settlements[args[0] % len(log.settlements)], args[1])
+    elif kind == "reverse_topup" and log.topups:
+        topup = log.topups[args[0] % len(log.topups)]
+        _reverse(log, derived_id(topup.id, "topped_up"), args[1])
+    elif kind == "reverse_unknown":
+        _reverse(log, f"evt_{uuid.uuid4().hex}", args[0])
+    elif kind in {"topup_again", "reverse_again"}:
+        _again(log, log.topups if kind == "topup_again" else log.reversals, args[0], args[1])
+    elif kind == "adjust":
+        _adjust(log, args[0], args[1] * 1000)
+    elif kind == "price":
+        _price(log, args[0], args[1])
 
 
 def records(log: Log) -> list[Record]:

@@ -13,15 +13,17 @@ batch's :class:`Effects`, which the store writes in one transaction with multi-r
 :mod:`tollway.ledger.fold_usage` decides attempts and finishes over the same state.
 
 The fold covers what the hot path does for accounts without budgets or task envelopes (the
-router's plans, attempts and finishes), and the clock's ticks and hold extensions
-(:mod:`tollway.ledger.fold_expiry`); budgets, tasks, top-ups and corrections go through the
-per-event use cases (see :mod:`tollway.ledger.handlers`). The state a batch decides over is
-kept per partition across batches (:mod:`tollway.ledger.resident`).
+router's plans, attempts and finishes), the clock's ticks and hold extensions
+(:mod:`tollway.ledger.fold_expiry`), top-ups (:mod:`tollway.ledger.fold_topup`), reversals and
+adjustments (:mod:`tollway.ledger.fold_corrections`) and price-table changes
+(:mod:`tollway.ledger.fold_prices`); budgets and tasks go through the per-event use cases (see
+:mod:`tollway.ledger.handlers`). The state a batch decides over is kept per partition across
+batches (:mod:`tollway.ledger.resident`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from tollway.events import topics
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from tollway.events.envelope import Envelope, Payload
+    from tollway.events.ledger import Posting, PriceTableChanged
     from tollway.ledger.recon import ReconAttempt
     from tollway.ledger.upstream_costs import CostRow
 
@@ -69,6 +72,74 @@ class Hold:
     request_offset: int | None = None
 
 
+# --- what top-ups, corrections and price changes decide on (see fold_topup, fold_corrections,
+# fold_prices)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A tenant's bucket and its unit (a row of ``ledger.buckets``), fixed by its first top-up."""
+
+    account_id: str
+    bucket: str
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUse:
+    """An applied idempotency key: a row of ``ledger.topups`` or ``ledger.corrections``.
+
+    ``original_event_id`` and ``amount``: what a reversal took back from its original.
+    """
+
+    account_id: str
+    key: str
+    fingerprint: str
+    event_id: str
+    original_event_id: str | None = None
+    amount: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """A journal entry a reversal names, with what earlier corrections did to it.
+
+    ``reversed``: what reversals of it gave back so far; ``rerated``: the signed sum of its
+    re-ratings (a re-rated charge cost the tenant its original plus those).
+    """
+
+    event_id: str
+    type: str
+    account_id: str
+    request_id: str | None
+    bucket: str | None
+    postings: tuple[Posting, ...]
+    reversed: int = 0
+    rerated: int = 0
+
+
+def original_of(env: Envelope[Any]) -> Original:
+    """A journal event just folded, as a reversal of it sees it (nothing reversed yet)."""
+    p = env.payload
+    return Original(
+        event_id=env.id,
+        type=env.type,
+        account_id=p.account_id,
+        request_id=getattr(p, "request_id", None),
+        bucket=getattr(p, "bucket", None),
+        postings=tuple(getattr(p, "postings", ())),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PriceVersion:
+    """A channel's price version journaled as ``event_id`` (a row of ``ledger.price_versions``)."""
+
+    event_id: str
+    changed_at: datetime
+    changed: PriceTableChanged
+
+
 @dataclass(slots=True)
 class State:
     """What a batch decides over, loaded in bulk for its accounts and requests.
@@ -76,12 +147,23 @@ class State:
     ``units``: (account, bucket) -> the bucket's unit; ``balances``: (ledger account, unit) ->
     amount, for the tenants' bucket accounts; ``holds``: request -> its holds in id order;
     ``receipts``: request -> its receipt.
+
+    Top-ups, corrections and price changes (every map holds what a batch asked about; None:
+    looked up, absent): ``topup_keys`` and ``correction_keys``: (account, idempotency key) ->
+    the fingerprint of the payload it was applied with; ``originals``: journal entry id -> the
+    entry as a reversal of it decides on it; ``price_versions``: channel -> its latest journaled
+    price version (0: none). ``balances`` also holds each known account's top-up and
+    adjustment sources.
     """
 
     units: MutableMapping[tuple[str, str], str] = field(default_factory=dict)
     balances: MutableMapping[tuple[str, str], int] = field(default_factory=dict)
     holds: MutableMapping[str, tuple[Hold, ...]] = field(default_factory=dict)
     receipts: MutableMapping[str, ReceiptRow] = field(default_factory=dict)
+    topup_keys: MutableMapping[tuple[str, str], str | None] = field(default_factory=dict)
+    correction_keys: MutableMapping[tuple[str, str], str | None] = field(default_factory=dict)
+    originals: MutableMapping[str, Original | None] = field(default_factory=dict)
+    price_versions: MutableMapping[str, int] = field(default_factory=dict)
 
     def available(self, account_id: str, bucket: str, unit: str) -> int:
         """A bucket's spendable balance in ``unit`` (0 when it never moved)."""
@@ -107,6 +189,11 @@ class Effects:
     changed_receipts: set[str] = field(default_factory=set)
     recon: list[ReconAttempt] = field(default_factory=list)
     costs: list[CostRow] = field(default_factory=list)
+    # Top-ups, corrections, price changes: rows to insert, in order (see Decision).
+    buckets: list[Bucket] = field(default_factory=list)
+    topups: list[KeyUse] = field(default_factory=list)
+    corrections: list[KeyUse] = field(default_factory=list)
+    prices: list[PriceVersion] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -124,6 +211,12 @@ class Decision:
     new_receipt: ReceiptRow | None = None
     recon: list[ReconAttempt] = field(default_factory=list)
     costs: list[CostRow] = field(default_factory=list)
+    # ``buckets`` opened by a first top-up; idempotency keys applied by ``topups`` and
+    # ``corrections`` (a reversal's counts against its original); price ``prices`` journaled.
+    buckets: list[Bucket] = field(default_factory=list)
+    topups: list[KeyUse] = field(default_factory=list)
+    corrections: list[KeyUse] = field(default_factory=list)
+    prices: list[PriceVersion] = field(default_factory=list)
 
     def journal(self, env: Envelope[Payload]) -> None:
         """Emit ``env`` to the journal (and ledger.events)."""
@@ -169,6 +262,34 @@ def evolve(state: State, effects: Effects, decision: Decision) -> None:
             effects.changed_receipts.add(row.request_id)
     effects.recon.extend(decision.recon)
     effects.costs.extend(decision.costs)
+    _evolve_inputs(state, effects, decision)
+
+
+def _evolve_inputs(state: State, effects: Effects, decision: Decision) -> None:
+    """Fold what a top-up, correction or price change decided (see :class:`State`)."""
+    originals = state.originals
+    if originals:
+        # An entry a reversal of this batch names, journaled after the batch looked it up.
+        for kind, item in decision.steps:
+            if kind == "journal" and item.id in originals and originals[item.id] is None:
+                originals[item.id] = original_of(item)
+    for b in decision.buckets:
+        state.units[(b.account_id, b.bucket)] = b.unit
+    for use in decision.topups:
+        state.topup_keys[(use.account_id, use.key)] = use.fingerprint
+    for use in decision.corrections:
+        state.correction_keys[(use.account_id, use.key)] = use.fingerprint
+        original = originals.get(use.original_event_id) if use.original_event_id else None
+        if original is not None:
+            originals[original.event_id] = replace(
+                original, reversed=original.reversed + use.amount
+            )
+    for version in decision.prices:
+        state.price_versions[version.changed.channel_id] = version.changed.version
+    effects.buckets.extend(decision.buckets)
+    effects.topups.extend(decision.topups)
+    effects.corrections.extend(decision.corrections)
+    effects.prices.extend(decision.prices)
 
 
 # --- authorize ---------------------------------------------------------------------------------

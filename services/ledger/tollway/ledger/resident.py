@@ -3,7 +3,8 @@
 gw.requests and gw.usage are co-partitioned by billing account, so partition N of both is one
 set of accounts with one writer. For each partition it owns, the ledger keeps a
 :class:`Memory`: the fold's :class:`~tollway.ledger.fold.State` (buckets, balances, open holds,
-receipts in progress) and what of it is known (which accounts and requests were loaded, and
+receipts in progress, idempotency keys and price versions looked up, entries reversals named)
+and what of it is known (which accounts and requests were loaded, and
 whether budgets limit them). A batch decides over it without reading Postgres again.
 
 What the memory holds is always what Postgres holds as of the offsets this consumer last
@@ -28,7 +29,7 @@ memory holds the accounts and the requests in flight. Nothing here does IO.
 from __future__ import annotations
 
 from collections import ChainMap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from tollway.ledger import domain
@@ -53,14 +54,16 @@ class Memory:
 
 
 def _maps(memory: Memory) -> tuple[MutableMapping[Any, Any], ...]:
+    """Every map of the memory: the state's (each of its fields), then what is known."""
     s = memory.state
-    return (s.units, s.balances, s.holds, s.receipts, memory.accounts, memory.requests)
+    return (*(getattr(s, f.name) for f in fields(s)), memory.accounts, memory.requests)
 
 
 def child(memory: Memory) -> Memory:
     """A layer over ``memory``: reads fall through, writes stay in the layer."""
-    units, balances, holds, receipts, accounts, requests = (ChainMap({}, m) for m in _maps(memory))
-    return Memory(State(units, balances, holds, receipts), accounts, requests)
+    s = memory.state
+    state = State(**{f.name: ChainMap({}, getattr(s, f.name)) for f in fields(s)})
+    return Memory(state, ChainMap({}, memory.accounts), ChainMap({}, memory.requests))
 
 
 def _top(mapping: MutableMapping[Any, Any]) -> MutableMapping[Any, Any]:
@@ -89,9 +92,22 @@ def _evict(memory: Memory, requests: Iterable[str], balances: Iterable[tuple[str
             s.receipts.pop(request_id, None)
             memory.requests.pop(request_id, None)
     for key in balances:
-        account, _, bucket = key[0].rpartition("/")
-        if (account, bucket) not in s.units or domain.bucket_account(account, bucket) != key[0]:
+        if not _kept_balance(memory, key[0]):
             s.balances.pop(key, None)
+
+
+def _kept_balance(memory: Memory, name: str) -> bool:
+    """A known bucket's balance, or a known account's top-up or adjustment source."""
+    for prefix in _SOURCE_PREFIXES:
+        if name.startswith(prefix) and name[len(prefix) :] in memory.accounts:
+            return True
+    account, _, bucket = name.rpartition("/")
+    return (account, bucket) in memory.state.units and domain.bucket_account(
+        account, bucket
+    ) == name
+
+
+_SOURCE_PREFIXES = (domain.topup_source(""), domain.adjustment_source(""))
 
 
 @dataclass(slots=True)
