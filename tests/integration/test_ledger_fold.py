@@ -376,6 +376,82 @@ def test_folded_batches_equal_the_log_applied_event_by_event(
     assert folded == per_event
 
 
+# Every operator command next to the hot path: top-ups (one retried, one reused), charges and
+# top-ups reversed (partly, beyond what is left, retried, reused, unknown), adjustments (credit,
+# debit, a bucket never funded, zero), price changes (new, unchanged, changed), then a bucket
+# funded after all that and spent on.
+OPERATOR_STEPS: list[tuple[Any, ...]] = [
+    ("topup", "credit", 3000),
+    ("topup", "wallet", 500),
+    ("price", 0, 600_000),
+    ("request", False, 500),
+    ("request", True, 800),
+    ("request", False, 300),
+    ("attempt", 0, "ok", False),
+    ("finish", 0, True, False),
+    ("attempt", 1, "failed", False),
+    ("attempt", 1, "ok", True),
+    ("finish", 1, True, True),
+    ("reverse", 0, 3),
+    ("reverse", 0, 10**6),
+    ("reverse_again", 0, True),
+    ("reverse_again", 0, False),
+    ("reverse", 1, 1),
+    ("reverse", 1, 1),
+    ("reverse", 0, 1),
+    ("reverse_topup", 0, 1000),
+    ("reverse_topup", 0, 3_000_000),
+    ("reverse_topup", 1, 1),
+    ("reverse_unknown", 5),
+    ("topup_again", 0, True),
+    ("topup_again", 1, False),
+    ("adjust", "credit", 5),
+    ("adjust", "credit", -7),
+    ("adjust", "points", 3),
+    ("adjust", "wallet", 0),
+    ("price", 0, 600_000),
+    ("price", 0, 700_000),
+    ("price", 1, 700_000),
+    ("finish", 2, False, False),
+    ("tick", 0),
+    ("topup", "points", 1),
+    ("request", False, 4000),
+    ("finish", 3, True, False),
+    ("reverse", 2, 2),
+    ("reverse", 2, 100_000),
+]
+
+
+@pytest.mark.parametrize("size", [2, 5, len(OPERATOR_STEPS)])
+def test_operator_commands_folded_with_the_hot_path_equal_them_applied_alone(
+    databases: Databases, size: int
+) -> None:
+    recs = records(build_log(OPERATOR_STEPS))
+
+    async def run() -> tuple[Any, Any, Any]:
+        await apply(databases.per_event, PerEventHandler(), recs, [1])
+        await apply(databases.folded, LedgerHandler(resident=True), recs, [size])
+        kinds = await databases.folded.fetch(
+            "SELECT DISTINCT type FROM ledger.journal WHERE account_id = $1", recs[0].key
+        )
+        return (
+            await finance_store.table_digests(databases.per_event),
+            await finance_store.table_digests(databases.folded),
+            {r["type"] for r in kinds},
+        )
+
+    per_event, folded, kinds = databases.loop.run_until_complete(run())
+    assert folded == per_event
+    assert {
+        "ledger.topped_up",
+        "ledger.topup_refused",
+        "ledger.hold_settled",
+        "ledger.reversed",
+        "ledger.correction_refused",
+        "ledger.adjusted",
+    } <= kinds
+
+
 def test_a_failed_batch_leaves_no_partial_state(databases: Databases) -> None:
     log = build_log(
         [

@@ -4,10 +4,12 @@ A resident handler (``LedgerHandler(resident=True)``) decides each batch over wh
 the batches before, and is told by its consumer when a batch commits or fails and when its
 partitions are assigned or revoked. These tests show that what it keeps is what Postgres holds:
 
-- for random logs applied in batches of random sizes, with batches that fail after folding and
-  are applied again, and rebalances (the partition revoked and loaded again in bulk) between
-  them, every projection equals the log applied one event at a time, and after each commit the
-  memory equals a fresh load of the same accounts and requests;
+- for random logs (requests, attempts, finishes, ticks, extensions, top-ups, reversals,
+  adjustments, price changes, retried keys) applied in batches of random sizes, with batches
+  that fail after folding and are applied again, and rebalances (the partition revoked and
+  loaded again in bulk) between them, every projection equals the log applied one event at a
+  time, and after each commit the memory equals a fresh load of the same accounts, requests,
+  idempotency keys, reversed entries and price versions;
 - a batch whose transaction fails leaves nothing of itself in memory;
 - two ledger consumers of one group over a four-partition topic, the second joining mid-load
   (a rebalance while records flow), lose and double nothing.
@@ -94,12 +96,26 @@ async def memory_matches_postgres(conn: asyncpg.Connection, memory: Memory | Non
     s = memory.state
     assert {k: v for k, v in s.units.items() if k[0] in accounts} == dict(fresh.units)
     buckets = {f"{a}/{b}" for a, b in fresh.units}
-    assert {k: v for k, v in s.balances.items() if k[0] in buckets} == dict(fresh.balances)
+    sources = {source(a) for a in accounts for source in batch_store.SOURCES}
+    kept = buckets | sources
+    assert {k: v for k, v in s.balances.items() if k[0] in kept} == dict(fresh.balances)
     assert {r: s.holds[r] for r in requests if r in s.holds} == dict(fresh.holds)
     mine = {r: s.receipts[r] for r in requests if r in s.receipts}
     assert {r: (x.status, x.body) for r, x in mine.items()} == {
         r: (x.status, x.body) for r, x in fresh.receipts.items()
     }
+    # Idempotency keys, reversed entries and price versions it looked up, as Postgres has them.
+    wants = batch_store.Wants(
+        frozenset(s.topup_keys),
+        frozenset(s.correction_keys),
+        frozenset(s.originals),
+        frozenset(s.price_versions),
+    )
+    await batch_store.load_inputs(conn, fresh, wants)
+    assert dict(s.topup_keys) == dict(fresh.topup_keys)
+    assert dict(s.correction_keys) == dict(fresh.correction_keys)
+    assert dict(s.originals) == dict(fresh.originals)
+    assert dict(s.price_versions) == dict(fresh.price_versions)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ and postings still guard every row (they are inserts only).
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
@@ -28,7 +29,7 @@ from tollway.ledger.receipt_model import ReceiptRow
 from tollway.ledger.resident import Memory
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, MutableMapping
+    from collections.abc import Collection, Iterable, MutableMapping
 
     import asyncpg
 
@@ -341,48 +342,82 @@ SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigi
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Wants:
+    """What top-ups, corrections and price changes decide on, besides their accounts' buckets.
+
+    ``topup_keys``/``correction_keys``: (account, idempotency key); ``originals``: journal
+    entries reversals name; ``channels``: channels whose price changes.
+    """
+
+    topup_keys: frozenset[tuple[str, str]] = frozenset()
+    correction_keys: frozenset[tuple[str, str]] = frozenset()
+    originals: frozenset[str] = frozenset()
+    channels: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, payloads: Iterable[Payload]) -> Wants:
+        """What deciding ``payloads`` reads (a top-up refused for its names reads nothing)."""
+        topups, corrections, originals, channels = set(), set(), set(), set()
+        for p in payloads:
+            if isinstance(p, TopUpRequested) and fold_topup.wants_key(p):
+                topups.add((p.account_id, p.idempotency_key))
+            elif isinstance(p, ReversalRequested | AdjustmentRequested):
+                corrections.add((p.account_id, p.idempotency_key))
+                if isinstance(p, ReversalRequested):
+                    originals.add(p.original_event_id)
+            elif isinstance(p, PriceTableChangeRequested):
+                channels.add(p.channel_id)
+        return cls(
+            frozenset(topups), frozenset(corrections), frozenset(originals), frozenset(channels)
+        )
+
+
 async def fill_inputs(conn: asyncpg.Connection, memory: Memory, payloads: list[Payload]) -> None:
     """Load what the top-ups, corrections and price changes among ``payloads`` decide on.
 
-    Only what ``memory`` does not know yet, one statement per kind: the idempotency keys they
-    use, the entries reversals name (and the receipts of their requests), the channels' latest
-    price versions. Their accounts' buckets and balances come with :func:`fill`.
+    Their accounts' buckets and balances (sources included) come with :func:`fill`; here, what
+    ``memory`` does not know yet of :class:`Wants`, then the receipts of the requests whose
+    charges reversals name.
     """
-    s = memory.state
-    topups = {
-        (p.account_id, p.idempotency_key)
-        for p in payloads
-        if isinstance(p, TopUpRequested) and fold_topup.wants_key(p)
-    }
-    corrections = {
-        (p.account_id, p.idempotency_key)
-        for p in payloads
-        if isinstance(p, ReversalRequested | AdjustmentRequested)
-    }
-    originals = {p.original_event_id for p in payloads if isinstance(p, ReversalRequested)}
-    channels = {p.channel_id for p in payloads if isinstance(p, PriceTableChangeRequested)}
-    await _keys(conn, SELECT_TOPUP_KEYS, s.topup_keys, topups)
-    await _keys(conn, SELECT_CORRECTION_KEYS, s.correction_keys, corrections)
-    new_channels = sorted(c for c in channels if c not in s.price_versions)
+    wants = Wants.of(payloads)
+    if wants == _NOTHING:
+        return
+    loaded = await load_inputs(conn, memory.state, wants)
+    requests = {o.request_id for o in loaded if o is not None and o.request_id}
+    if requests:
+        await fill(conn, memory, (), requests)
+
+
+_NOTHING = Wants()
+
+
+async def load_inputs(
+    conn: asyncpg.Connection, state: State, wants: Wants
+) -> list[Original | None]:
+    """Load into ``state`` what it lacks of ``wants``, one statement per kind; originals loaded."""
+    await _keys(conn, SELECT_TOPUP_KEYS, state.topup_keys, wants.topup_keys)
+    await _keys(conn, SELECT_CORRECTION_KEYS, state.correction_keys, wants.correction_keys)
+    new_channels = sorted(c for c in wants.channels if c not in state.price_versions)
     if new_channels:
         found = await conn.fetch(SELECT_PRICE_VERSIONS, new_channels)
         latest = {r["channel_id"]: int(r["version"]) for r in found}
         for channel in new_channels:
-            s.price_versions[channel] = latest.get(channel, 0)
-    new_originals = sorted(o for o in originals if o not in s.originals)
-    if new_originals:
-        loaded = await _originals(conn, new_originals)
-        for event_id in new_originals:
-            s.originals[event_id] = loaded.get(event_id)
-        requests = {o.request_id for o in loaded.values() if o.request_id}
-        await fill(conn, memory, (), requests)
+            state.price_versions[channel] = latest.get(channel, 0)
+    new_originals = sorted(o for o in wants.originals if o not in state.originals)
+    if not new_originals:
+        return []
+    loaded = await _originals(conn, new_originals)
+    for event_id in new_originals:
+        state.originals[event_id] = loaded.get(event_id)
+    return [state.originals[event_id] for event_id in new_originals]
 
 
 async def _keys(
     conn: asyncpg.Connection,
     query: str,
     known: MutableMapping[tuple[str, str], str | None],
-    wanted: set[tuple[str, str]],
+    wanted: frozenset[tuple[str, str]],
 ) -> None:
     new = sorted(k for k in wanted if k not in known)
     if not new:
