@@ -383,8 +383,10 @@ async def fill_inputs(conn: asyncpg.Connection, memory: Memory, payloads: list[P
     wants = Wants.of(payloads)
     if wants == _NOTHING:
         return
-    loaded = await load_inputs(conn, memory.state, wants)
-    requests = {o.request_id for o in loaded if o is not None and o.request_id}
+    await load_inputs(conn, memory.state, wants)
+    # An original stays in memory; its request (settled, so evicted at commit) may not.
+    named = (memory.state.originals.get(o) for o in wants.originals)
+    requests = {o.request_id for o in named if o is not None and o.request_id}
     if requests:
         await fill(conn, memory, (), requests)
 
@@ -392,10 +394,8 @@ async def fill_inputs(conn: asyncpg.Connection, memory: Memory, payloads: list[P
 _NOTHING = Wants()
 
 
-async def load_inputs(
-    conn: asyncpg.Connection, state: State, wants: Wants
-) -> list[Original | None]:
-    """Load into ``state`` what it lacks of ``wants``, one statement per kind; originals loaded."""
+async def load_inputs(conn: asyncpg.Connection, state: State, wants: Wants) -> None:
+    """Load into ``state`` what it lacks of ``wants``, one statement per kind."""
     await _keys(conn, SELECT_TOPUP_KEYS, state.topup_keys, wants.topup_keys)
     await _keys(conn, SELECT_CORRECTION_KEYS, state.correction_keys, wants.correction_keys)
     new_channels = sorted(c for c in wants.channels if c not in state.price_versions)
@@ -405,12 +405,10 @@ async def load_inputs(
         for channel in new_channels:
             state.price_versions[channel] = latest.get(channel, 0)
     new_originals = sorted(o for o in wants.originals if o not in state.originals)
-    if not new_originals:
-        return []
-    loaded = await _originals(conn, new_originals)
-    for event_id in new_originals:
-        state.originals[event_id] = loaded.get(event_id)
-    return [state.originals[event_id] for event_id in new_originals]
+    if new_originals:
+        loaded = await _originals(conn, new_originals)
+        for event_id in new_originals:
+            state.originals[event_id] = loaded.get(event_id)
 
 
 async def _keys(
