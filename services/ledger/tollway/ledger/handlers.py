@@ -69,12 +69,13 @@ log = structlog.get_logger(__name__)
 class LedgerHandler:
     """Applies gw.requests and gw.usage records; returns the events to publish after commit.
 
-    Runs of requests, attempts and finishes are folded in memory (:mod:`tollway.ledger.fold`)
-    over the state of their partition and written back with multi-row statements; the other
-    records (top-ups, budgets and tasks, ticks, extensions, corrections, prices), and the
-    requests of accounts with budgets or task envelopes, go through their use cases one at a
-    time, after which their partition's state is read again from Postgres (inside the same
-    transaction), so each sees the other's effects.
+    Runs of requests, attempts, finishes, ticks, extensions, top-ups, reversals, adjustments
+    and price changes are folded in memory (:mod:`tollway.ledger.fold`) over the state of their
+    partition and written back with multi-row statements; the other records (budget
+    definitions, re-ratings, invoice imports), and the requests of accounts with budgets or
+    task envelopes, go through their use cases one at a time, after which their partition's
+    state is read again from Postgres (inside the same transaction), so each sees the other's
+    effects.
 
     ``resident``: keep each partition's state in memory across batches
     (:mod:`tollway.ledger.resident`); the consumer then tells the handler when a batch

@@ -23,7 +23,8 @@ stored, because it only ever changes with a commit:
   offsets are read from; a partition revoked is forgotten.
 
 Requests without an open hold are evicted at commit (a later record of one loads it again), so
-memory holds the accounts and the requests in flight. Nothing here does IO.
+memory holds the accounts and the requests in flight, and the few idempotency keys, price
+versions and reversed entries operators' commands looked up. Nothing here does IO.
 """
 
 from __future__ import annotations
@@ -102,9 +103,8 @@ def _kept_balance(memory: Memory, name: str) -> bool:
         if name.startswith(prefix) and name[len(prefix) :] in memory.accounts:
             return True
     account, _, bucket = name.rpartition("/")
-    return (account, bucket) in memory.state.units and domain.bucket_account(
-        account, bucket
-    ) == name
+    known = (account, bucket) in memory.state.units
+    return known and domain.bucket_account(account, bucket) == name
 
 
 _SOURCE_PREFIXES = (domain.topup_source(""), domain.adjustment_source(""))
