@@ -56,7 +56,7 @@ from tollway.events.gateway import (
 )
 from tollway.events.ids import derived_id
 from tollway.events.pricing import Price, Usage
-from tollway.ledger import replay
+from tollway.ledger import fold_inputs, replay
 from tollway.ledger.handlers import LedgerHandler
 from tollway.runtime.consumer import Record, TransactionalConsumer
 from tollway.runtime.kafka import new_producer
@@ -91,10 +91,20 @@ def mode(args: argparse.Namespace) -> str:
 
 
 class PerEventHandler(LedgerHandler):
-    """The ledger's handler with nothing folded: every record through its per-event use case."""
+    """The ledger's handler with nothing folded: every record through its per-event use case.
+
+    Top-ups (only the fold decides them) are folded one at a time over state read afresh.
+    """
 
     async def _fold_run(self, conn: asyncpg.Connection, run: list[Record]) -> list[Any]:
-        return await self._one_by_one(conn, run)
+        out: list[Any] = []
+        for record in run:
+            if isinstance(record.envelope.payload, fold_inputs.FOLDED):
+                out.extend(await super()._fold_run(conn, [record]))
+                self._call.forget(record.partition)
+            else:
+                out.extend(await self._one_by_one(conn, [record]))
+        return out
 
 
 def progress(message: str) -> None:
