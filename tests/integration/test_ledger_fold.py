@@ -1,8 +1,10 @@
 """The folded hot path in batches against the same log one record at a time, on Postgres.
 
-For random logs of top-ups, requests (one or two buckets, some beyond the balance), attempts
-(served, failed, cut mid-stream), finishes (served, not served, by the fallback bucket),
-extensions, clock ticks and reversals, the ledger handler applied in batches of random sizes
+For random logs of top-ups (some retried with their key, the same or another payload),
+requests (one or two buckets, some beyond the balance), attempts (served, failed, cut
+mid-stream), finishes (served, not served, by the fallback bucket), extensions, clock ticks,
+reversals (of charges and top-ups, some beyond what is left, some retried), adjustments and
+price-table changes, the ledger handler applied in batches of random sizes
 (runs folded in memory, written in bulk) leaves every projection identical, row for row, to
 the same log applied one record at a time, each over its partition's state read again from
 Postgres (the hot path's records folded alone; top-ups and reversals through their use cases).
@@ -26,6 +28,7 @@ from hypothesis import strategies as st
 from tests.integration.scratch_db import scratch_database
 from tollway.events.envelope import Envelope, encode, make
 from tollway.events.gateway import (
+    AdjustmentRequested,
     AttemptFinished,
     Candidate,
     HoldExtensionRequested,
@@ -37,6 +40,7 @@ from tollway.events.gateway import (
 from tollway.events.ids import derived_id
 from tollway.events.ledger import ClockTicked
 from tollway.events.pricing import Price, Usage
+from tollway.events.routing import PriceTableChangeRequested
 from tollway.ledger import finance_store
 from tollway.ledger.fold import DuplicateRequestError
 from tollway.ledger.handlers import LedgerHandler
@@ -79,6 +83,9 @@ class Log:
     envelopes: list[Envelope[Any]] = field(default_factory=list)
     requests: list[Envelope[RequestReceived]] = field(default_factory=list)
     settlements: list[str] = field(default_factory=list)
+    topups: list[Envelope[TopUpRequested]] = field(default_factory=list)
+    reversals: list[Envelope[ReversalRequested]] = field(default_factory=list)
+    prices: dict[str, Price] = field(default_factory=dict)
     clock: datetime = T0
 
     def add(self, payload: Any, *, event_id: str | None = None) -> Envelope[Any]:
@@ -90,13 +97,66 @@ class Log:
 
 def _topup(log: Log, bucket: str, amount: int) -> None:
     key = uuid.uuid4().hex
-    log.add(
+    env = log.add(
         TopUpRequested(
             account_id=log.account,
             bucket=bucket,
             unit=bucket,
             amount_micro=amount,
             idempotency_key=key,
+        )
+    )
+    log.topups.append(env)
+
+
+def _again(log: Log, earlier: list[Envelope[Any]], pick: int, same: bool) -> None:
+    """A command sent again with its key: the same payload, or another amount (refused)."""
+    if not earlier:
+        return
+    p = earlier[pick % len(earlier)].payload
+    log.add(p if same else p.model_copy(update={"amount_micro": p.amount_micro + 1}))
+
+
+def _reverse(log: Log, original: str, amount: int) -> None:
+    env = log.add(
+        ReversalRequested(
+            account_id=log.account,
+            original_event_id=original,
+            amount_micro=amount,
+            reason="test",
+            idempotency_key=uuid.uuid4().hex,
+        )
+    )
+    log.reversals.append(env)
+
+
+def _adjust(log: Log, bucket: str, amount: int) -> None:
+    log.add(
+        AdjustmentRequested(
+            account_id=log.account,
+            bucket=bucket,
+            unit=bucket,
+            amount_micro=amount,
+            reason="test",
+            idempotency_key=uuid.uuid4().hex,
+        )
+    )
+
+
+def _price(log: Log, channel: int, output: int) -> None:
+    """A channel's prices set (the same as before: no new version)."""
+    channel_id = f"{log.account}-ch{channel}"
+    previous, prices = log.prices.get(channel_id), Price(input=150_000, output=output)
+    log.prices[channel_id] = prices
+    log.add(
+        PriceTableChangeRequested(
+            channel_id=channel_id,
+            bucket="credit",
+            previous=previous,
+            prices=prices,
+            actor="ops",
+            action="channel.update",
+            audit_id=1,
         )
     )
 
@@ -172,6 +232,16 @@ STEPS = st.lists(
         st.tuples(st.just("extend"), st.integers(0, 30), st.integers(1, 60)),
         st.tuples(st.just("tick"), st.integers(0, 40)),
         st.tuples(st.just("reverse"), st.integers(0, 10), st.integers(1, 500)),
+        st.tuples(st.just("reverse_topup"), st.integers(0, 10), st.integers(1, 2_000_000)),
+        st.tuples(st.just("reverse_unknown"), st.integers(1, 500)),
+        st.tuples(st.just("topup_again"), st.integers(0, 10), st.booleans()),
+        st.tuples(st.just("reverse_again"), st.integers(0, 10), st.booleans()),
+        st.tuples(
+            st.just("adjust"),
+            st.sampled_from(["credit", "wallet", "points"]),
+            st.integers(-3000, 3000),
+        ),
+        st.tuples(st.just("price"), st.integers(0, 2), st.sampled_from([600_000, 700_000])),
     ),
     min_size=1,
     max_size=40,
@@ -207,17 +277,26 @@ def build_log(steps: Sequence[tuple[Any, ...]]) -> Log:
         elif kind == "tick":
             cutoff = log.clock - timedelta(seconds=args[0])
             log.add(ClockTicked(partition=0, partitions=1, expire_before=cutoff))
-        elif kind == "reverse" and log.settlements:
-            log.add(
-                ReversalRequested(
-                    account_id=log.account,
-                    original_event_id=log.settlements[args[0] % len(log.settlements)],
-                    amount_micro=args[1],
-                    reason="test",
-                    idempotency_key=uuid.uuid4().hex,
-                )
-            )
+        else:
+            _operator_step(log, kind, args)
     return log
+
+
+def _operator_step(log: Log, kind: str, args: tuple[Any, ...]) -> None:
+    """Reversals, retried keys, adjustments and price changes (see :data:`STEPS`)."""
+    if kind == "reverse" and log.settlements:
+        _reverse(log, log.settlements[args[0] % len(log.settlements)], args[1])
+    elif kind == "reverse_topup" and log.topups:
+        topup = log.topups[args[0] % len(log.topups)]
+        _reverse(log, derived_id(topup.id, "topped_up"), args[1])
+    elif kind == "reverse_unknown":
+        _reverse(log, f"evt_{uuid.uuid4().hex}", args[0])
+    elif kind in {"topup_again", "reverse_again"}:
+        _again(log, log.topups if kind == "topup_again" else log.reversals, args[0], args[1])
+    elif kind == "adjust":
+        _adjust(log, args[0], args[1] * 1000)
+    elif kind == "price":
+        _price(log, args[0], args[1])
 
 
 def records(log: Log) -> list[Record]:
@@ -284,6 +363,92 @@ def test_folded_batches_equal_the_log_applied_event_by_event(
 
     per_event, folded = databases.loop.run_until_complete(run())
     assert folded == per_event
+
+
+# Every operator command next to the hot path: top-ups (one retried, one reused), charges and
+# top-ups reversed (partly, beyond what is left, retried, reused, unknown), adjustments (credit,
+# debit, a bucket never funded, zero), price changes (new, unchanged, changed), then a bucket
+# funded after all that and spent on.
+OPERATOR_STEPS: list[tuple[Any, ...]] = [
+    ("topup", "credit", 3000),
+    ("topup", "wallet", 500),
+    ("price", 0, 600_000),
+    ("request", False, 500),
+    ("request", True, 800),
+    ("request", False, 300),
+    ("attempt", 0, "ok", False),
+    ("finish", 0, True, False),
+    ("attempt", 1, "failed", False),
+    ("attempt", 1, "ok", True),
+    ("finish", 1, True, True),
+    ("reverse", 0, 3),
+    ("reverse", 0, 10**6),
+    ("reverse_again", 0, True),
+    ("reverse_again", 0, False),
+    ("reverse", 1, 1),
+    ("reverse", 1, 1),
+    ("reverse", 0, 1),
+    ("reverse_topup", 0, 1000),
+    ("reverse_topup", 0, 3_000_000),
+    ("reverse_topup", 1, 1),
+    ("reverse_unknown", 5),
+    ("topup_again", 0, True),
+    ("topup_again", 1, False),
+    ("adjust", "credit", 5),
+    ("adjust", "credit", -7),
+    ("adjust", "points", 3),
+    ("adjust", "wallet", 0),
+    ("price", 0, 600_000),
+    ("price", 0, 700_000),
+    ("price", 1, 700_000),
+    ("finish", 2, False, False),
+    ("tick", 0),
+    ("topup", "points", 1),
+    ("request", False, 4000),
+    ("finish", 3, True, False),
+    ("reverse", 2, 2),
+    ("reverse", 2, 100_000),
+]
+
+
+async def _apply_resident(conn: asyncpg.Connection, recs: list[Record], size: int) -> None:
+    """``recs`` in batches of ``size`` through a resident handler told of each commit (so what
+    a batch settled is evicted from memory, and loaded again when a reversal names it)."""
+    handler = LedgerHandler(resident=True)
+    for i in range(0, len(recs), size):
+        async with conn.transaction():
+            await handler(conn, recs[i : i + size])
+        handler.committed()
+
+
+@pytest.mark.parametrize("size", [2, 5, len(OPERATOR_STEPS)])
+def test_operator_commands_folded_with_the_hot_path_equal_them_applied_alone(
+    databases: Databases, size: int
+) -> None:
+    recs = records(build_log(OPERATOR_STEPS))
+
+    async def run() -> tuple[Any, Any, Any]:
+        await apply(databases.per_event, PerEventHandler(), recs, [1])
+        await _apply_resident(databases.folded, recs, size)
+        kinds = await databases.folded.fetch(
+            "SELECT DISTINCT type FROM ledger.journal WHERE account_id = $1", recs[0].key
+        )
+        return (
+            await finance_store.table_digests(databases.per_event),
+            await finance_store.table_digests(databases.folded),
+            {r["type"] for r in kinds},
+        )
+
+    per_event, folded, kinds = databases.loop.run_until_complete(run())
+    assert folded == per_event
+    assert {
+        "ledger.topped_up",
+        "ledger.topup_refused",
+        "ledger.hold_settled",
+        "ledger.reversed",
+        "ledger.correction_refused",
+        "ledger.adjusted",
+    } <= kinds
 
 
 def test_a_failed_batch_leaves_no_partial_state(databases: Databases) -> None:

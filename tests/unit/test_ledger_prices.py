@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tollway.events.pricing import Price
 from tollway.events.routing import PriceTableChangeRequested
 from tollway.events.topics import PRICE_TABLE_KEY
-from tollway.ledger.prices import decide
+from tollway.ledger.fold_prices import decide
 
 if TYPE_CHECKING:
     from tollway.events.ledger import PriceTableChanged

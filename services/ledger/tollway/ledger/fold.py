@@ -13,15 +13,18 @@ batch's :class:`Effects`, which the store writes in one transaction with multi-r
 :mod:`tollway.ledger.fold_usage` decides attempts and finishes over the same state.
 
 The fold covers what the hot path does (the router's plans, attempts and finishes, with the
-budgets and task envelopes that limit them: :mod:`tollway.ledger.fold_limits`), and the clock's
-ticks and hold extensions (:mod:`tollway.ledger.fold_expiry`); top-ups and corrections go
-through the per-event use cases (see :mod:`tollway.ledger.handlers`). The state a batch decides
-over is kept per partition across batches (:mod:`tollway.ledger.resident`).
+budgets and task envelopes that limit them: :mod:`tollway.ledger.fold_limits`), the clock's
+ticks and hold extensions (:mod:`tollway.ledger.fold_expiry`), top-ups
+(:mod:`tollway.ledger.fold_topup`), reversals and adjustments
+(:mod:`tollway.ledger.fold_corrections`) and price-table changes
+(:mod:`tollway.ledger.fold_prices`); re-ratings and invoice imports go through their use cases
+(see :mod:`tollway.ledger.handlers`). The state a batch decides over is kept per partition
+across batches (:mod:`tollway.ledger.resident`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from tollway.events import topics
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
 
     from tollway.events.envelope import Envelope, Payload
     from tollway.events.gateway import Candidate
+    from tollway.events.ledger import Posting, PriceTableChanged
     from tollway.ledger.recon import ReconAttempt
     from tollway.ledger.upstream_costs import CostRow
 
@@ -71,6 +75,74 @@ class Hold:
     request_offset: int | None = None
 
 
+# --- what top-ups, corrections and price changes decide on (see fold_topup, fold_corrections,
+# fold_prices)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A tenant's bucket and its unit (a row of ``ledger.buckets``), fixed by its first top-up."""
+
+    account_id: str
+    bucket: str
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUse:
+    """An applied idempotency key: a row of ``ledger.topups`` or ``ledger.corrections``.
+
+    ``original_event_id`` and ``amount``: what a reversal took back from its original.
+    """
+
+    account_id: str
+    key: str
+    fingerprint: str
+    event_id: str
+    original_event_id: str | None = None
+    amount: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    """A journal entry a reversal names, with what earlier corrections did to it.
+
+    ``reversed``: what reversals of it gave back so far; ``rerated``: the signed sum of its
+    re-ratings (a re-rated charge cost the tenant its original plus those).
+    """
+
+    event_id: str
+    type: str
+    account_id: str
+    request_id: str | None
+    bucket: str | None
+    postings: tuple[Posting, ...]
+    reversed: int = 0
+    rerated: int = 0
+
+
+def original_of(env: Envelope[Any]) -> Original:
+    """A journal event just folded, as a reversal of it sees it (nothing reversed yet)."""
+    p = env.payload
+    return Original(
+        event_id=env.id,
+        type=env.type,
+        account_id=p.account_id,
+        request_id=getattr(p, "request_id", None),
+        bucket=getattr(p, "bucket", None),
+        postings=tuple(getattr(p, "postings", ())),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PriceVersion:
+    """A channel's price version journaled as ``event_id`` (a row of ``ledger.price_versions``)."""
+
+    event_id: str
+    changed_at: datetime
+    changed: PriceTableChanged
+
+
 @dataclass(slots=True)
 class State:
     """What a batch decides over, loaded in bulk for its accounts and requests.
@@ -85,6 +157,12 @@ class State:
     rows of its holds, in (budget, hold) order; ``budget_owners``/``task_owners``: budget id /
     task id -> the account that has it (None: nobody), for the ids definitions name (read again
     for every run of records that has definitions).
+    Top-ups, corrections and price changes (every map holds what a batch asked about; None:
+    looked up, absent): ``topup_keys`` and ``correction_keys``: (account, idempotency key) ->
+    the fingerprint of the payload it was applied with; ``originals``: journal entry id -> the
+    entry as a reversal of it decides on it; ``price_versions``: channel -> its latest journaled
+    price version (0: none). ``balances`` also holds each known account's top-up and
+    adjustment sources.
     """
 
     units: MutableMapping[tuple[str, str], str] = field(default_factory=dict)
@@ -97,6 +175,10 @@ class State:
     request_usage: MutableMapping[str, tuple[UsageRow, ...]] = field(default_factory=dict)
     budget_owners: MutableMapping[str, str | None] = field(default_factory=dict)
     task_owners: MutableMapping[str, str | None] = field(default_factory=dict)
+    topup_keys: MutableMapping[tuple[str, str], str | None] = field(default_factory=dict)
+    correction_keys: MutableMapping[tuple[str, str], str | None] = field(default_factory=dict)
+    originals: MutableMapping[str, Original | None] = field(default_factory=dict)
+    price_versions: MutableMapping[str, int] = field(default_factory=dict)
 
     def available(self, account_id: str, bucket: str, unit: str) -> int:
         """A bucket's spendable balance in ``unit`` (0 when it never moved)."""
@@ -131,6 +213,11 @@ class Effects:
     budget_changes: dict[str, fold_limits.BudgetChange] = field(default_factory=dict)
     tasks_opened: dict[str, fold_limits.OpenedTask] = field(default_factory=dict)
     tasks_closed: dict[tuple[str, str], fold_limits.ClosedTask] = field(default_factory=dict)
+    # Top-ups, corrections, price changes: rows to insert, in order (see Decision).
+    buckets: list[Bucket] = field(default_factory=list)
+    topups: list[KeyUse] = field(default_factory=list)
+    corrections: list[KeyUse] = field(default_factory=list)
+    prices: list[PriceVersion] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -153,6 +240,12 @@ class Decision:
     usage: list[UsageRow] = field(default_factory=list)
     tasks: list[tuple[str, ld.TaskRule]] = field(default_factory=list)
     defined: fold_limits.Defined | None = None
+    # ``buckets`` opened by a first top-up; idempotency keys applied by ``topups`` and
+    # ``corrections`` (a reversal's counts against its original); price ``prices`` journaled.
+    buckets: list[Bucket] = field(default_factory=list)
+    topups: list[KeyUse] = field(default_factory=list)
+    corrections: list[KeyUse] = field(default_factory=list)
+    prices: list[PriceVersion] = field(default_factory=list)
 
     def journal(self, env: Envelope[Payload]) -> None:
         """Emit ``env`` to the journal (and ledger.events)."""
@@ -199,6 +292,7 @@ def evolve(state: State, effects: Effects, decision: Decision) -> None:
     effects.recon.extend(decision.recon)
     effects.costs.extend(decision.costs)
     _evolve_limits(state, effects, decision)
+    _evolve_inputs(state, effects, decision)
 
 
 def _evolve_limits(state: State, effects: Effects, decision: Decision) -> None:
@@ -241,6 +335,33 @@ def _evolve_definitions(state: State, effects: Effects, defined: fold_limits.Def
         effects.tasks_opened[opened.task_id] = opened
     for closed in defined.closed:
         effects.tasks_closed[(closed.task_id, closed.account_id)] = closed
+
+
+def _evolve_inputs(state: State, effects: Effects, decision: Decision) -> None:
+    """Fold what a top-up, correction or price change decided (see :class:`State`)."""
+    originals = state.originals
+    if originals:
+        # An entry a reversal of this batch names, journaled after the batch looked it up.
+        for kind, item in decision.steps:
+            if kind == "journal" and item.id in originals and originals[item.id] is None:
+                originals[item.id] = original_of(item)
+    for b in decision.buckets:
+        state.units[(b.account_id, b.bucket)] = b.unit
+    for use in decision.topups:
+        state.topup_keys[(use.account_id, use.key)] = use.fingerprint
+    for use in decision.corrections:
+        state.correction_keys[(use.account_id, use.key)] = use.fingerprint
+        original = originals.get(use.original_event_id) if use.original_event_id else None
+        if original is not None:
+            originals[original.event_id] = replace(
+                original, reversed=original.reversed + use.amount
+            )
+    for version in decision.prices:
+        state.price_versions[version.changed.channel_id] = version.changed.version
+    effects.buckets.extend(decision.buckets)
+    effects.topups.extend(decision.topups)
+    effects.corrections.extend(decision.corrections)
+    effects.prices.extend(decision.prices)
 
 
 # --- authorize ---------------------------------------------------------------------------------

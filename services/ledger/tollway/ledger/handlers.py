@@ -7,7 +7,6 @@ same log reproduces the same journal byte for byte (ARCHITECTURE invariant 5).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -16,40 +15,30 @@ import structlog
 
 from tollway.events.envelope import Envelope, Payload
 from tollway.events.gateway import (
-    AdjustmentRequested,
     AttemptFinished,
     CostRerateRequested,
     HoldExtensionRequested,
     RequestFinished,
     RequestReceived,
     RerateRequested,
-    ReversalRequested,
-    TopUpRequested,
 )
 from tollway.events.ledger import (
     ClockTicked,
-    ToppedUp,
-    TopUpRefused,
 )
 from tollway.events.recon import InvoiceLineImported
-from tollway.events.routing import PriceTableChangeRequested
 from tollway.ledger import (
     batch_store,
-    corrections,
     cost_rerating,
-    domain,
     expiry,
     fold,
     fold_expiry,
+    fold_inputs,
     fold_limits,
     fold_usage,
-    prices,
     recon_apply,
     rerating,
     store,
 )
-from tollway.ledger.journal import emit as _emit
-from tollway.ledger.journal import journal as _journal
 from tollway.ledger.resident import Call, Memory, Resident
 from tollway.runtime.outbox import Outgoing
 
@@ -67,12 +56,13 @@ log = structlog.get_logger(__name__)
 class LedgerHandler:
     """Applies gw.requests and gw.usage records; returns the events to publish after commit.
 
-    Runs of requests, attempts, finishes, hold extensions, budget and task definitions are
-    folded in memory (:mod:`tollway.ledger.fold`, budgets and tasks included) over the state
-    of their partition and written back with multi-row statements; a clock tick is folded on
-    its own. The other records (top-ups, corrections, prices, re-ratings, invoice imports) go
-    through their use cases one at a time, after which their partition's state is read again
-    from Postgres (inside the same transaction), so each sees the other's effects.
+    Runs of requests, attempts, finishes, hold extensions, budget and task definitions,
+    top-ups, reversals, adjustments and price changes are folded in memory
+    (:mod:`tollway.ledger.fold`) over the state of their partition and written back with
+    multi-row statements; a clock tick is folded on its own. The other records (re-ratings,
+    invoice imports) go through their use cases one at a time, after which their partition's
+    state is read again from Postgres (inside the same transaction), so each sees the other's
+    effects.
 
     ``resident``: keep each partition's state in memory across batches
     (:mod:`tollway.ledger.resident`); the consumer then tells the handler when a batch
@@ -241,11 +231,20 @@ _FOLDED = (
     ClockTicked,
     HoldExtensionRequested,
     *fold_limits.DEFINITIONS,
+    *fold_inputs.FOLDED,
 )
 
 
 def _foldable_type(record: Record) -> bool:
     return isinstance(record.envelope.payload, _FOLDED)
+
+
+def _accounts_and_requests(run: list[Record]) -> tuple[set[str], set[str]]:
+    """The accounts and requests a run's records name (a price change names neither)."""
+    payloads = [r.envelope.payload for r in run]
+    accounts = {a for p in payloads if (a := getattr(p, "account_id", None)) is not None}
+    requests = {r for p in payloads if (r := getattr(p, "request_id", None)) is not None}
+    return accounts, requests
 
 
 def _is_tick(record: Record) -> bool:
@@ -267,18 +266,21 @@ def decide(state: fold.State, record: Record) -> fold.Decision:
         return fold_expiry.decide_extension(state, env)
     if isinstance(env.payload, fold_limits.DEFINITIONS):
         return fold.Decision(defined=fold_limits.decide_definition(state, env))
+    inputs = fold_inputs.decide(state, env)
+    if inputs is not None:
+        return inputs
     return fold_usage.decide_finish(state, env)
 
 
 async def _fold(conn: asyncpg.Connection, run: list[Record], memory: Memory) -> fold.Effects:
     """Fold every record over the partition's state (loading what it lacks), write at once."""
-    payloads = [r.envelope.payload for r in run]
-    accounts = {p.account_id for p in payloads}  # type: ignore[attr-defined]
-    requests = {rid for p in payloads if (rid := getattr(p, "request_id", None)) is not None}
+    accounts, requests = _accounts_and_requests(run)
     await batch_store.fill(conn, memory, accounts, requests)
+    payloads = [r.envelope.payload for r in run]
     budget_ids, task_ids = fold_limits.named(payloads)
     if budget_ids or task_ids:
         await batch_store.fill_names(conn, memory, budget_ids, task_ids)
+    await batch_store.fill_inputs(conn, memory, payloads)
     state = memory.state
     effects = fold.Effects()
     for record in run:
@@ -290,89 +292,10 @@ async def _fold(conn: asyncpg.Connection, run: list[Record], memory: Memory) -> 
     return effects
 
 
-def _fingerprint(p: TopUpRequested) -> str:
-    return hashlib.sha256(
-        f"{p.account_id}|{p.bucket}|{p.unit}|{p.amount_micro}".encode()
-    ).hexdigest()
-
-
-async def top_up(conn: asyncpg.Connection, env: Envelope[TopUpRequested]) -> list[Outgoing]:
-    """Credit a bucket once per (account, idempotency key) from the account's own source.
-
-    Anything the ledger refuses (a key reused with another payload, the wrong unit, an amount or
-    balance out of range) is journaled as ``TopUpRefused``: a replay refuses it the same way,
-    and the next top-up, of this tenant or any other, is applied as if it never came.
-    """
-    p = env.payload
-    source = domain.topup_source(p.account_id)
-    # Names first: a unit Postgres cannot hold must not reach a query.
-    refusal = domain.refuse_names(p.bucket, p.unit)
-    unit: str | None = None
-    if refusal is None:
-        seen = await store.topup_fingerprint(conn, p.account_id, p.idempotency_key)
-        if seen == _fingerprint(p):
-            return []
-        unit = await store.bucket_unit(conn, p.account_id, p.bucket)
-        refusal = (
-            domain.Refusal(
-                "idempotency_key_reused", "idempotency key reused with a different payload"
-            )
-            if seen is not None
-            else domain.refuse_credit(await _credit(conn, p, unit, source))
-        )
-    if refusal is not None:
-        refused = TopUpRefused(
-            account_id=p.account_id,
-            cause_id=env.id,
-            idempotency_key=p.idempotency_key,
-            reason=refusal.reason,
-            code=refusal.code,
-            bucket=p.bucket,
-            unit=p.unit,
-            amount_micro=p.amount_micro,
-        )
-        return [await _journal(conn, _emit(env, refused, domain.TOPUP_REFUSED))]
-    if unit is None:
-        await store.open_bucket(conn, p.account_id, p.bucket, p.unit)
-    topped = ToppedUp(
-        account_id=p.account_id,
-        cause_id=env.id,
-        bucket=p.bucket,
-        unit=p.unit,
-        amount_micro=p.amount_micro,
-        idempotency_key=p.idempotency_key,
-        postings=domain.transfer(
-            source, domain.bucket_account(p.account_id, p.bucket), p.unit, p.amount_micro
-        ),
-    )
-    journal_env = _emit(env, topped, domain.TOPPED_UP)
-    await store.record_topup(conn, p.account_id, p.idempotency_key, _fingerprint(p), journal_env.id)
-    return [await _journal(conn, journal_env)]
-
-
-async def _credit(
-    conn: asyncpg.Connection, p: TopUpRequested, unit: str | None, source: str
-) -> domain.Credit:
-    """The state of the account's own partition a credit is decided on."""
-    bucket = domain.bucket_account(p.account_id, p.bucket)
-    return domain.Credit(
-        bucket=p.bucket,
-        amount=p.amount_micro,
-        unit=p.unit,
-        bucket_unit=unit,
-        bucket_balance=await store.balance(conn, bucket, unit or p.unit),
-        source_balance=await store.balance(conn, source, unit or p.unit),
-    )
-
-
 UseCase = Callable[["asyncpg.Connection", Envelope[Any]], Awaitable[list[Outgoing]]]
 
 # One use case per input event type.
 _USE_CASES: dict[type[Payload], UseCase] = {
-    TopUpRequested: top_up,
-    ReversalRequested: corrections.reverse,
-    AdjustmentRequested: corrections.adjust,
-    PriceTableChangeRequested: prices.change_prices,
     RerateRequested: rerating.rerate_account,
     CostRerateRequested: cost_rerating.rerate_costs,
 }

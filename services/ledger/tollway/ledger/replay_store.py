@@ -193,6 +193,25 @@ def touched(folder: Folder, record: Record) -> tuple[set[str], set[str], set[str
     return accounts, requests, accounts if isinstance(p, _EDITS_RECEIPTS) else set()
 
 
+# Which of the accounts and requests a replay reads back budgets or tasks limit: their records
+# go through the live handler (the replay's fold state holds no budgets, tasks or usage).
+SELECT_LIMITED = """
+SELECT 'account' AS kind, account_id AS id FROM ledger.budgets WHERE account_id = ANY($1)
+UNION SELECT 'request', request_id FROM ledger.budget_usage WHERE request_id = ANY($2)
+"""
+
+
+async def limited(
+    conn: asyncpg.Connection, accounts: Collection[str], requests: Collection[str]
+) -> tuple[set[str], set[str]]:
+    """(accounts with budgets or tasks, requests counted against a budget) among those given."""
+    rows = await conn.fetch(SELECT_LIMITED, list(accounts), list(requests))
+    return (
+        {r["id"] for r in rows if r["kind"] == "account"},
+        {r["id"] for r in rows if r["kind"] == "request"},
+    )
+
+
 async def read_back(
     conn: asyncpg.Connection, folder: Folder, accounts: Collection[str], requests: Collection[str]
 ) -> None:
@@ -200,7 +219,7 @@ async def read_back(
     if not accounts and not requests:
         return
     loaded = await batch_store.load(conn, list(accounts), list(requests))
-    limited_accounts, limited_requests = await batch_store.limited(conn, accounts, requests)
+    limited_accounts, limited_requests = await limited(conn, accounts, requests)
     folder.reload(
         {
             a: (

@@ -66,9 +66,6 @@ INSERT INTO ledger.rerates
      charged_before, rerated, amount, at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 """
-RERATED_SO_FAR = (
-    "SELECT coalesce(sum(amount), 0)::bigint FROM ledger.rerates WHERE original_event_id = $1"
-)
 OUTCOME = "SELECT type, body -> 'payload' AS payload FROM ledger.journal WHERE event_id = ANY($1)"
 
 # Salts of the ids an account's outcome is journaled under (derived from its command's id).
@@ -164,11 +161,6 @@ async def record(conn: asyncpg.Connection, event_id: str, at: datetime, event: R
         event.amount_micro,
         at,
     )
-
-
-async def rerated_so_far(conn: asyncpg.Connection, original_event_id: str) -> int:
-    """The signed sum of the re-ratings of a charge (0 when it was never re-rated)."""
-    return int(await conn.fetchval(RERATED_SO_FAR, original_event_id))
 
 
 async def outcome(conn: asyncpg.Connection, command_id: str) -> dict[str, Any] | None:

@@ -3,7 +3,8 @@
 gw.requests and gw.usage are co-partitioned by billing account, so partition N of both is one
 set of accounts with one writer. For each partition it owns, the ledger keeps a
 :class:`Memory`: the fold's :class:`~tollway.ledger.fold.State` (buckets, balances, open holds,
-receipts in progress, budgets, tasks and their usage) and what of it is known (which accounts
+receipts in progress, budgets, tasks and their usage, idempotency keys and price versions
+looked up, entries reversals named) and what of it is known (which accounts
 and requests were loaded). A batch decides over it without reading Postgres again.
 
 What the memory holds is always what Postgres holds as of the offsets this consumer last
@@ -23,7 +24,8 @@ stored, because it only ever changes with a commit:
   offsets are read from; a partition revoked is forgotten.
 
 Requests without an open hold are evicted at commit (a later record of one loads it again), so
-memory holds the accounts and the requests in flight. Nothing here does IO.
+memory holds the accounts and the requests in flight, and the few idempotency keys, price
+versions and reversed entries operators' commands looked up. Nothing here does IO.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ _STATE_FIELDS = tuple(f.name for f in fields(State))
 
 
 def _maps(memory: Memory) -> tuple[MutableMapping[Any, Any], ...]:
+    """Every map of the memory: the state's (each of its fields), then what is known."""
     s = memory.state
     return (*(getattr(s, name) for name in _STATE_FIELDS), memory.accounts, memory.requests)
 
@@ -100,9 +103,21 @@ def _evict(memory: Memory, requests: Iterable[str], balances: Iterable[tuple[str
             s.request_usage.pop(request_id, None)
             memory.requests.pop(request_id, None)
     for key in balances:
-        account, _, bucket = key[0].rpartition("/")
-        if (account, bucket) not in s.units or domain.bucket_account(account, bucket) != key[0]:
+        if not _kept_balance(memory, key[0]):
             s.balances.pop(key, None)
+
+
+def _kept_balance(memory: Memory, name: str) -> bool:
+    """A known bucket's balance, or a known account's top-up or adjustment source."""
+    for prefix in _SOURCE_PREFIXES:
+        if name.startswith(prefix) and name[len(prefix) :] in memory.accounts:
+            return True
+    account, _, bucket = name.rpartition("/")
+    known = (account, bucket) in memory.state.units
+    return known and domain.bucket_account(account, bucket) == name
+
+
+_SOURCE_PREFIXES = (domain.topup_source(""), domain.adjustment_source(""))
 
 
 @dataclass(slots=True)

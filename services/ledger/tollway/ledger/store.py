@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from tollway.events.envelope import Envelope
-    from tollway.events.ledger import MoneyEvent, PriceTableChanged
+    from tollway.events.ledger import MoneyEvent
 
 MARK_APPLIED = """
 INSERT INTO ledger.applied_events (event_id, type)
@@ -53,14 +53,6 @@ OPEN_HOLDS_DUE = (
 )
 SELECT_BALANCE = "SELECT amount FROM ledger.balances WHERE account = $1 AND unit = $2"
 SELECT_BUCKET_UNIT = "SELECT unit FROM ledger.buckets WHERE account_id = $1 AND bucket = $2"
-INSERT_BUCKET = "INSERT INTO ledger.buckets (account_id, bucket, unit) VALUES ($1, $2, $3)"
-SELECT_TOPUP = (
-    "SELECT fingerprint FROM ledger.topups WHERE account_id = $1 AND idempotency_key = $2"
-)
-INSERT_TOPUP = """
-INSERT INTO ledger.topups (account_id, idempotency_key, fingerprint, event_id)
-VALUES ($1, $2, $3, $4)
-"""
 INSERT_RECEIPT = """
 INSERT INTO ledger.receipts
     (request_id, account_id, key_id, project_id, task_id, catalog_model, status, created_at, body)
@@ -118,27 +110,6 @@ async def bucket_unit(conn: asyncpg.Connection, account_id: str, bucket: str) ->
     """The unit of a tenant's bucket, or None when the bucket was never funded."""
     unit: str | None = await conn.fetchval(SELECT_BUCKET_UNIT, account_id, bucket)
     return unit
-
-
-async def open_bucket(conn: asyncpg.Connection, account_id: str, bucket: str, unit: str) -> None:
-    """Fix a bucket's unit (at its first top-up)."""
-    await conn.execute(INSERT_BUCKET, account_id, bucket, unit)
-
-
-async def topup_fingerprint(conn: asyncpg.Connection, account_id: str, key: str) -> str | None:
-    """The fingerprint stored for an account's top-up idempotency key, if it was used.
-
-    Keys are the account's own: another tenant's key never decides this one's top-up.
-    """
-    value: str | None = await conn.fetchval(SELECT_TOPUP, account_id, key)
-    return value
-
-
-async def record_topup(
-    conn: asyncpg.Connection, account_id: str, key: str, fingerprint: str, event_id: str
-) -> None:
-    """Remember an account's idempotency key with the payload it stood for."""
-    await conn.execute(INSERT_TOPUP, account_id, key, fingerprint, event_id)
 
 
 async def insert_receipt(  # noqa: PLR0913 - one row's columns
@@ -248,17 +219,6 @@ INSERT INTO ledger.corrections
     (account_id, idempotency_key, fingerprint, event_id, original_event_id, amount)
 VALUES ($1, $2, $3, $4, $5, $6)
 """
-REVERSED_SO_FAR = """
-SELECT coalesce(sum(amount), 0)::bigint FROM ledger.corrections WHERE original_event_id = $1
-"""
-SELECT_ENTRY = """
-SELECT type, account_id, body -> 'payload' ->> 'request_id' AS request_id,
-       body -> 'payload' ->> 'bucket' AS bucket
-FROM ledger.journal WHERE event_id = $1
-"""
-SELECT_ENTRY_POSTINGS = (
-    "SELECT account, unit, amount FROM ledger.postings WHERE event_id = $1 ORDER BY seq"
-)
 
 
 async def correction_fingerprint(conn: asyncpg.Connection, account_id: str, key: str) -> str | None:
@@ -280,72 +240,4 @@ async def record_correction(  # noqa: PLR0913 - one row's columns
     """Remember an applied correction (and what it took from its original)."""
     await conn.execute(
         INSERT_CORRECTION, account_id, key, fingerprint, event_id, original_event_id, amount
-    )
-
-
-async def reversed_so_far(conn: asyncpg.Connection, original_event_id: str) -> int:
-    """How much of ``original_event_id`` earlier reversals already gave back."""
-    return int(await conn.fetchval(REVERSED_SO_FAR, original_event_id))
-
-
-async def journal_entry(conn: asyncpg.Connection, event_id: str) -> dict[str, Any] | None:
-    """A journal entry with its postings, or None."""
-    row = await conn.fetchrow(SELECT_ENTRY, event_id)
-    if row is None:
-        return None
-    postings = await conn.fetch(SELECT_ENTRY_POSTINGS, event_id)
-    return {**dict(row), "postings": [dict(p) for p in postings]}
-
-
-LATEST_PRICE_VERSION = "SELECT max(version) FROM ledger.price_versions WHERE channel_id = $1"
-INSERT_PRICE_VERSION = """
-INSERT INTO ledger.price_versions
-    (channel_id, version, price_input, price_output, price_cached_input, event_id, changed_at,
-     price_cache_write, price_cache_write_1h, price_reasoning, cost_currency, cost_input,
-     cost_output, cost_cached_input, cost_cache_write, cost_cache_write_1h, cost_reasoning,
-     cost_per_request)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-"""
-
-
-async def latest_price_version(conn: asyncpg.Connection, channel_id: str) -> int | None:
-    """The channel's newest journaled price version, or None when it has none."""
-    value: int | None = await conn.fetchval(LATEST_PRICE_VERSION, channel_id)
-    return value
-
-
-async def record_price_version(
-    conn: asyncpg.Connection, event_id: str, at: datetime, changed: PriceTableChanged
-) -> None:
-    """Append a price version journaled as ``event_id`` (after that journal row, its reference)."""
-    await conn.execute(
-        INSERT_PRICE_VERSION,
-        changed.channel_id,
-        changed.version,
-        changed.prices.input,
-        changed.prices.output,
-        changed.prices.cached_input,
-        event_id,
-        at,
-        changed.prices.cache_write,
-        changed.prices.cache_write_1h,
-        changed.prices.reasoning,
-        *_cost_columns(changed),
-    )
-
-
-def _cost_columns(changed: PriceTableChanged) -> tuple[object, ...]:
-    """The version's cost price as its columns (all NULL when the channel has none)."""
-    cost = changed.cost
-    if cost is None:
-        return (None,) * 8
-    return (
-        cost.currency,
-        cost.input,
-        cost.output,
-        cost.cached_input,
-        cost.cache_write,
-        cost.cache_write_1h,
-        cost.reasoning,
-        cost.per_request,
     )

@@ -1,34 +1,28 @@
 """The price table in the journal: each change of a channel's prices is a numbered version.
 
 The edge publishes ``PriceTableChangeRequested`` on gw.requests under the one key
-``system:prices``, so one ledger consumer sees every price change in the order they were made
-and numbers each channel's versions from 1 (kept in ``ledger.price_versions``). Each version is
-journaled as ``ledger.price_table_changed`` (account ``system:prices``, no postings), with its
-id and time derived from the command: a replay writes the same versions byte for byte.
+``system:prices``, so one ledger partition sees every price change in the order they were made
+and numbers each channel's versions from 1 (kept in ``ledger.price_versions``; the fold keeps
+each channel's latest). Each version is journaled as ``ledger.price_table_changed`` (account
+``system:prices``, no postings), with its id and time derived from the command: a replay writes
+the same versions byte for byte.
 
 Settlement never reads this table: a request is charged at the price its own events carry, so
-the price table's history explains charges without deciding them.
+the price table's history explains charges without deciding them. No IO, no clock.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import structlog
-
 from tollway.events.ledger import PriceTableChanged
 from tollway.events.topics import PRICE_TABLE_KEY
-from tollway.ledger import store
-from tollway.ledger.journal import emit, journal
+from tollway.ledger.fold import Decision, PriceVersion, State
+from tollway.ledger.journal import emit
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from tollway.events.envelope import Envelope
     from tollway.events.routing import PriceTableChangeRequested
-    from tollway.runtime.outbox import Outgoing
-
-log = structlog.get_logger(__name__)
 
 
 def decide(
@@ -55,17 +49,13 @@ def decide(
     )
 
 
-async def change_prices(
-    conn: asyncpg.Connection, env: Envelope[PriceTableChangeRequested]
-) -> list[Outgoing]:
-    """Journal the channel's next price version (applied once per event id, like every input)."""
-    p = env.payload
-    changed = decide(await store.latest_price_version(conn, p.channel_id), p, env.id)
+def decide_change(state: State, env: Envelope[PriceTableChangeRequested]) -> Decision:
+    """Journal the channel's next price version; nothing when no price changed."""
+    p, decision = env.payload, Decision()
+    changed = decide(state.price_versions.get(p.channel_id), p, env.id)
     if changed is None:
-        log.info("price_change_ignored", channel_id=p.channel_id, reason="prices unchanged")
-        return []
-    journal_env = emit(env, changed, "price_table_changed")
-    message = await journal(conn, journal_env)
-    await store.record_price_version(conn, journal_env.id, env.occurred_at, changed)
-    log.info("price_table_changed", channel_id=p.channel_id, version=changed.version)
-    return [message]
+        return decision
+    out = emit(env, changed, "price_table_changed")
+    decision.journal(out)
+    decision.prices.append(PriceVersion(out.id, env.occurred_at, changed))
+    return decision
