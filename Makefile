@@ -28,10 +28,11 @@ test-kafka: kafka-deps browser-deps ## integration and end-to-end tests on Apach
 test-unit: deps
 	@$(UV) run --frozen pytest -q tests/unit
 
-lint: deps deploy-lint ## ruff and mypy (strict), and the deployment files
+lint: deps deploy-lint ## service boundaries, ruff and mypy (strict), and the deployment files
+	@$(UV) run --frozen python deploy/scripts/check_boundaries.py
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
-	@$(UV) run --frozen mypy libs services
+	@$(UV) run --frozen mypy libs services deploy/scripts/check_boundaries.py
 
 deploy-lint: deps ## deploy/ and docs/asyncapi.json against bundled schemas, offline
 	@$(UV) run --frozen hadolint deploy/Dockerfile
