@@ -122,3 +122,13 @@ def test_fails_when_a_baseline_entry_no_longer_occurs_and_prune_drops_it(tmp_pat
     assert check(root, "--prune").returncode == 0
     assert "ledger.receipts" not in (root / BASELINE).read_text()
     assert check(root).returncode == 0
+
+
+def test_fails_on_an_f_string_naming_another_services_schema(tmp_path: Path) -> None:
+    planted = (
+        CLEAN_EDGE + '\ndef q(col: str) -> str:\n    return f"SELECT {col} FROM ledger.holds"\n'
+    )
+    result = check(make_repo(tmp_path, planted))
+    assert result.returncode == 1
+    line = len(planted.splitlines())
+    assert f"store.py:{line}: ledger.holds: names the ledger service's schema" in result.stderr
