@@ -112,8 +112,8 @@ def _docstrings(tree: ast.AST) -> set[int]:
     return ids
 
 
-def _strings(tree: ast.AST) -> Iterator[tuple[int, str]]:
-    """(first line, text) of every string literal but docstrings; f-strings with ``{}`` holes."""
+def _strings(tree: ast.AST) -> Iterator[tuple[ast.expr, str]]:
+    """Every string literal but docstrings, with its text; f-strings with ``{}`` holes."""
     skip = _docstrings(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
@@ -123,11 +123,20 @@ def _strings(tree: ast.AST) -> Iterator[tuple[int, str]]:
                 p.value if isinstance(p, ast.Constant) and isinstance(p.value, str) else "{}"
                 for p in node.values
             )
-            yield node.lineno, text
+            yield node, text
         elif (
             isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip
         ):
-            yield node.lineno, node.value
+            yield node, node.value
+
+
+def _line_of(lines: list[str], node: ast.expr, name: str, offset: int, text: str) -> int:
+    """The source line of ``name`` in the literal ``node`` (implicit concatenation included)."""
+    end = node.end_lineno or node.lineno
+    for number in range(node.lineno, end + 1):
+        if name in lines[number - 1]:
+            return number
+    return node.lineno + text.count("\n", 0, offset)
 
 
 def _imports(tree: ast.AST) -> Iterator[tuple[int, str]]:
@@ -154,20 +163,21 @@ class Scanner:
 
     def python(self, rel: str, source: str) -> Iterator[Hit]:
         """Imports of another service's package; its schema named in SQL-looking strings."""
-        tree = ast.parse(source, filename=rel)
+        tree = ast.parse(source, filename=rel)  # a SyntaxError stops the check (main says where)
+        lines = source.splitlines()
         for line, name in _imports(tree):
             parts = name.split(".")
             if len(parts) >= 2 and self.package.match(".".join(parts[:2])):
                 yield Hit(rel, line, name, parts[1])
-        for line, text in _strings(tree):
+        for node, text in _strings(tree):
             if self.package.match(text):  # importlib.import_module("tollway.ledger.x")
-                yield Hit(rel, line, text, text.split(".")[1])
+                yield Hit(rel, node.lineno, text, text.split(".")[1])
                 continue
             sql = SQL_WORDS.search(text) is not None
             for m in self.qualified.finditer(text):
                 name = f"{m.group(1)}.{m.group(2)}"
                 if sql or name.lower() in self.known:
-                    yield Hit(rel, line + text.count("\n", 0, m.start()), name, m.group(1))
+                    yield Hit(rel, _line_of(lines, node, name, m.start(), text), name, m.group(1))
 
     def sql(self, rel: str, source: str) -> Iterator[Hit]:
         """Every schema-qualified name of another service outside ``--`` comments."""
@@ -267,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="re-render docs' debt table")
     args = parser.parse_args(argv)
     root: Path = args.root
-    hits = scan(root)
+    try:
+        hits = scan(root)
+    except SyntaxError as exc:
+        sys.stderr.write(f"{exc.filename}:{exc.lineno}: cannot parse: {exc.msg}\n")
+        return 2
     listed = read_baseline(root / BASELINE)
     if args.prune:
         listed &= {h.key for h in hits}

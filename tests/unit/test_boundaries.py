@@ -132,3 +132,18 @@ def test_fails_on_an_f_string_naming_another_services_schema(tmp_path: Path) -> 
     assert result.returncode == 1
     line = len(planted.splitlines())
     assert f"store.py:{line}: ledger.holds: names the ledger service's schema" in result.stderr
+
+
+def test_names_the_line_of_the_violation_in_concatenated_literals(tmp_path: Path) -> None:
+    planted = CLEAN_EDGE + '\nSQL = (\n    "SELECT body "\n    "FROM ledger.receipts"\n)\n'
+    result = check(make_repo(tmp_path, planted))
+    assert result.returncode == 1
+    line = len(planted.splitlines()) - 1
+    assert f"store.py:{line}: ledger.receipts:" in result.stderr
+
+
+def test_stops_with_the_place_of_a_file_it_cannot_parse(tmp_path: Path) -> None:
+    result = check(make_repo(tmp_path, CLEAN_EDGE + "\ndef broken(:\n"))
+    assert result.returncode == 2
+    assert "services/edge/tollway/edge/store.py:" in result.stderr
+    assert "cannot parse" in result.stderr
