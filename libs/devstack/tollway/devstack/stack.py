@@ -27,7 +27,7 @@ from tollway.devstack.broker import EmbeddedBroker, port_is_free, wait_for_port
 from tollway.devstack.kafka import ApacheKafkaBroker
 from tollway.devstack.logfiles import open_private_log
 from tollway.devstack.postgres import EmbeddedPostgres
-from tollway.devstack.signals import signals_deferred
+from tollway.devstack.signals import signals_deferred, unmask_in_child
 from tollway.events import topics
 from tollway.runtime.kafka import FETCH_WAIT_ENV, ensure_topics
 from tollway.runtime.migrations import ALL_SERVICES, migrate
@@ -226,6 +226,7 @@ class Stack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=unmask_in_child,  # noqa: PLW1509 - only unblocks two signals
             )
             self.processes[name] = proc
         return proc
