@@ -169,9 +169,10 @@ class LedgerHandler:
             for h in await store.expirable_holds(conn, tick.expire_before, tick.requests_before)
             if expiry.partition_of(h["account_id"], tick.partitions) == tick.partition
         ]
+        # Taken before the early return: a failed batch drops every partition it called on.
+        memory = self._call.memory(record.partition)
         if not due:
             return []
-        memory = self._call.memory(record.partition)
         requests = {h["request_id"] for h in due}
         await batch_store.fill(conn, memory, {h["account_id"] for h in due}, requests)
         state = memory.state
