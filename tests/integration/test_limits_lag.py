@@ -55,6 +55,12 @@ def test_a_group_behind_its_threshold_raises_one_lag_alert(stack) -> None:
 
     assert lag >= 0
     assert raised == 2  # the ledger and the limits service, each once
-    out = wait_for(lambda: (o := _tail(stack)) and "consumer_lag_records" in o and o)
+    # The check ran in this process, not in the limits service: its alert rows reach the topic
+    # through the service relay's sweep of rows other processes left (every 30 s).
+    out = wait_for(
+        lambda: (o := _tail(stack)) and "consumer_lag_records" in o and o,
+        timeout=90,
+        what="the lag alert on limits.alerts",
+    )
     assert "consumer:ledger consumer_lag_records" in out
     assert asyncio.run(_check(stack, threshold=-1))[1] == 0  # once per window
